@@ -1,0 +1,139 @@
+"""Plain-data (de)serialisation of bigviz's dataclasses.
+
+Recordings, RunResults and Sweeps are dataclasses made of ``int``, ``float``, ``str``,
+``bool``, ``None``, lists, ``dict[str, ...]`` and other such dataclasses. ``to_plain``
+turns one into JSON-ready data and ``from_plain`` rebuilds it from the field types, so
+``from_plain(T, to_plain(x)) == x`` holds exactly (JSON keeps floats bit-exact).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from typing import Any, TypeVar, Union, cast
+
+from bigviz._errors import ReportError
+
+__all__ = ["from_plain", "to_plain"]
+
+T = TypeVar("T")
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def to_plain(obj: Any) -> Any:
+    """Return ``obj`` as JSON-ready data (dicts, lists, numbers, strings, None).
+
+    Non-finite floats become the strings ``"nan"``, ``"inf"``, ``"-inf"`` so the
+    result is strict JSON.
+
+    Example:
+        >>> from dataclasses import dataclass
+        >>> @dataclass
+        ... class P:
+        ...     x: int
+        >>> to_plain(P(3))
+        {'x': 3}
+    """
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, dict):
+        return {str(k): to_plain(v) for k, v in obj.items()}
+    return obj
+
+
+def from_plain(cls: type[T], data: Any) -> T:
+    """Rebuild a dataclass ``cls`` from data made by :func:`to_plain`.
+
+    Raises:
+        ReportError: when the data does not fit the type, naming the field.
+
+    Example:
+        >>> from dataclasses import dataclass
+        >>> @dataclass
+        ... class P:
+        ...     x: int
+        >>> from_plain(P, {"x": 3})
+        P(x=3)
+    """
+    return cast(T, _convert(cls, data, cls.__name__))
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def _convert(tp: Any, data: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return data
+    if origin is Union or origin is types.UnionType:
+        args = typing.get_args(tp)
+        if data is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(arg, data, where)
+            except ReportError as exc:
+                errors.append(str(exc))
+        raise ReportError(f"{where}: {data!r} fits none of {tp}; {'; '.join(errors)}")
+    if origin in (list, tuple):
+        if not isinstance(data, list):
+            raise ReportError(f"{where}: expected a list, got {type(data).__name__}")
+        (arg,) = typing.get_args(tp)[:1] or (Any,)
+        items = [_convert(arg, v, f"{where}[{i}]") for i, v in enumerate(data)]
+        return items if origin is list else tuple(items)
+    if origin is dict:
+        if not isinstance(data, dict):
+            raise ReportError(f"{where}: expected an object, got {type(data).__name__}")
+        _key_tp, val_tp = typing.get_args(tp)
+        return {k: _convert(val_tp, v, f"{where}[{k!r}]") for k, v in data.items()}
+    if origin is typing.Literal:
+        if data not in typing.get_args(tp):
+            raise ReportError(f"{where}: {data!r} is not one of {typing.get_args(tp)}")
+        return data
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        if not isinstance(data, dict):
+            raise ReportError(f"{where}: expected an object for {tp.__name__}")
+        hints = _hints(tp)
+        kwargs = {}
+        for f in dataclasses.fields(tp):
+            if f.name in data:
+                kwargs[f.name] = _convert(hints[f.name], data[f.name], f"{where}.{f.name}")
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ReportError(f"{where}: field {f.name!r} is missing")
+        return tp(**kwargs)
+    if tp is float:
+        if isinstance(data, str) and data in ("nan", "inf", "-inf"):
+            return float(data)
+        if isinstance(data, bool) or not isinstance(data, (int, float)):
+            raise ReportError(f"{where}: expected a number, got {data!r}")
+        return float(data)
+    if tp is int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            raise ReportError(f"{where}: expected an integer, got {data!r}")
+        return data
+    if tp is str:
+        if not isinstance(data, str):
+            raise ReportError(f"{where}: expected a string, got {data!r}")
+        return data
+    if tp is bool:
+        if not isinstance(data, bool):
+            raise ReportError(f"{where}: expected true/false, got {data!r}")
+        return data
+    if tp is type(None):
+        if data is not None:
+            raise ReportError(f"{where}: expected null, got {data!r}")
+        return None
+    raise ReportError(f"{where}: cannot rebuild type {tp!r}")

@@ -1,0 +1,245 @@
+"""The Recording: plain data for one recorded stretch of a process's memory.
+
+A Recording holds no live tensors or models, only numbers and strings, so it
+round-trips through JSON exactly (``Recording.from_json(r.to_json()) == r``) and can be
+sent between processes, saved, diffed and plotted anywhere.
+
+Times are seconds since the recording started (monotonic clock); sizes are bytes.
+
+Series names used by the built-in sources:
+
+============================  =================================================
+``ram.rss``                   resident set size (``VmRSS``)
+``ram.anon``                  anonymous resident memory (``RssAnon``)
+``ram.file``                  file-backed resident memory (``RssFile``), e.g. mmapped safetensors
+``ram.shmem``                 shared memory (``RssShmem``)
+``ram.uss`` / ``ram.pss``     unique / proportional set size (``smaps_rollup``, lower rate)
+``sys.available``             the system's available RAM (``MemAvailable``)
+``cuda:N.allocated``          torch caching allocator, bytes in tensors on device N
+``cuda:N.reserved``           torch caching allocator, bytes reserved from the driver
+``nvml:N.used``               NVML: memory used on device N by everyone (context included)
+``nvml:N.process``            NVML: memory used on device N by this process
+============================  =================================================
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bigviz._errors import ReportError
+from bigviz._serde import from_plain, to_plain
+
+__all__ = ["SCHEMA_VERSION", "Mark", "Phase", "Recording", "Series", "SourceInfo"]
+
+#: Version of the JSON schema of Recordings, RunResults and Sweeps. Bump it on any
+#: change that an older reader would misread; readers refuse newer versions.
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class Series:
+    """One measured quantity over time: ``v[i]`` was measured at ``t[i]`` seconds.
+
+    Example:
+        >>> s = Series("ram.rss", t=[0.0, 0.001], v=[100, 200])
+        >>> s.max()
+        200
+    """
+
+    name: str
+    t: list[float] = field(default_factory=list)
+    v: list[int] = field(default_factory=list)
+    unit: str = "bytes"
+    source: str = ""
+
+    def max(self) -> int | None:
+        """Largest value, or ``None`` for an empty series."""
+        return max(self.v) if self.v else None
+
+    def max_between(self, start: float, end: float | None) -> int | None:
+        """Largest value sampled in ``[start, end]`` (``end=None``: to the last sample)."""
+        pairs = zip(self.t, self.v, strict=True)
+        vals = [v for t, v in pairs if t >= start and (end is None or t <= end)]
+        return max(vals) if vals else None
+
+    def at(self, t: float) -> int | None:
+        """The last value sampled at or before ``t`` (``None`` if none yet)."""
+        best = None
+        for ti, vi in zip(self.t, self.v, strict=True):
+            if ti > t:
+                break
+            best = vi
+        return best
+
+
+@dataclass
+class Phase:
+    """A named stretch of the recording, possibly nested in another.
+
+    ``ram_peak`` is the highest RSS reached during the phase, in absolute bytes. When
+    ``ram_peak_exact`` is true it comes from the kernel's high-water mark (``VmHWM``,
+    reset at the phase start), so a spike between two samples is not missed; when false
+    it is the maximum of the samples. ``ram_growth`` is that peak minus the RSS at the
+    phase start: the memory the phase itself needed.
+
+    ``vram_peak`` maps a CUDA device (``"cuda:0"``) to the allocator's exact
+    ``max_memory_allocated`` during the phase.
+
+    Example:
+        >>> p = Phase("load", start=0.0, end=1.0, ram_start=100, ram_peak=612)
+        >>> p.ram_growth, p.duration
+        (512, 1.0)
+    """
+
+    name: str
+    start: float
+    end: float | None = None
+    parent: int | None = None
+    depth: int = 0
+    auto: bool = False
+    detail: dict[str, Any] = field(default_factory=dict)
+    ram_start: int | None = None
+    ram_end: int | None = None
+    ram_peak: int | None = None
+    ram_peak_exact: bool = False
+    ram_anon_peak: int | None = None
+    ram_file_peak: int | None = None
+    vram_start: dict[str, int] = field(default_factory=dict)
+    vram_peak: dict[str, int] = field(default_factory=dict)
+    nvml_peak: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to end, ``None`` while the phase is open."""
+        return None if self.end is None else self.end - self.start
+
+    @property
+    def ram_growth(self) -> int | None:
+        """Peak RSS during the phase minus RSS at its start (bytes)."""
+        if self.ram_peak is None or self.ram_start is None:
+            return None
+        return self.ram_peak - self.ram_start
+
+
+@dataclass
+class Mark:
+    """An instant event on the timeline (``rec.mark("checkpoint opened")``)."""
+
+    name: str
+    t: float
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SourceInfo:
+    """What a memory source could measure: available or why not, and how exactly."""
+
+    name: str
+    available: bool
+    reason: str | None = None
+    exact: bool = False
+    series: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Recording:
+    """RAM and VRAM of one process over time, with named phases and marks.
+
+    Example:
+        >>> r = Recording(name="demo", pid=1, interval_ms=1.0)
+        >>> Recording.from_json(r.to_json()) == r
+        True
+    """
+
+    name: str = ""
+    pid: int = 0
+    interval_ms: float = 1.0
+    started_at: str = ""
+    duration: float = 0.0
+    series: dict[str, Series] = field(default_factory=dict)
+    phases: list[Phase] = field(default_factory=list)
+    marks: list[Mark] = field(default_factory=list)
+    sources: list[SourceInfo] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    rank: int | None = None
+    ranks: list[Recording] = field(default_factory=list)
+    schema: int = SCHEMA_VERSION
+
+    # -- lookups ---------------------------------------------------------------
+    def phase(self, name: str) -> Phase:
+        """The first phase called ``name``.
+
+        Raises:
+            KeyError: naming the phases that exist.
+        """
+        for p in self.phases:
+            if p.name == name:
+                return p
+        raise KeyError(f"no phase {name!r}; phases: {[p.name for p in self.phases]}")
+
+    def children(self, index: int) -> list[Phase]:
+        """The phases directly inside ``phases[index]``."""
+        return [p for p in self.phases if p.parent == index]
+
+    def peak(self, series: str) -> int | None:
+        """Largest value of a series over the whole recording (``None`` if absent/empty)."""
+        s = self.series.get(series)
+        return s.max() if s else None
+
+    # -- (de)serialisation -----------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data."""
+        data: dict[str, Any] = to_plain(self)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Recording:
+        """Rebuild from :meth:`to_dict` data; refuses a newer schema version."""
+        check_schema(data, "Recording")
+        return from_plain(cls, data)
+
+    def to_json(self, *, indent: int | None = None) -> str:
+        """JSON text (strict: no NaN literals)."""
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> Recording:
+        """Rebuild from :meth:`to_json` text."""
+        return cls.from_dict(_loads(text, "Recording"))
+
+    def save(self, path: str | Path) -> Path:
+        """Write JSON to ``path`` (see ``bigviz.report.write`` for other formats)."""
+        p = Path(path)
+        p.write_text(self.to_json(), encoding="utf-8")
+        return p
+
+
+def check_schema(data: Any, what: str) -> None:
+    """Raise ReportError unless ``data`` is an object with a schema this version reads."""
+    if not isinstance(data, dict):
+        raise ReportError(f"{what} JSON must be an object, got {type(data).__name__}")
+    version = data.get("schema", SCHEMA_VERSION)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ReportError(f"{what} JSON has a bad schema version {version!r}; expected an integer")
+    if version > SCHEMA_VERSION:
+        raise ReportError(
+            f"{what} JSON has schema version {version}, newer than this bigviz reads "
+            f"({SCHEMA_VERSION}); upgrade bigviz (pip install -U bigviz)"
+        )
+    if version < 1:
+        raise ReportError(f"{what} JSON has an unknown schema version {version}")
+
+
+def _loads(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ReportError(
+            f"{what} JSON is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
+            "was the file truncated? re-export it"
+        ) from exc
