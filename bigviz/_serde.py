@@ -42,10 +42,22 @@ def to_plain(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
         return "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
     if isinstance(obj, (list, tuple)):
+        if _plain_numbers(obj):  # fast path: timelines are long lists of numbers
+            return list(obj)
         return [to_plain(v) for v in obj]
     if isinstance(obj, dict):
         return {str(k): to_plain(v) for k, v in obj.items()}
     return obj
+
+
+def _plain_numbers(items: list[Any] | tuple[Any, ...]) -> bool:
+    """True when every item is an int or float and the floats are all finite."""
+    if not all(type(v) is int or type(v) is float for v in items):
+        return False
+    try:
+        return math.isfinite(math.fsum(v for v in items if type(v) is float))
+    except OverflowError:
+        return False
 
 
 def from_plain(cls: type[T], data: Any) -> T:
@@ -92,6 +104,12 @@ def _convert(tp: Any, data: Any, where: str) -> Any:
         if not isinstance(data, list):
             raise ReportError(f"{where}: expected a list, got {type(data).__name__}")
         (arg,) = typing.get_args(tp)[:1] or (Any,)
+        # fast paths for long numeric series (exactness is unchanged: same values)
+        if arg is int and all(type(v) is int for v in data):
+            return list(data) if origin is list else tuple(data)
+        if arg is float and all(type(v) is float or type(v) is int for v in data):
+            floats = [float(v) for v in data]
+            return floats if origin is list else tuple(floats)
         items = [_convert(arg, v, f"{where}[{i}]") for i, v in enumerate(data)]
         return items if origin is list else tuple(items)
     if origin is dict:
