@@ -1,0 +1,53 @@
+"""Record RAM and VRAM over time, with named phases and exact per-phase peaks.
+
+Example:
+    >>> import bigviz
+    >>> with bigviz.record(interval_ms=1.0) as rec:
+    ...     with rec.phase("build model"):
+    ...         weights = bytearray(16 << 20)
+    ...     rec.mark("checkpoint opened")
+    >>> [p.name for p in rec.recording.phases]
+    ['build model']
+
+See :class:`Recorder` for the options, and :mod:`bigviz.record.model` for the data.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from typing import Any
+
+from bigviz.record._recorder import Recorder, record
+from bigviz.record._sources import SOURCE_NAMES, CudaSource, NvmlSource, ProcSource, Source
+from bigviz.record.model import Mark, Phase, Recording, Series, SourceInfo
+
+__all__ = [
+    "SOURCE_NAMES",
+    "CudaSource",
+    "Mark",
+    "NvmlSource",
+    "Phase",
+    "ProcSource",
+    "Recorder",
+    "Recording",
+    "Series",
+    "Source",
+    "SourceInfo",
+    "record",
+]
+
+
+class _CallableModule(types.ModuleType):
+    """``bigviz.record`` is both this package and the :func:`record` function.
+
+    Importing ``bigviz.record.model`` (as much of bigviz does) makes the attribute
+    ``bigviz.record`` the package, so the package itself must be callable for
+    ``bigviz.record(interval_ms=1.0)`` to keep working.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Recorder:
+        return record(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

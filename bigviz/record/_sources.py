@@ -1,0 +1,571 @@
+"""Memory sources the Recorder reads: process RAM (sidecar), CUDA allocator, NVML.
+
+A source does two jobs:
+
+* **timeline** — :meth:`Source.poll` returns the samples gathered since the last poll,
+  as ``{series_name: ([t, ...], [v, ...])}`` with ``t`` on the recorder's clock (absolute,
+  the recorder subtracts its t0);
+* **exact peaks** — :meth:`Source.read_now`, :meth:`Source.read_peaks` and
+  :meth:`Source.reset_peaks` expose high-water marks the recorder folds into nested
+  phases (``"ram"`` → ``Phase.ram_*``, ``"cuda:N"`` → ``Phase.vram_*``).
+
+Sources never raise to say "not here": :meth:`Source.start` returns
+``SourceInfo(available=False, reason=...)``. A failure mid-run raises from ``poll`` (or the
+peak calls); the recorder records it in ``Recording.errors`` and carries on without it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bigviz.record import _sidecar as sc
+from bigviz.record.model import SourceInfo
+
+__all__ = ["SOURCE_NAMES", "CudaSource", "NvmlSource", "ProcSource", "Samples", "Source"]
+
+#: series name -> (times, values); times on the recorder's clock
+Samples = dict[str, tuple[list[float], list[int]]]
+
+#: names accepted by ``record(sources=...)``
+SOURCE_NAMES = ("ram", "sys", "cuda", "nvml")
+
+Clock = Callable[[], float]
+
+
+class Source:
+    """Base class of memory sources; see the module docstring for the protocol.
+
+    Subclass it (as :class:`bigviz.testing.FakeSource` does) to feed the recorder
+    anything. Every method may raise; the recorder turns that into ``Recording.errors``.
+    """
+
+    #: names this source answers to in ``record(sources=[...])``
+    names: tuple[str, ...] = ()
+    #: peak key -> series used when the exact counter is unavailable
+    peak_series: dict[str, str] = {}  # noqa: RUF012 - read-only class default
+
+    def start(self, *, clock: Clock, interval_ms: float) -> list[SourceInfo]:
+        """Begin measuring; one SourceInfo per name in :attr:`names`."""
+        return []
+
+    def poll(self) -> Samples:
+        """Samples gathered since the last call."""
+        return {}
+
+    def read_now(self) -> dict[str, int]:
+        """Exact current values of the peak keys (``{"ram": rss}``)."""
+        return {}
+
+    def read_peaks(self) -> dict[str, int]:
+        """High-water marks since the last :meth:`reset_peaks` (only exact ones)."""
+        return {}
+
+    def reset_peaks(self) -> None:
+        """Restart the high-water marks at the current values."""
+
+    def exact_keys(self) -> set[str]:
+        """Peak keys whose :meth:`read_peaks` figure is exact (kernel/allocator counter)."""
+        return set()
+
+    def meta(self) -> dict[str, Any]:
+        """Facts for ``Recording.meta`` (versions, device names, rates)."""
+        return {}
+
+    def stop(self) -> None:
+        """Stop measuring and release everything (processes, threads, handles)."""
+
+
+# --------------------------------------------------------------------------- proc RAM
+def _status_kib(pid: int | str, names: tuple[str, ...]) -> list[int]:
+    with open(f"/proc/{pid}/status", "rb") as fh:
+        return sc._kib_fields(fh.read(), tuple(n.encode() for n in names))
+
+
+class ProcSource(Source):
+    """Process RAM and system RAM, sampled by the sidecar process (:mod:`._sidecar`).
+
+    Exact peaks: ``VmHWM`` reset through ``/proc/PID/clear_refs`` (writing ``5``).
+
+    Args:
+        pid: process to measure (default: this one).
+        proc: sample ``ram.*`` series.
+        system: sample ``sys.available``.
+        status_ms: how often ``/proc/PID/status`` is read for the RssShmem split.
+        smaps_ms: how often ``smaps_rollup`` is read for USS/PSS (it walks all page
+            tables, so it is rate-limited further when it is slow).
+        meminfo_ms: how often ``/proc/meminfo`` is read.
+    """
+
+    names = ("ram", "sys")
+    peak_series = {"ram": "ram.rss"}  # noqa: RUF012
+
+    def __init__(
+        self,
+        pid: int | None = None,
+        *,
+        proc: bool = True,
+        system: bool = True,
+        status_ms: float = 10.0,
+        smaps_ms: float = 200.0,
+        meminfo_ms: float = 10.0,
+    ) -> None:
+        self.pid = os.getpid() if pid is None else pid
+        self.proc = proc
+        self.system = system
+        self.status_ms = status_ms
+        self.smaps_ms = smaps_ms
+        self.meminfo_ms = meminfo_ms
+        self._proc_dir = f"/proc/{'self' if pid is None else pid}"
+        self._popen: subprocess.Popen[bytes] | None = None
+        self._sidecar_pid: int | None = None
+        self._buf = bytearray()
+        self._shmem = 0
+        self._text_left = 0
+        self._text = bytearray()
+        self._clear_refs_ok = False
+        self._clear_refs_why = ""
+        self._spawned_at = 0.0
+        self._hello_at: float | None = None
+        self._bye: tuple[int, int, int] | None = None
+        self.errors: list[str] = []
+        self._fd: int | None = None
+        self._statm_fd: int | None = None
+        self._pagesize = os.sysconf("SC_PAGE_SIZE")
+
+    # -- lifecycle -------------------------------------------------------------
+    def start(self, *, clock: Clock, interval_ms: float) -> list[SourceInfo]:
+        infos: list[SourceInfo] = []
+        if not sys.platform.startswith("linux") or not os.path.exists(f"/proc/{self.pid}/statm"):
+            why = (
+                f"/proc/{self.pid}/statm does not exist (not Linux, or the process is gone); "
+                "bigviz samples RAM from Linux's /proc"
+            )
+            return [SourceInfo("ram", False, why), SourceInfo("sys", False, why)]
+        self._statm_fd = os.open(f"{self._proc_dir}/statm", os.O_RDONLY)
+        if self.proc:
+            self._probe_clear_refs()
+        script = Path(sc.__file__)
+        args = [
+            sys.executable,
+            "-I",
+            "-S",
+            str(script),
+            str(self.pid),
+            repr(interval_ms),
+            repr(self.status_ms),
+            repr(self.smaps_ms),
+            repr(self.meminfo_ms),
+            "1" if self.proc else "0",
+            "1" if self.system else "0",
+            str(os.getpid()),
+        ]
+        self._spawned_at = time.monotonic()
+        self._popen = subprocess.Popen(
+            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        self._sidecar_pid = self._popen.pid
+        assert self._popen.stdout is not None
+        self._fd = self._popen.stdout.fileno()
+        os.set_blocking(self._fd, False)
+        # room for ~25k records before the sidecar has to buffer in its own memory
+        with contextlib.suppress(OSError, AttributeError, ImportError):
+            import fcntl
+
+            fcntl.fcntl(self._fd, fcntl.F_SETPIPE_SZ, 1 << 20)
+        # wait for the first sample, so the timeline covers the user's code from its start
+        # (the sidecar needs ~10 ms to start, more on a busy machine)
+        deadline = time.monotonic() + 5.0
+        while self._hello_at is None and time.monotonic() < deadline:
+            if not self._read_available(wait=0.01):
+                break  # the sidecar died at once; stop() reports its stderr
+            self._scan_hello()
+        if self._hello_at is None:
+            self.errors.append("the sidecar sampler did not start within 5 s")
+        exact = self._clear_refs_ok
+        if self.proc:
+            infos.append(
+                SourceInfo(
+                    "ram",
+                    True,
+                    None if exact else self._clear_refs_why,
+                    exact=exact,
+                    series=["ram.rss", "ram.anon", "ram.file", "ram.shmem", "ram.uss", "ram.pss"],
+                )
+            )
+        else:
+            infos.append(SourceInfo("ram", False, "not requested (sources=...)"))
+        if self.system:
+            infos.append(SourceInfo("sys", True, series=["sys.available"]))
+        else:
+            infos.append(SourceInfo("sys", False, "not requested (sources=...)"))
+        return infos
+
+    def _probe_clear_refs(self) -> None:
+        path = f"{self._proc_dir}/clear_refs"
+        try:
+            with open(path, "w") as fh:
+                fh.write("5")
+            self._clear_refs_ok = True
+        except OSError as exc:
+            self._clear_refs_ok = False
+            self._clear_refs_why = (
+                f"cannot write {path} ({exc.strerror or exc}); per-phase RAM peaks are the "
+                "maximum of the samples, not the kernel's exact high-water mark"
+            )
+
+    def stop(self) -> None:
+        p = self._popen
+        if p is None:
+            return
+        self._popen = None
+        try:
+            assert p.stdin is not None
+            try:
+                p.stdin.write(b"q")
+                p.stdin.close()
+            except (BrokenPipeError, ValueError):
+                pass
+            deadline = time.monotonic() + 5.0
+            # drain until the sidecar closes its end (it flushes its backlog first)
+            while self._fd is not None and time.monotonic() < deadline:
+                if not self._read_available(wait=0.05):
+                    break
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+                self.errors.append("sidecar sampler did not stop within 5 s; killed it")
+            err = p.stderr.read() if p.stderr is not None else b""
+            if p.returncode not in (0, None) or err.strip():
+                text = err.decode("utf-8", "replace").strip()[-2000:]
+                self.errors.append(f"sidecar sampler exited with code {p.returncode}: {text}")
+        finally:
+            for fh in (p.stdout, p.stderr, p.stdin):
+                if fh is not None:
+                    fh.close()
+            self._fd = None
+            if self._statm_fd is not None:
+                os.close(self._statm_fd)
+                self._statm_fd = None
+
+    # -- timeline --------------------------------------------------------------
+    def _read_available(self, *, wait: float = 0.0) -> bool:
+        """Move what the pipe holds into the buffer; False once the sidecar has closed it."""
+        if self._fd is None:
+            return False
+        if wait:
+            import select
+
+            select.select([self._fd], [], [], wait)
+        while True:
+            try:
+                chunk = os.read(self._fd, 1 << 20)
+            except BlockingIOError:
+                return True
+            if not chunk:
+                return False
+            self._buf += chunk
+
+    def _scan_hello(self) -> None:
+        n = len(self._buf) - len(self._buf) % sc.REC_SIZE
+        for kind, t, _a, _b, _c in sc.REC.iter_unpack(bytes(self._buf[:n])):
+            if kind == sc.K_HELLO:
+                self._hello_at = t
+                return
+
+    def poll(self) -> Samples:
+        self._read_available()
+        n = len(self._buf) - len(self._buf) % sc.REC_SIZE
+        if not n:
+            return {}
+        view = memoryview(self._buf)[:n]
+        out: Samples = {}
+
+        def put(name: str, t: float, v: int) -> None:
+            ts_vs = out.get(name)
+            if ts_vs is None:
+                ts_vs = out[name] = ([], [])
+            ts_vs[0].append(t)
+            ts_vs[1].append(v)
+
+        rss_t: list[float] = []
+        rss_v: list[int] = []
+        anon_v: list[int] = []
+        file_v: list[int] = []
+        for kind, t, a, b, c in sc.REC.iter_unpack(view):
+            if kind == sc.K_STATM:
+                rss_t.append(t)
+                rss_v.append(a)
+                anon_v.append(a - b)  # statm "shared" = RssFile + RssShmem
+                file_v.append(max(0, b - self._shmem))
+            elif kind == sc.K_STATUS:
+                self._shmem = max(0, c)
+                put("ram.shmem", t, c)
+            elif kind == sc.K_SMAPS:
+                put("ram.uss", t, a)
+                put("ram.pss", t, b)
+            elif kind == sc.K_MEMINFO:
+                put("sys.available", t, a)
+            elif kind == sc.K_ERROR:
+                self._text_left = a
+                self._text.clear()
+                if not a:
+                    self.errors.append("sidecar: unknown error")
+            elif kind == sc.K_TEXT:
+                self._text += struct.pack("<qqq", a, b, c)
+                self._text_left -= 1
+                if self._text_left == 0:
+                    msg = self._text.rstrip(b"\0").decode("utf-8", "replace")
+                    self.errors.append(f"sidecar: {msg}")
+            elif kind == sc.K_HELLO:
+                self._hello_at = t
+            elif kind == sc.K_BYE:
+                self._bye = (a, b, c)
+        view.release()
+        del self._buf[:n]
+        if rss_t and self.proc:
+            out["ram.rss"] = (rss_t, rss_v)
+            out["ram.anon"] = (list(rss_t), anon_v)
+            out["ram.file"] = (list(rss_t), file_v)
+        return out
+
+    # -- exact peaks -----------------------------------------------------------
+    def read_now(self) -> dict[str, int]:
+        if not self.proc or self._statm_fd is None:
+            return {}
+        f = os.pread(self._statm_fd, 512, 0).split()
+        return {"ram": int(f[1]) * self._pagesize}
+
+    def read_peaks(self) -> dict[str, int]:
+        if not self._clear_refs_ok:
+            return {}
+        (hwm,) = _status_kib(self.pid, ("VmHWM",))
+        return {"ram": hwm}
+
+    def reset_peaks(self) -> None:
+        if self._clear_refs_ok:
+            with open(f"{self._proc_dir}/clear_refs", "w") as fh:
+                fh.write("5")
+
+    def exact_keys(self) -> set[str]:
+        return {"ram"} if self._clear_refs_ok else set()
+
+    def meta(self) -> dict[str, Any]:
+        m: dict[str, Any] = {"sidecar_pid": self._sidecar_pid}
+        if self._hello_at is not None:
+            m["sidecar_startup_ms"] = round((self._hello_at - self._spawned_at) * 1000, 3)
+        if self._bye is not None:
+            reasons = {sc.R_STOP: "stopped", sc.R_TARGET_GONE: "target exited"}
+            reasons[sc.R_PARENT_GONE] = "parent exited"
+            m["sidecar_exit"] = reasons.get(self._bye[0], str(self._bye[0]))
+            m["sidecar_ticks"] = self._bye[1]
+            m["sidecar_ticks_late"] = self._bye[2]
+        m["ram_peak_method"] = (
+            "VmHWM reset per phase via clear_refs (exact)"
+            if self._clear_refs_ok
+            else "max of samples (clear_refs not writable)"
+        )
+        return m
+
+
+# --------------------------------------------------------------------------- CUDA
+def _torch() -> Any:
+    """torch if it is already imported, else None (bigviz never imports torch to check)."""
+    return sys.modules.get("torch")
+
+
+class CudaSource(Source):
+    """The torch CUDA caching allocator, per device: ``cuda:N.allocated`` / ``.reserved``.
+
+    Only used when torch is already imported and CUDA is initialised; if CUDA initialises
+    during the recording (the first ``.to("cuda")``), the source switches itself on then.
+    Exact per-phase peaks come from ``max_memory_allocated`` / ``reset_peak_memory_stats``.
+    """
+
+    names = ("cuda",)
+
+    def __init__(self, *, every_ms: float = 10.0) -> None:
+        self.every = every_ms / 1000.0
+        self._devices: list[int] = []
+        self._info = SourceInfo("cuda", False, "not started")
+        self._clock: Clock = time.monotonic
+        self._next = 0.0
+        self._why_not = ""
+
+    def _activate(self) -> bool:
+        if self._devices:
+            return True
+        torch = _torch()
+        if torch is None:
+            self._why_not = (
+                "torch is not imported in this process, so there are no CUDA tensors to measure"
+            )
+            return False
+        if getattr(torch.version, "cuda", None) is None:
+            self._why_not = (
+                f"this torch build ({torch.__version__}) has no CUDA support "
+                "(torch.version.cuda is None)"
+            )
+            return False
+        if not torch.cuda.is_initialized():
+            self._why_not = (
+                "CUDA is not initialised in this process yet (no tensor on a GPU); "
+                "the source turns on when it is"
+            )
+            return False
+        self._devices = list(range(torch.cuda.device_count()))
+        if not self._devices:
+            self._why_not = "torch.cuda.device_count() is 0: no GPU visible"
+            return False
+        self._info.available = True
+        self._info.reason = None
+        self._info.exact = True
+        self._info.series = [
+            f"cuda:{i}.{k}" for i in self._devices for k in ("allocated", "reserved")
+        ]
+        for i in self._devices:
+            torch.cuda.reset_peak_memory_stats(i)
+        return True
+
+    def start(self, *, clock: Clock, interval_ms: float) -> list[SourceInfo]:
+        self._clock = clock
+        if not self._activate():
+            self._info = SourceInfo("cuda", False, self._why_not)
+        return [self._info]
+
+    def poll(self) -> Samples:
+        now = self._clock()
+        if now < self._next or not self._activate():
+            return {}
+        self._next = now + self.every
+        cuda = _torch().cuda
+        out: Samples = {}
+        for i in self._devices:
+            out[f"cuda:{i}.allocated"] = ([now], [int(cuda.memory_allocated(i))])
+            out[f"cuda:{i}.reserved"] = ([now], [int(cuda.memory_reserved(i))])
+        return out
+
+    def read_now(self) -> dict[str, int]:
+        if not self._activate():
+            return {}
+        cuda = _torch().cuda
+        return {f"cuda:{i}": int(cuda.memory_allocated(i)) for i in self._devices}
+
+    def read_peaks(self) -> dict[str, int]:
+        if not self._devices:
+            return {}
+        cuda = _torch().cuda
+        return {f"cuda:{i}": int(cuda.max_memory_allocated(i)) for i in self._devices}
+
+    def reset_peaks(self) -> None:
+        if self._devices:
+            for i in self._devices:
+                _torch().cuda.reset_peak_memory_stats(i)
+
+    def exact_keys(self) -> set[str]:
+        return {f"cuda:{i}" for i in self._devices}
+
+    def meta(self) -> dict[str, Any]:
+        torch = _torch()
+        if torch is None:
+            return {}
+        m: dict[str, Any] = {"cuda_version": getattr(torch.version, "cuda", None)}
+        if self._devices:
+            m["cuda_devices"] = [torch.cuda.get_device_name(i) for i in self._devices]
+        elif self._why_not:
+            m["cuda_unavailable"] = self._why_not
+        return m
+
+
+# --------------------------------------------------------------------------- NVML
+class NvmlSource(Source):
+    """NVML (``pynvml`` from nvidia-ml-py): device memory used by everyone
+    (``nvml:N.used``, CUDA contexts included) and by this process (``nvml:N.process``).
+    Sampled, never exact."""
+
+    names = ("nvml",)
+
+    def __init__(self, pid: int | None = None, *, every_ms: float = 20.0) -> None:
+        self.pid = os.getpid() if pid is None else pid
+        self.every = every_ms / 1000.0
+        self._nvml: Any = None
+        self._handles: list[Any] = []
+        self._names: list[str] = []
+        self._clock: Clock = time.monotonic
+        self._next = 0.0
+        self._driver = ""
+
+    def start(self, *, clock: Clock, interval_ms: float) -> list[SourceInfo]:
+        self._clock = clock
+        try:
+            import pynvml
+        except ImportError as exc:
+            return [
+                SourceInfo(
+                    "nvml", False, f"pynvml is not installed ({exc}); pip install nvidia-ml-py"
+                )
+            ]
+        try:
+            pynvml.nvmlInit()
+        except Exception as exc:  # NVMLError_LibraryNotFound, DriverNotLoaded, ...
+            return [
+                SourceInfo(
+                    "nvml",
+                    False,
+                    f"NVML could not start ({type(exc).__name__}: {exc}): "
+                    "no NVIDIA driver or GPU visible to this process",
+                )
+            ]
+        self._nvml = pynvml
+        try:
+            n = pynvml.nvmlDeviceGetCount()
+            self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(n)]
+            self._names = [str(pynvml.nvmlDeviceGetName(h)) for h in self._handles]
+            self._driver = str(pynvml.nvmlSystemGetDriverVersion())
+        except Exception as exc:
+            self.stop()
+            return [SourceInfo("nvml", False, f"NVML started but listing GPUs failed: {exc}")]
+        if not self._handles:
+            self.stop()
+            return [SourceInfo("nvml", False, "NVML sees no GPU (nvmlDeviceGetCount() is 0)")]
+        series = [f"nvml:{i}.{k}" for i in range(len(self._handles)) for k in ("used", "process")]
+        return [SourceInfo("nvml", True, series=series)]
+
+    def poll(self) -> Samples:
+        if self._nvml is None:
+            return {}
+        now = self._clock()
+        if now < self._next:
+            return {}
+        self._next = now + self.every
+        nv = self._nvml
+        out: Samples = {}
+        for i, h in enumerate(self._handles):
+            out[f"nvml:{i}.used"] = ([now], [int(nv.nvmlDeviceGetMemoryInfo(h).used)])
+            mine = 0
+            for p in nv.nvmlDeviceGetComputeRunningProcesses(h):
+                if p.pid == self.pid and p.usedGpuMemory is not None:
+                    mine += int(p.usedGpuMemory)
+            out[f"nvml:{i}.process"] = ([now], [mine])
+        return out
+
+    def meta(self) -> dict[str, Any]:
+        if not self._names:
+            return {}
+        return {"gpu_names": self._names, "nvidia_driver": self._driver}
+
+    def stop(self) -> None:
+        if self._nvml is not None:
+            try:
+                self._nvml.nvmlShutdown()
+            finally:
+                self._nvml = None
