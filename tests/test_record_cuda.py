@@ -99,3 +99,25 @@ def test_cpu_only_torch_build_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
     (info,) = CudaSource().start(clock=FakeClock(), interval_ms=1.0)
     assert not info.available
     assert "2.13.0+cpu" in (info.reason or "") and "no CUDA support" in (info.reason or "")
+
+
+def test_torch_mid_import_is_not_read_and_does_not_switch_cuda_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN torch half-imported (the user's thread is inside `import torch`; no .version yet)
+    half = SimpleNamespace(__spec__=SimpleNamespace(_initializing=True))
+    monkeypatch.setitem(_sources.sys.modules, "torch", half)
+    src = CudaSource()
+    # WHEN the background poll runs
+    # THEN it neither raises nor reads the module, and says torch is not imported yet
+    assert src.poll() == {}
+    assert src.start(clock=lambda: 0.0, interval_ms=1.0)[0].reason.startswith("torch is not")
+    # AND once the import finishes the source looks again (it was not switched off for good)
+    done = SimpleNamespace(
+        __spec__=SimpleNamespace(_initializing=False),
+        version=SimpleNamespace(cuda=None),
+        __version__="2.13.0+cpu",
+    )
+    monkeypatch.setitem(_sources.sys.modules, "torch", done)
+    assert src.poll() == {}
+    assert "no CUDA support" in src.start(clock=lambda: 0.0, interval_ms=1.0)[0].reason

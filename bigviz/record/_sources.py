@@ -379,8 +379,16 @@ class ProcSource(Source):
 
 # --------------------------------------------------------------------------- CUDA
 def _torch() -> Any:
-    """torch if it is already imported, else None (bigviz never imports torch to check)."""
-    return sys.modules.get("torch")
+    """torch if it is already imported, else None (bigviz never imports torch to check).
+
+    A torch still being imported (by the user's thread while the background poll runs) is
+    treated as not imported yet: its attributes, ``torch.version`` among them, may not
+    exist until the import finishes.
+    """
+    torch = sys.modules.get("torch")
+    if torch is None or getattr(getattr(torch, "__spec__", None), "_initializing", False):
+        return None
+    return torch
 
 
 class CudaSource(Source):
