@@ -44,6 +44,11 @@ _LAZY: dict[str, str] = {
     "validate_checkpoint": "bigviz.checkpoint",
     "plan_shards": "bigviz.checkpoint",
     "CheckpointInfo": "bigviz.checkpoint",
+    "ShardInfo": "bigviz.checkpoint",
+    "TensorInfo": "bigviz.checkpoint",
+    "ShardPlan": "bigviz.checkpoint",
+    "PlannedShard": "bigviz.checkpoint",
+    "LoadReport": "bigviz.checkpoint",
     # models, strategies, runs
     "build_model": "bigviz.models",
     "strategies": "bigviz.strategies",
@@ -62,7 +67,9 @@ __all__ = sorted([*_LAZY, "__version__"])
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         module = importlib.import_module(_LAZY[name])
-        value = module if name == "strategies" else getattr(module, name)
+        # the packages `strategies` and `run` (callable: bigviz.run("meta", ...)) are
+        # returned whole, so bigviz.run.close() and bigviz.strategies.get() always work
+        value = module if name in ("strategies", "run") else getattr(module, name)
         globals()[name] = value
         return value
     if name in _SUBMODULES:
