@@ -1,0 +1,256 @@
+"""A warm fork server: one process with torch imported that forks a clean child per run.
+
+Importing torch costs a second or more, so starting a fresh interpreter per run would
+dominate short runs. The server (``python -c ...`` started once, on first use) imports
+torch, safetensors, accelerate and bigviz, warms the meta device, and then waits. For
+each run the parent hands it one end of a new socket pair; the server forks, and the
+child runs the job, streaming events back through that socket. Forked children share
+the server's imported modules copy-on-write but none of its allocations (the server
+never allocated tensors), so each run starts with clean allocator state in well under a
+second.
+
+Protocol on the control socket (``SOCK_SEQPACKET``, JSON messages):
+
+* parent → server: ``{"op": "run", "id": N, "job": {...}}`` with the data socket's
+  file descriptor attached (``SCM_RIGHTS``);
+* server → parent: ``{"op": "ready", "pid": …}`` once, then per run
+  ``{"op": "started", "id": N, "pid": …}`` and ``{"op": "exited", "id": N, "code": …}``
+  (``code`` as ``os.waitstatus_to_exitcode``: negative for a signal).
+
+The server exits when the parent closes the control socket (or dies), killing any
+children still running. :func:`close` stops it; it is also registered ``atexit``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from bigviz._errors import RunError
+
+__all__ = ["ForkServer", "close", "get_server", "live_server_pids"]
+
+_MAX_MSG = 1 << 20
+
+
+def readable(sock: socket.socket, timeout: float) -> bool:
+    """Whether ``sock`` has data (or EOF) within ``timeout`` seconds. ``poll``, not
+    ``select``: a notebook kernel may hold more than FD_SETSIZE (1024) descriptors."""
+    p = select.poll()
+    p.register(sock.fileno(), select.POLLIN | select.POLLHUP | select.POLLERR)
+    return bool(p.poll(max(0, int(timeout * 1000))))
+
+
+class ForkServer:
+    """The parent's handle on the fork server process.
+
+    Example:
+        >>> # srv = get_server(); rid, pid, sock = srv.spawn({"kind": "noop"})
+    """
+
+    def __init__(self, *, start_timeout: float = 120.0) -> None:
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._sock: socket.socket | None = None
+        self._lock = threading.RLock()
+        self._exits: dict[int, int] = {}
+        self._started: dict[int, int] = {}
+        self._next_id = 0
+        self._start_timeout = start_timeout
+        self._owner = os.getpid()
+        self.pid: int | None = None
+
+    # -- lifecycle ----------------------------------------------------------
+    def alive(self) -> bool:
+        """Whether the server process is running (and is this process's own)."""
+        if self._owner != os.getpid():
+            # we are a fork of the process that started it: its socket and children are
+            # not ours to use; forget them (without closing the parent's server)
+            self._owner = os.getpid()
+            self._proc, self._sock, self.pid = None, None, None
+            self._exits.clear()
+            self._started.clear()
+            return False
+        return self._proc is not None and self._proc.poll() is None
+
+    def ensure(self) -> None:
+        """Start the server if it is not running (blocks until its imports are done).
+
+        Raises:
+            RunError: the server did not start (its stderr is in the message).
+        """
+        with self._lock:
+            if self.alive():
+                return
+            self._shutdown()
+            parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            env = dict(os.environ)
+            # the server must import what the parent can (user factories, bigviz itself)
+            env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+            # CUDA must not be initialised in the server (children could not use it
+            # after the fork): make torch's availability checks ask NVML, not the driver
+            env.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+            code = f"from bigviz.run._server import main; main({child_end.fileno()})"
+            try:
+                self._proc = subprocess.Popen(
+                    [sys.executable, "-c", code],
+                    pass_fds=[child_end.fileno()],
+                    stdin=subprocess.DEVNULL,
+                    env=env,
+                )
+            finally:
+                child_end.close()
+            self._sock = parent_end
+            msg = self._recv(timeout=self._start_timeout)
+            if msg is None or msg.get("op") != "ready":
+                self._shutdown()
+                raise RunError(
+                    f"the bigviz fork server did not start within {self._start_timeout:.0f} s "
+                    f"(got {msg!r}); check that `{sys.executable} -c 'import torch, bigviz'` works"
+                )
+            self.pid = int(msg["pid"])
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the server and any run still in flight."""
+        with self._lock:
+            self._shutdown(timeout)
+
+    def _shutdown(self, timeout: float = 5.0) -> None:
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.close()  # EOF tells the server to kill its children and exit
+            self._sock = None
+        if self._proc is not None:
+            try:
+                self._proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            self._proc = None
+        self.pid = None
+        self._exits.clear()
+        self._started.clear()
+
+    # -- messages -----------------------------------------------------------
+    def _recv(self, timeout: float) -> dict[str, Any] | None:
+        sock = self._sock
+        if sock is None:
+            return None
+        if not readable(sock, timeout):
+            return None
+        data = sock.recv(_MAX_MSG)
+        if not data:  # server died
+            return {"op": "eof"}
+        msg: dict[str, Any] = json.loads(data)
+        return msg
+
+    def _pump(self, timeout: float) -> bool:
+        """Read one message (waiting up to ``timeout``) into the tables; False if none."""
+        msg = self._recv(timeout)
+        if msg is None:
+            return False
+        op = msg.get("op")
+        if op == "started":
+            self._started[int(msg["id"])] = int(msg["pid"])
+        elif op == "exited":
+            self._exits[int(msg["id"])] = int(msg["code"])
+        elif op == "eof":
+            self._shutdown(0.5)
+            raise RunError(
+                "the bigviz fork server died; the next run starts a new one "
+                "(was it killed, or out of memory?)"
+            )
+        return True
+
+    def spawn(self, job: dict[str, Any]) -> tuple[int, int, socket.socket]:
+        """Fork a child for ``job``; return ``(run id, child pid, data socket)``.
+
+        Raises:
+            RunError: the server could not be started or did not answer.
+        """
+        with self._lock:
+            self.ensure()
+            assert self._sock is not None
+            self._next_id += 1
+            run_id = self._next_id
+            mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                payload = json.dumps({"op": "run", "id": run_id, "job": job}).encode()
+                socket.send_fds(self._sock, [payload], [theirs.fileno()])
+            except OSError as exc:
+                mine.close()
+                self._shutdown(0.5)
+                raise RunError(f"could not reach the bigviz fork server: {exc}") from exc
+            finally:
+                theirs.close()
+            deadline = time.monotonic() + 30.0
+            while run_id not in self._started:
+                if time.monotonic() > deadline:
+                    mine.close()
+                    raise RunError("the bigviz fork server did not fork a worker within 30 s")
+                self._pump(0.05)
+            return run_id, self._started.pop(run_id), mine
+
+    def poll_exit(self, run_id: int, timeout: float = 0.0) -> int | None:
+        """The exit code of run ``run_id`` once its process is reaped, else ``None``."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while True:
+                if run_id in self._exits:
+                    return self._exits.pop(run_id)
+                left = deadline - time.monotonic()
+                if not self._pump(max(0.0, left)) and left <= 0:
+                    return None
+
+
+_SERVER: ForkServer | None = None
+_SERVER_LOCK = threading.Lock()
+
+
+def get_server() -> ForkServer:
+    """The process-wide fork server handle (started lazily by :meth:`ForkServer.spawn`)."""
+    global _SERVER
+    with _SERVER_LOCK:
+        if _SERVER is None:
+            _SERVER = ForkServer()
+            atexit.register(close)
+        return _SERVER
+
+
+def live_server_pids() -> list[int]:
+    """PIDs of the fork server processes bigviz keeps alive on purpose (for leak checks).
+
+    Example:
+        >>> isinstance(live_server_pids(), list)
+        True
+    """
+    srv = _SERVER
+    if srv is not None and srv.alive() and srv._proc is not None:
+        return [srv._proc.pid]
+    return []
+
+
+def close() -> None:
+    """Stop the fork server (a later run starts a new one).
+
+    Example:
+        >>> close()
+    """
+    srv = _SERVER
+    if srv is not None:
+        srv.close()
+
+
+def kill(pid: int) -> None:
+    """SIGKILL a worker (it is the server's child; we may signal it as the same user)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGKILL)

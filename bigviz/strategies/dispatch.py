@@ -1,0 +1,144 @@
+"""``dispatch``: meta build + a device map (cpu / cuda:N / disk offload), shard by shard.
+
+Automatic maps (``"auto"``, ``"balanced"``, ``"sequential"``) come from accelerate's
+``get_balanced_memory`` / ``infer_auto_device_map``; weights mapped to ``"disk"`` are
+written as accelerate memmap files into the run's scratch folder, and accelerate's
+``dispatch_model`` attaches the hooks that move them at forward time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from bigviz.models import NO_SPLIT, build_model
+from bigviz.run.result import Prediction
+from bigviz.strategies._base import (
+    DeviceMap,
+    RunContext,
+    Strategy,
+    device_of,
+    largest_shard,
+    load_shard,
+    model_size,
+    module_sizes,
+    placement_bytes,
+    resolve_device_map,
+    tie,
+)
+
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["Dispatch", "predict_placed"]
+
+
+def predict_placed(
+    info: Any, placement: Mapping[str, int], *, mapped: bool, name: str
+) -> Prediction:
+    """Prediction for a device-mapped load: CPU holds its share, plus one shard in
+    transit when part of the model goes elsewhere; each GPU holds its share."""
+    m, s = model_size(info), largest_shard(info)
+    cpu = int(placement.get("cpu", 0))
+    vram = {d: int(b) for d, b in placement.items() if d.startswith("cuda")}
+    transit = s if cpu < m else 0
+    if mapped:
+        formula = "C (file-backed) + S in transit" if transit else "M, file-backed"
+        return Prediction(ram_peak=cpu + transit, formula=formula, ram_anon=transit,
+                          ram_file=cpu, vram=vram,
+                          notes=f"C = {cpu} bytes mapped to cpu of M = {m}; S = {s}")
+    formula = "C + S (C = bytes mapped to cpu)" if transit else "M"
+    return Prediction(
+        ram_peak=cpu + transit, formula=formula, ram_anon=cpu + transit, ram_file=0, vram=vram,
+        notes=f"C = {cpu} of M = {m}; S = {s}; disk {placement.get('disk', 0)} "
+              f"({name}: GPU and disk shares pass through one shard in RAM)",
+    )
+
+
+def placement_for(info: Any, device_map: DeviceMap,
+                  max_memory: Mapping[int | str, int] | None, model: Any = None,
+                  dtype: str | None = None) -> dict[str, int]:
+    """Bytes per device for a device map. Named single-device maps need no model;
+    automatic maps need the (meta) model to run accelerate's planner."""
+    m = model_size(info)
+    if isinstance(device_map, str) and device_map not in ("auto", "balanced", "sequential"):
+        dev = "cuda:0" if device_map == "cuda" else device_map
+        return {dev: m}
+    sizes = dict(getattr(info, "module_sizes", {}) or {})
+    if model is not None:
+        resolved = resolve_device_map(model, device_map, max_memory=max_memory, dtype=dtype,
+                                      no_split=NO_SPLIT)
+        sizes = sizes or module_sizes(model, dtype)
+    elif isinstance(device_map, Mapping):
+        resolved = {k: ("cuda:" + str(v) if isinstance(v, int) else str(v))
+                    for k, v in device_map.items()}
+    else:
+        return {"cpu": m}
+    return placement_bytes(resolved, sizes)
+
+
+class Dispatch(Strategy):
+    """Meta build, plan a device map, stream shards to their devices, attach hooks."""
+
+    name = "dispatch"
+    description = "build on meta, place each shard's weights per device_map (cpu/cuda/disk)"
+    phases = ("build", "plan", "load shard i/n", "dispatch", "first use")
+    device_maps = True
+
+    def predict(
+        self,
+        info: Any,
+        device_map: DeviceMap = "cpu",
+        *,
+        max_memory: Mapping[int | str, int] | None = None,
+        placement: Mapping[str, int] | None = None,
+    ) -> Prediction:
+        place = dict(placement) if placement else placement_for(info, device_map, max_memory)
+        return predict_placed(info, place, mapped=False, name=self.name)
+
+    def run(self, ctx: RunContext) -> nn.Module:
+        from accelerate import dispatch_model
+        from accelerate.utils import offload_weight, save_offload_index, set_module_tensor_to_device
+
+        with ctx.phase("build", device="meta"):
+            model = build_model(ctx.model, dtype=ctx.dtype, device="meta")
+        with ctx.phase("plan"):
+            dmap = resolve_device_map(model, ctx.device_map, max_memory=ctx.max_memory,
+                                      dtype=ctx.dtype, no_split=NO_SPLIT)
+            ctx.notes["device_map"] = dmap
+            ctx.notes["placement"] = placement_bytes(dmap, module_sizes(model, ctx.dtype))
+        offload_dir = ctx.scratch / "offload"
+        index: dict[str, Any] = {}
+        shards = ctx.shards()
+        aliases = dict(getattr(ctx.info, "aliases", {}) or {})
+        for i, path in enumerate(shards, 1):
+            with ctx.phase(f"load shard {i}/{len(shards)}", file=path.name):
+                sd = load_shard(path, mmap=False)
+                for key in list(sd):
+                    value = sd.pop(key)
+                    names = [key] + [a for a, stored in aliases.items() if stored == key]
+                    for name in names:
+                        dev = device_of(name, dmap)
+                        if dev == "disk":
+                            offload_dir.mkdir(parents=True, exist_ok=True)
+                            index = offload_weight(value, name, offload_dir, index=index)
+                        else:
+                            set_module_tensor_to_device(model, name, dev, value=value)
+                    del value
+                del sd
+        with ctx.phase("dispatch"):
+            if index:
+                save_offload_index(index, offload_dir)
+            devices = set(dmap.values())
+            if devices != {"cpu"}:
+                # a str, not torch.device: accelerate compares main_device == "cpu"
+                # to decide whether CPU weights are kept in place or offloaded too
+                main = next((d for d in dmap.values() if d not in ("cpu", "disk")), "cpu")
+                model = dispatch_model(
+                    model, device_map=dmap, main_device=main,
+                    offload_dir=str(offload_dir) if index else None,
+                    offload_index=index or None, force_hooks=True,
+                )
+            else:
+                tie(model)
+        return model

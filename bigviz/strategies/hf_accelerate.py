@@ -1,0 +1,71 @@
+"""``accelerate``: Accelerate's ``load_checkpoint_and_dispatch`` on a meta-built model."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from bigviz.models import NO_SPLIT, build_model
+from bigviz.run.result import Prediction
+from bigviz.strategies._base import (
+    DeviceMap,
+    RunContext,
+    Strategy,
+    device_name,
+    disjoint_device_map,
+    note_library_map,
+    tie,
+)
+from bigviz.strategies.dispatch import placement_for, predict_placed
+
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["AccelerateLoad"]
+
+
+class AccelerateLoad(Strategy):
+    """``init_empty_weights`` + ``load_checkpoint_and_dispatch(device_map, max_memory)``."""
+
+    name = "accelerate"
+    description = "Accelerate load_checkpoint_and_dispatch on a meta-built model"
+    phases = ("build", "load", "first use")
+    requires = ("accelerate",)
+    device_maps = True
+
+    def predict(
+        self,
+        info: Any,
+        device_map: DeviceMap = "cpu",
+        *,
+        max_memory: Mapping[int | str, int] | None = None,
+        placement: Mapping[str, int] | None = None,
+    ) -> Prediction:
+        place = dict(placement) if placement else placement_for(info, device_map, max_memory)
+        mapped = getattr(info, "format", "safetensors") == "safetensors"
+        return predict_placed(info, place, mapped=mapped, name=self.name)
+
+    def run(self, ctx: RunContext) -> nn.Module:
+        from accelerate import load_checkpoint_and_dispatch
+
+        with ctx.phase("build", device="meta"):
+            model = build_model(ctx.model, dtype=ctx.dtype, device="meta")
+        dmap: Any = ctx.device_map
+        if isinstance(dmap, Mapping):  # nested entries break accelerate's hooks
+            dmap = disjoint_device_map(model, {k: device_name(v) for k, v in dmap.items()})
+        elif dmap in ("cpu", "disk") or str(dmap).startswith("cuda"):
+            dmap = {"": "cuda:0" if dmap == "cuda" else dmap}
+        index = getattr(ctx.info, "index_file", None)
+        target = ctx.checkpoint / index if index else ctx.shards()[0]
+        with ctx.phase("load", device_map=str(ctx.device_map)):
+            model = load_checkpoint_and_dispatch(
+                model, str(target), device_map=dmap,
+                max_memory=dict(ctx.max_memory) if ctx.max_memory else None,
+                no_split_module_classes=NO_SPLIT,
+                offload_folder=str(ctx.scratch / "offload"),
+                dtype=ctx.dtype, force_hooks=False,
+            )
+            tie(model)
+        note_library_map(ctx, model)
+        out: nn.Module = model
+        return out

@@ -1,0 +1,62 @@
+"""``meta``: build on the meta device, load shards with ``assign=True`` (≈ M)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from bigviz.models import build_model
+from bigviz.run.result import Prediction
+from bigviz.strategies._base import (
+    DeviceMap,
+    RunContext,
+    Strategy,
+    assign_shard,
+    largest_shard,
+    load_shard,
+    model_size,
+    require_loaded,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from torch import nn
+
+__all__ = ["Meta", "load_assigned"]
+
+
+def load_assigned(ctx: RunContext, *, mmap: bool) -> nn.Module:
+    """Meta build, then each shard read (``mmap`` or materialised) and assigned."""
+    with ctx.phase("build", device="meta"):
+        model = build_model(ctx.model, dtype=ctx.dtype, device="meta")
+    shards = ctx.shards()
+    for i, path in enumerate(shards, 1):
+        with ctx.phase(f"load shard {i}/{len(shards)}", file=path.name, mmap=mmap):
+            assign_shard(model, load_shard(path, mmap=mmap))
+    with ctx.phase("assign", what="tie weights, check nothing is left on meta"):
+        require_loaded(model, "mmap" if mmap else "meta")
+    return model
+
+
+class Meta(Strategy):
+    """No random init: the loaded tensors become the parameters (one copy)."""
+
+    name = "meta"
+    description = "build on meta, read each shard into RAM, load_state_dict(assign=True)"
+    phases = ("build", "load shard i/n", "assign", "first use")
+
+    def predict(
+        self,
+        info: Any,
+        device_map: DeviceMap = "cpu",
+        *,
+        max_memory: Mapping[int | str, int] | None = None,
+        placement: Mapping[str, int] | None = None,
+    ) -> Prediction:
+        m = model_size(info)
+        return Prediction(ram_peak=m, formula="M", ram_anon=m, ram_file=0,
+                          notes=f"M = {m}; the shard read (S = {largest_shard(info)}) "
+                                "becomes the parameters, no transient copy")
+
+    def run(self, ctx: RunContext) -> nn.Module:
+        return load_assigned(ctx, mmap=False)
