@@ -1,0 +1,107 @@
+"""Figures for reports, rendered as inline SVG or PNG bytes.
+
+matplotlib is imported inside the functions, on first render, so ``import bigviz.report``
+stays light (DESIGN.md: report sits below plots and loads it lazily).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from typing import Any
+
+from bigviz.record.model import Recording
+from bigviz.run.result import RunResult
+
+from ._common import Reportable, results_of
+
+#: Points per series in report figures: plenty for ~900 px, keeps files small.
+REPORT_POINTS = 1500
+
+
+def svg(fig: Any, salt: str) -> str:
+    """``fig`` as an ``<svg>`` element for inline use.
+
+    Text stays text (``svg.fonttype = 'none'``): it is selectable, searchable, and
+    matplotlib XML-escapes it. ``salt`` makes the clip-path ids unique per figure, since
+    several SVGs share one HTML document, and keeps output deterministic.
+    """
+    import matplotlib
+
+    buf = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": salt}):
+        fig.savefig(buf, format="svg", metadata={"Date": None})
+    text = buf.getvalue()
+    return text[text.index("<svg") :]
+
+
+def png(fig: Any, *, dpi: int = 110) -> bytes:
+    """``fig`` as PNG bytes (9 in × 110 dpi ≈ 1000 px: sharp in a pull request)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def overview_figures(obj: Reportable) -> list[tuple[str, str, Callable[[], Any]]]:
+    """``(slug, caption, make_figure)`` for the figures that summarise ``obj``.
+
+    A sweep gets peaks, the shard-size curves when it varies shard size, and an
+    overlay when it has a few runs; one run or recording gets its timeline (a distributed
+    run: its per-rank lanes, and its node RAM split by rank).
+    """
+    from bigviz import plots
+
+    results = results_of(obj)
+    figs: list[tuple[str, str, Callable[[], Any]]] = []
+    if isinstance(obj, Recording):
+        rec = obj
+        figs.append(("timeline", "Timeline", lambda: plots.timeline(rec, max_points=REPORT_POINTS)))
+        return figs
+    if len(results) == 1:
+        run = results[0]
+        if run.recording.ranks:
+            figs.append(
+                (
+                    "timeline",
+                    "Per-rank lanes and node total",
+                    lambda: plots.timeline(run, max_points=REPORT_POINTS),
+                )
+            )
+            figs.append(
+                (
+                    "peaks",
+                    "Node RAM: each rank's share of the PSS peak, Σ RSS and the prediction",
+                    lambda: plots.peaks([run]),
+                )
+            )
+            return figs
+        figs.append(("timeline", "Timeline", lambda: plots.timeline(run, max_points=REPORT_POINTS)))
+        return figs
+    if not results:
+        return figs
+    if any(r.recording.ranks for r in results):
+        caption = "Node RAM per run: the ranks' PSS stacked, Σ RSS beside it, the prediction"
+    else:
+        caption = "Peak memory per run, above each run's baseline"
+    figs.append(("peaks", caption, lambda: plots.peaks(results)))
+    if len({r.shard_size for r in results if r.shard_size is not None}) > 1:
+        figs.append(("sweep", "Peak RAM vs shard size", lambda: plots.sweep_curves(results)))
+    if len(results) <= 8:
+        figs.append(
+            (
+                "overlay",
+                "All runs on one time axis",
+                lambda: plots.overlay(results, max_points=REPORT_POINTS),
+            )
+        )
+    return figs
+
+
+def timeline_figure(rec: Recording, run: RunResult | None) -> Any:
+    """The timeline of one run, at report resolution."""
+    from bigviz import plots
+
+    return plots.timeline(run if run is not None else rec, max_points=REPORT_POINTS)
+
+
+__all__ = ["overview_figures", "png", "svg", "timeline_figure"]

@@ -1,0 +1,459 @@
+"""The HTML report: one self-contained file that opens offline in any browser.
+
+Plots are inline SVG, styles inline, and the only script (column sorting) is allowed by
+its hash in a Content-Security-Policy that forbids every network request and any other
+script: even a string that slipped through escaping could neither run nor fetch.
+Every user-supplied string goes through :func:`html.escape`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import json
+from collections.abc import Callable
+from typing import Any
+
+import bigviz
+from bigviz._ranks import rank_rows
+from bigviz.record.model import Phase, Recording
+from bigviz.run.result import RunResult, Sweep
+
+from ._common import (
+    OUTCOME_TEXT,
+    Reportable,
+    Row,
+    environment,
+    failures,
+    key_finding,
+    percent,
+    phase_peak_sentence,
+    recordings_of,
+    results_of,
+    shard_text,
+    size,
+    summary_rows,
+    title_of,
+)
+
+_SORT_JS = (
+    "document.querySelectorAll('table.sortable th').forEach(function(th){"
+    "th.addEventListener('click',function(){"
+    "var table=th.closest('table'),body=table.tBodies[0],i=th.cellIndex;"
+    "var asc=th.getAttribute('aria-sort')!=='ascending';"
+    "table.querySelectorAll('th').forEach(function(h){h.removeAttribute('aria-sort');});"
+    "th.setAttribute('aria-sort',asc?'ascending':'descending');"
+    "var rows=Array.prototype.slice.call(body.rows);"
+    "rows.sort(function(a,b){"
+    "var x=a.cells[i].getAttribute('data-v'),y=b.cells[i].getAttribute('data-v');"
+    "var c=(x!==null&&y!==null&&x!==''&&y!=='')?parseFloat(x)-parseFloat(y):"
+    "a.cells[i].textContent.localeCompare(b.cells[i].textContent);"
+    "return asc?c:-c;});"
+    "rows.forEach(function(r){body.appendChild(r);});});});"
+)
+_SORT_HASH = base64.b64encode(hashlib.sha256(_SORT_JS.encode()).digest()).decode()
+_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+    f"script-src 'sha256-{_SORT_HASH}'; base-uri 'none'; form-action 'none'"
+)
+
+_CSS = """
+:root{--ink:#1f2933;--muted:#5f6b7a;--line:#d9dee5;--bg:#fff;--soft:#f5f7fa;--bad:#b42318;
+--good:#067647;--accent:#3b75af}
+*{box-sizing:border-box}
+body{margin:0;background:var(--bg);color:var(--ink);
+font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif}
+main{max-width:1080px;margin:0 auto;padding:28px 24px 60px}
+h1{font-size:1.6rem;margin:0 0 4px}h2{font-size:1.2rem;margin:36px 0 10px;
+border-bottom:1px solid var(--line);padding-bottom:4px}h3{font-size:1.05rem;margin:22px 0 8px}
+h4{font-size:.95rem;margin:16px 0 6px}
+.sub{color:var(--muted);margin:0 0 18px}
+.finding{font-size:1.15rem;background:#eef4fb;border-left:4px solid var(--accent);
+padding:12px 16px;margin:16px 0;border-radius:4px}
+.warn{background:#fef3f2;border-left:4px solid var(--bad);padding:10px 16px;border-radius:4px}
+.warn ul{margin:4px 0;padding-left:20px}
+table{border-collapse:collapse;width:100%;font-size:.86rem;margin:8px 0 4px}
+th,td{padding:5px 7px;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}
+th{background:var(--soft);font-weight:600;white-space:nowrap}
+table.sortable th{cursor:pointer}table.sortable th:hover{background:#e9edf2}
+th[aria-sort=ascending]::after{content:" ▲";font-size:.7em}
+th[aria-sort=descending]::after{content:" ▼";font-size:.7em}
+td.num,th.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+td.pred{white-space:normal;min-width:9em}.scroll{overflow-x:auto}
+tbody tr:hover{background:#fafbfc}
+.o-ok{color:var(--good);font-weight:600}.o-bad{color:var(--bad);font-weight:600}
+.off{color:var(--bad);font-weight:600}
+figure{margin:14px 0 22px}figcaption{color:var(--muted);font-size:.85rem;margin-top:2px}
+figure svg{width:100%;height:auto;display:block}
+.facts{display:grid;grid-template-columns:max-content 1fr;gap:2px 14px;font-size:.9rem;margin:6px 0}
+.facts dt{color:var(--muted)}.facts dd{margin:0;word-break:break-word}
+pre{background:var(--soft);padding:10px 12px;border-radius:4px;overflow-x:auto;font-size:.82rem;
+white-space:pre-wrap;word-break:break-word}
+code{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,"DejaVu Sans Mono",monospace}
+.note{color:var(--muted);font-size:.82rem}
+details>summary{cursor:pointer;font-weight:600;margin:8px 0}
+footer{color:var(--muted);font-size:.8rem;margin-top:40px}
+"""
+
+
+def e(value: Any) -> str:
+    """HTML-escape anything (quotes too, so it is safe in attributes)."""
+    return html.escape(str(value), quote=True)
+
+
+def _outcome(outcome: str) -> str:
+    cls = "o-ok" if outcome == "ok" else "o-bad"
+    return f'<span class="{cls}">{e(OUTCOME_TEXT.get(outcome, outcome))}</span>'
+
+
+def _num(text: str, value: float | int | None) -> str:
+    v = "" if value is None else repr(value)
+    return f'<td class="num" data-v="{e(v)}">{e(text)}</td>'
+
+
+def _summary_table(rows: list[Row], anchors: list[str]) -> str:
+    # a column that is the same for every run is said once above the table, so the
+    # columns that differ get the width
+    optional: dict[str, Callable[[Row], str]] = {
+        "shard size": lambda r: shard_text(r.shard_size),
+        "format": lambda r: r.format or "—",
+        "device map": lambda r: r.device_map or "cpu",
+        "ranks": lambda r: "1 process" if r.nproc is None else str(r.nproc),
+    }
+    shown = {k: len({f(r) for r in rows}) > 1 for k, f in optional.items()}
+    common = [f"{k} {f(rows[0])}" for k, f in optional.items() if rows and not shown[k]]
+    head = "<tr><th>strategy</th>"
+    head += "<th class=num>shard size</th>" if shown["shard size"] else ""
+    head += "<th>format</th>" if shown["format"] else ""
+    head += "<th>device map</th>" if shown["device map"] else ""
+    head += "<th class=num>ranks</th>" if shown["ranks"] else ""
+    head += (
+        "<th class=num>peak RAM</th><th class=num>anonymous</th>"
+        "<th class=num>file-backed</th><th class=num>peak VRAM</th><th class=num>predicted</th>"
+        "<th class=num title='measured peak divided by the predicted peak'>vs predicted</th>"
+        "<th class=num>time</th><th>outcome</th></tr>"
+    )
+    body = []
+    for row, anchor in zip(rows, anchors, strict=True):
+        ratio = row.vs_predicted
+        ratio_cell = (
+            '<td class="num" data-v="">—</td>'
+            if ratio is None
+            else f'<td class="num{" off" if row.off_prediction else ""}" '
+            f'data-v="{ratio!r}" title="flagged when measurement and prediction disagree">'
+            f"{ratio:.2f}×</td>"
+        )
+        formula = f'<br><span class="note">{e(row.formula)}</span>' if row.formula else ""
+        pv = "" if row.predicted is None else repr(row.predicted)
+        cells = [f'<td><a href="#{anchor}" title="{e(row.label)}">{e(row.strategy)}</a></td>']
+        if shown["shard size"]:
+            cells.append(_num(shard_text(row.shard_size), row.shard_size))
+        if shown["format"]:
+            cells.append(f"<td>{e(row.format or '—')}</td>")
+        if shown["device map"]:
+            cells.append(f"<td>{e(row.device_map or 'cpu')}</td>")
+        if shown["ranks"]:
+            cells.append(_num(optional["ranks"](row), row.nproc))
+        cells += [
+            _num(size(row.ram_peak), row.ram_peak),
+            _num(size(row.ram_anon_peak), row.ram_anon_peak),
+            _num(size(row.ram_file_peak), row.ram_file_peak),
+            _num(size(row.vram_peak), row.vram_peak),
+            f'<td class="num pred" data-v="{pv}">{e(size(row.predicted))}{formula}</td>',
+            ratio_cell,
+            _num(f"{row.seconds:.2f} s", row.seconds),
+            f'<td data-v="">{_outcome(row.outcome)}</td>',
+        ]
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    note = f"<p class=note>All runs: {e(' · '.join(common))}.</p>" if common else ""
+    if any(r.nproc is not None for r in rows):
+        note += (
+            "<p class=note>Distributed runs: <em>peak RAM</em> is the node total, the sum of "
+            "the ranks' PSS (a page shared by N ranks counts 1/N in each), above the sum of "
+            "their baselines; <em>anonymous</em> is summed over ranks, <em>file-backed</em> "
+            "is the largest rank's (the ranks map the same files).</p>"
+        )
+    return (
+        f'{note}<div class="scroll"><table class="sortable summary"><thead>{head}</thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+        "<p class=note>Peaks are bytes above each run's baseline (its RSS after imports, "
+        "before the first phase); <em>vs predicted</em> is measured ÷ predicted, in red "
+        "when they disagree (beyond the runner's tolerance, else 25%). Click a column to sort.</p>"
+    )
+
+
+def _phase_table(rec: Recording) -> str:
+    if not rec.phases:
+        return "<p class=note>No phases were recorded.</p>"
+    has_vram = any(p.vram_peak for p in rec.phases)
+    head = (
+        "<tr><th>phase</th><th class=num>start</th><th class=num>duration</th>"
+        "<th class=num>RSS at start</th><th class=num>peak RSS</th><th class=num>growth</th>"
+        "<th class=num>peak anonymous</th><th class=num>peak file-backed</th>"
+        + ("<th class=num>peak VRAM</th>" if has_vram else "")
+        + "<th>peak is</th></tr>"
+    )
+    rows = []
+    for p in rec.phases:
+        rows.append(_phase_row(p, has_vram))
+    return (
+        f"<table class=phases><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
+        "<p class=note>Absolute bytes. <em>exact</em>: the kernel's high-water mark (VmHWM), "
+        "reset at the phase start; <em>sampled</em>: the highest sample.</p>"
+    )
+
+
+def _rank_phase_tables(rec: Recording) -> str:
+    """Rank 0's phases in view, every other rank's folded away."""
+    out = []
+    for i, lane in enumerate(rec.ranks):
+        rank = lane.rank if lane.rank is not None else i
+        table = _phase_table(lane)
+        if i == 0:
+            out.append(f"<h4>Phases of rank {rank}</h4>{table}")
+        else:
+            out.append(f"<details><summary>Phases of rank {rank}</summary>{table}</details>")
+    return "".join(out)
+
+
+def _phase_row(p: Phase, has_vram: bool) -> str:
+    indent = f' style="padding-left:{8 + 16 * p.depth}px"' if p.depth else ""
+    name = e(p.name)
+    if p.auto:
+        name += ' <span class="note">(auto)</span>'
+    if p.error:
+        name += f' <span class="o-bad">✕ {e(p.error)}</span>'
+    dur = p.duration
+    vram = ""
+    if has_vram:
+        text = ", ".join(f"{e(dev)}: {e(size(v))}" for dev, v in p.vram_peak.items()) or "—"
+        vram = f'<td class="num">{text}</td>'
+    return (
+        f"<tr><td{indent}>{name}</td>"
+        f"{_num(f'{p.start:.3f} s', p.start)}"
+        f"{_num('open' if dur is None else f'{dur:.3f} s', dur)}"
+        f"{_num(size(p.ram_start), p.ram_start)}"
+        f"{_num(size(p.ram_peak), p.ram_peak)}"
+        f"{_num(size(p.ram_growth), p.ram_growth)}"
+        f"{_num(size(p.ram_anon_peak), p.ram_anon_peak)}"
+        f"{_num(size(p.ram_file_peak), p.ram_file_peak)}"
+        f"{vram}"
+        f"<td>{'exact' if p.ram_peak_exact else 'sampled'}</td></tr>"
+    )
+
+
+def _rank_table(run: RunResult | Recording) -> str:
+    """One row per rank: what each rank held, above its own baseline."""
+    rows = rank_rows(run)
+    if not rows:
+        return ""
+    hosts = len({r.host for r in rows}) > 1
+    head = (
+        "<tr><th class=num>rank</th>"
+        + ("<th>host</th>" if hosts else "")
+        + "<th class=num>peak RSS</th><th class=num>peak anonymous</th>"
+        "<th class=num>peak file-backed</th><th class=num>USS</th><th class=num>PSS</th>"
+        "<th>phase reached</th><th>status</th></tr>"
+    )
+    body = []
+    for r in rows:
+        status = (
+            f'<span class="o-ok">{e(r.status)}</span>'
+            if r.status == "ok"
+            else f'<span class="o-bad">{e(r.status)}</span>'
+        )
+        body.append(
+            f'<tr data-rank="{r.rank}">'
+            + _num(str(r.rank), r.rank)
+            + (f"<td>{e(r.host)}</td>" if hosts else "")
+            + _num(size(r.ram_peak) + ("" if r.ram_peak_exact else " (sampled)"), r.ram_peak)
+            + _num(size(r.anon), r.anon)
+            + _num(size(r.file), r.file)
+            + _num(size(r.uss), r.uss)
+            + _num(size(r.pss), r.pss)
+            + f"<td>{e(r.phase_reached or '—')}</td><td>{status}</td></tr>"
+        )
+    return (
+        f'<h4>Per rank</h4><div class="scroll"><table class="sortable ranks"><thead>{head}'
+        f"</thead><tbody>{''.join(body)}</tbody></table></div>"
+        "<p class=note>Bytes above each rank's own baseline. <em>peak RSS</em> is exact "
+        "(VmHWM) unless marked; <em>USS</em> is memory only that rank holds, <em>PSS</em> "
+        "its proportional share (shared pages split between the ranks that map them): the "
+        "larger of the sampled peak and the snapshot taken while every rank held its "
+        "weights. The ranks' PSS add up to the node total; their RSS do not.</p>"
+    )
+
+
+def _facts(pairs: list[tuple[str, str]]) -> str:
+    items = "".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in pairs)
+    return f'<dl class="facts">{items}</dl>'
+
+
+def _run_facts(r: RunResult) -> list[tuple[str, str]]:
+    pairs = [
+        ("model", f"{r.model} ({size(r.model_bytes)})" if r.model_bytes else r.model or "—"),
+        ("shard size", shard_text(r.shard_size)),
+        ("format", r.format or "—"),
+        ("device map", r.device_map or "cpu"),
+        ("baseline RSS", size(r.baseline)),
+        ("peak RAM above baseline", size(r.ram_peak)),
+    ]
+    if r.recording.ranks:
+        # a distributed run's figures are node totals of PSS, not one process's RSS
+        n = len(r.recording.ranks)
+        pairs[-2:] = [
+            ("ranks", str(r.params.get("nproc", n))),
+            (f"baseline (Σ PSS of {n} ranks)", size(r.baseline)),
+            ("node RAM above baseline (Σ PSS)", size(r.ram_peak)),
+        ]
+    pairs.append(("time", f"{r.seconds:.2f} s"))
+    if r.predicted is not None:
+        pred = f"{size(r.predicted.ram_peak)} = {r.predicted.formula}"
+        if r.ram_peak is not None and r.predicted.ram_peak:
+            pred += f" (measured {percent(r.ram_peak / r.predicted.ram_peak - 1)})"
+        pairs.append(("predicted", pred))
+        if r.predicted.notes:
+            pairs.append(("prediction notes", r.predicted.notes))
+    if r.vram_peak:
+        pairs.append(("peak VRAM", ", ".join(f"{d}: {size(v)}" for d, v in r.vram_peak.items())))
+    if r.phase_reached:
+        pairs.append(("phase reached", r.phase_reached))
+    if r.error:
+        pairs.append(("error", r.error))
+    return pairs
+
+
+def _run_details(r: RunResult) -> str:
+    """Checks and parameters: useful to reproduce, too long to lead with."""
+    pairs = [(f"checks.{k}", json.dumps(v, ensure_ascii=False)) for k, v in r.checks.items()]
+    pairs += [(f"parameters.{k}", json.dumps(v, ensure_ascii=False)) for k, v in r.params.items()]
+    if not pairs:
+        return ""
+    return f"<details><summary>Checks and parameters</summary>{_facts(pairs)}</details>"
+
+
+def _figure(svg_text: str, caption: str) -> str:
+    return f"<figure>{svg_text}<figcaption>{e(caption)}</figcaption></figure>"
+
+
+def render(obj: Reportable) -> str:
+    """The whole HTML document for ``obj``."""
+    from ._figures import overview_figures, svg, timeline_figure
+
+    results = results_of(obj)
+    timelines = recordings_of(obj)
+    title = title_of(obj)
+    parts: list[str] = []
+    sub = []
+    started = (
+        obj.started_at
+        if isinstance(obj, (Sweep, Recording))
+        else (results[0].recording.started_at if results else "")
+    )
+    if started:
+        sub.append(f"started {started}")
+    sub.append(f"bigviz {bigviz.__version__}")
+    parts.append(f"<header><h1>bigviz report: {e(title)}</h1>")
+    parts.append(f'<p class="sub">{e(" · ".join(sub))}</p></header>')
+
+    finding = (
+        key_finding(results)
+        if results
+        else (phase_peak_sentence(obj) if isinstance(obj, Recording) else None)
+    )
+    if finding:
+        parts.append(f'<p class="finding" id="finding">{e(finding)}</p>')
+    failed = failures(results)
+    if failed:
+        items = "".join(f"<li>{e(f)}</li>" for f in failed)
+        parts.append(f'<div class="warn"><strong>Did not finish</strong><ul>{items}</ul></div>')
+
+    anchors = [f"run-{i + 1}" for i in range(len(timelines))]
+    if results:
+        parts.append("<h2>Summary</h2>")
+        parts.append(_summary_table(summary_rows(results), anchors))
+
+    n = 0
+    for slug, caption, make in overview_figures(obj):
+        n += 1
+        parts.append(_figure(svg(make(), f"bigviz-{slug}-{n}"), caption))
+
+    single = len(timelines) == 1
+    parts.append("<h2>Runs</h2>" if not single else "<h2>Phases</h2>")
+    for i, (label, rec, run) in enumerate(timelines):
+        parts.append(f'<section class="run" id="{anchors[i]}">')
+        if not single:
+            outcome = _outcome(run.outcome) if run is not None else ""
+            parts.append(f"<h3>{e(label)} {outcome}</h3>")
+        if run is not None:
+            parts.append(_facts(_run_facts(run)))
+            parts.append(_run_details(run))
+        if not single:
+            n += 1
+            caption = "Per-rank lanes and node total" if rec.ranks else "Timeline"
+            parts.append(_figure(svg(timeline_figure(rec, run), f"bigviz-run-{n}"), caption))
+        if rec.ranks:
+            parts.append(_rank_table(run if run is not None else rec))
+        if rec.errors:
+            items = "".join(f"<li>{e(x)}</li>" for x in rec.errors)
+            parts.append(
+                f'<div class="warn"><strong>Recorder warnings</strong><ul>{items}</ul></div>'
+            )
+        if rec.ranks:
+            parts.append(_rank_phase_tables(rec))
+        else:
+            parts.append(_phase_table(rec))
+        if rec.marks:
+            marks = ", ".join(f"{m.name} at {m.t:.3f} s" for m in rec.marks)
+            parts.append(f"<p class=note>Marks: {e(marks)}</p>")
+        parts.append("</section>")
+
+    parts.append("<h2>Environment</h2>")
+    env = environment(obj)
+    parts.append(_facts(env) if env else "<p class=note>No environment was recorded.</p>")
+    if timelines:
+        rec0 = timelines[0][1]
+        if rec0.sources:
+            rows = "".join(
+                f"<tr><td>{e(s.name)}</td><td>{'yes' if s.available else 'no'}</td>"
+                f"<td>{'exact' if s.exact else 'sampled'}</td>"
+                f"<td>{e(', '.join(s.series) or '—')}</td><td>{e(s.reason or '')}</td></tr>"
+                for s in rec0.sources
+            )
+            parts.append(
+                "<h3>Memory sources</h3><table><thead><tr><th>source</th><th>available</th>"
+                "<th>peaks</th><th>series</th><th>why not</th></tr></thead>"
+                f"<tbody>{rows}</tbody></table>"
+            )
+
+    parts.append("<h2>Reproduce</h2>")
+    command = obj.command if isinstance(obj, Sweep) else ""
+    if not command and timelines:
+        command = str(timelines[0][1].meta.get("command", ""))
+    if command:
+        parts.append(f"<pre><code>{e(command)}</code></pre>")
+    config: dict[str, Any] = obj.config if isinstance(obj, Sweep) else {}
+    if config:
+        pairs = [(str(k), json.dumps(v, ensure_ascii=False)) for k, v in config.items()]
+        parts.append(f"<h3>Configuration</h3>{_facts(pairs)}")
+    if not command and not config:
+        parts.append("<p class=note>No command or configuration was recorded.</p>")
+    parts.append(
+        f"<footer>Made by bigviz {e(bigviz.__version__)} · schema {e(obj_schema(obj))} · "
+        "this file makes no network requests.</footer>"
+    )
+    return (
+        "<!doctype html>\n<html lang=en><head><meta charset=utf-8>"
+        f'<meta http-equiv="Content-Security-Policy" content="{html.escape(_CSP, quote=False)}">'
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        f"<title>bigviz report: {e(title)}</title><style>{_CSS}</style></head>"
+        f"<body><main>{''.join(parts)}</main><script>{_SORT_JS}</script></body></html>\n"
+    )
+
+
+def obj_schema(obj: Reportable) -> int:
+    """The schema version of ``obj`` (lists: their first run's)."""
+    if isinstance(obj, (Recording, RunResult, Sweep)):
+        return obj.schema
+    return obj[0].schema if obj else 0

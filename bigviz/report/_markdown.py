@@ -1,0 +1,180 @@
+"""The Markdown report: a pull-request comment, with PNG plots written beside it."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+from bigviz._labels import short_labels
+from bigviz._ranks import rank_rows
+from bigviz.record.model import Recording
+from bigviz.run.result import RunResult, Sweep
+
+from ._common import (
+    OUTCOME_TEXT,
+    Reportable,
+    atomic_write,
+    environment,
+    failures,
+    key_finding,
+    phase_peak_sentence,
+    recordings_of,
+    results_of,
+    sibling,
+    size,
+    summary_rows,
+    title_of,
+)
+
+
+def cell(value: Any) -> str:
+    """Text safe in a Markdown table cell: HTML escaped (GitHub renders raw HTML), pipes
+    escaped, newlines folded, backticks neutralised."""
+    text = html.escape(str(value), quote=False)
+    text = text.replace("|", "\\|").replace("`", "'").replace("\r", " ").replace("\n", " ")
+    return text
+
+
+def _runs_table(obj: Reportable) -> list[str]:
+    rows = summary_rows(results_of(obj))
+    has_vram = any(r.vram_peak for r in rows)
+    head = ["run", "peak RAM", "anonymous", "file-backed"]
+    head += ["peak VRAM"] if has_vram else []
+    head += ["predicted", "time", "outcome"]
+    out = [
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(head) - 2) + ["---"]) + "|",
+    ]
+    for r in rows:
+        pred = size(r.predicted) + (f" ({r.formula})" if r.formula else "")
+        vals = [r.label, size(r.ram_peak), size(r.ram_anon_peak), size(r.ram_file_peak)]
+        vals += [size(r.vram_peak)] if has_vram else []
+        outcome = OUTCOME_TEXT.get(r.outcome, r.outcome)
+        vals += [pred, f"{r.seconds:.2f} s", outcome if r.outcome == "ok" else f"**{outcome}**"]
+        out.append("| " + " | ".join(cell(v) if not v.startswith("**") else v for v in vals) + " |")
+    return out
+
+
+def _phase_table(rec: Recording) -> list[str]:
+    out = [
+        "| phase | start | duration | peak RSS | growth | peak is |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for p in rec.phases:
+        dur = "open" if p.duration is None else f"{p.duration:.3f} s"
+        name = "&nbsp;&nbsp;" * p.depth + cell(p.name)
+        out.append(
+            f"| {name} | {p.start:.3f} s | {dur} | {size(p.ram_peak)} | {size(p.ram_growth)} | "
+            f"{'exact' if p.ram_peak_exact else 'sampled'} |"
+        )
+    return out
+
+
+def _rank_table(obj: RunResult | Recording) -> list[str]:
+    rows = rank_rows(obj)
+    if not rows:
+        return []
+    out = [
+        "| rank | peak RSS | anonymous | file-backed | USS | PSS | phase reached | status |",
+        "|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for r in rows:
+        out.append(
+            f"| {r.rank} | {size(r.ram_peak)} | {size(r.anon)} | {size(r.file)} | "
+            f"{size(r.uss)} | {size(r.pss)} | {cell(r.phase_reached or '—')} | "
+            f"{cell(r.status) if r.status == 'ok' else '**' + cell(r.status) + '**'} |"
+        )
+    out += [
+        "",
+        "Per rank, above its own baseline; PSS splits shared pages between the ranks, so the "
+        "ranks' PSS add up to the node total and their RSS do not.",
+    ]
+    return out
+
+
+#: per-rank lane figures a pull-request comment carries at most (one per distributed run)
+MAX_LANE_FIGURES = 4
+
+
+def render(obj: Reportable, path: Path) -> tuple[str, list[tuple[Path, bytes]]]:
+    """The Markdown text for ``obj`` written at ``path`` and the PNGs to put beside it."""
+    from ._figures import overview_figures, png, timeline_figure
+
+    results = results_of(obj)
+    lines = [f"### bigviz: {cell(title_of(obj))}", ""]
+    finding = (
+        key_finding(results)
+        if results
+        else (phase_peak_sentence(obj) if isinstance(obj, Recording) else None)
+    )
+    if finding:
+        lines += [f"**{cell(finding)}**", ""]
+    failed = failures(results)
+    if failed:
+        lines += ["Did not finish:", *[f"- {cell(f)}" for f in failed], ""]
+    if results:
+        lines += [*_runs_table(obj), ""]
+        note = "Peaks are above each run's baseline (its RSS after imports)."
+        if any(r.recording.ranks for r in results):
+            note += (
+                " Distributed runs: peak RAM is node RAM, the sum of the ranks' PSS above the "
+                "sum of their baselines; anonymous is summed over ranks."
+            )
+        lines += [note, ""]
+    elif isinstance(obj, Recording):
+        lines += [*_phase_table(obj), ""]
+    images: list[tuple[Path, bytes]] = []
+    for slug, caption, make in overview_figures(obj):
+        target = sibling(path, f".{slug}.png")
+        images.append((target, png(make())))
+        # a relative link: the comment and its images move together
+        lines += [f"![{cell(caption)}]({target.name})", ""]
+    dist = [r for r in results if r.recording.ranks]
+    if len(dist) == 1 and len(results) == 1:
+        lines += [*_rank_table(dist[0]), ""]
+    elif dist:
+        labels = dict(zip(map(id, results), short_labels(results), strict=True))
+        for i, r in enumerate(dist[:MAX_LANE_FIGURES]):
+            target = sibling(path, f".ranks-{i + 1}.png")
+            images.append((target, png(timeline_figure(r.recording, r))))
+            lines += [f"**{cell(labels[id(r)])}**", ""]
+            lines += [f"![per-rank lanes: {cell(labels[id(r)])}]({target.name})", ""]
+            lines += [*_rank_table(r), ""]
+        if len(dist) > MAX_LANE_FIGURES:
+            lines += [
+                f"Per-rank lanes of the other {len(dist) - MAX_LANE_FIGURES} distributed runs "
+                "are in the HTML report.",
+                "",
+            ]
+    elif isinstance(obj, Recording) and obj.ranks:
+        lines += [*_rank_table(obj), ""]
+    details: list[str] = []
+    if isinstance(obj, Sweep) and obj.command:
+        details += ["```", obj.command.replace("```", "'''"), "```", ""]
+    env = environment(obj)
+    if env:
+        details += [f"- {cell(k)}: {cell(v)}" for k, v in env[:30]]
+    if len(recordings_of(obj)) == 1 and results:
+        details += ["", *_phase_table(recordings_of(obj)[0][1])]
+    if details:
+        lines += [
+            "<details><summary>How this was measured</summary>",
+            "",
+            *details,
+            "",
+            "</details>",
+            "",
+        ]
+    return "\n".join(lines), images
+
+
+def write(obj: Reportable, path: Path) -> Path:
+    """Write the PNGs, then the Markdown (each atomically)."""
+    text, images = render(obj, path)
+    for target, data in images:
+        atomic_write(target, data)
+    return atomic_write(path, text)
+
+
+__all__ = ["cell", "render", "write"]
