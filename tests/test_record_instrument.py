@@ -118,14 +118,19 @@ def test_module_to_and_load_state_dict(state: dict[str, torch.Tensor]) -> None:
     with record(sources=["ram"]) as rec:
         model.load_state_dict(sd)
         model.to(torch.float64)
+        # a copy big enough to be fresh pages (a 512 KiB one may reuse freed heap memory)
+        big = nn.Linear(4096, 2048, bias=False, device="meta").to_empty(device="cpu")
+        big.to(torch.float64)
     to_phase = rec.recording.phases[1]
     names = auto_phases(rec.recording)
     assert names[0] == "Linear.load_state_dict (2 tensors, 257.0 KiB)"
     assert names[1].startswith("Linear.to torch.float64")
     assert to_phase.detail["dtype"] == "torch.float64"
     assert to_phase.detail["bytes"] == (256 * 256 + 256) * 4
-    # the float64 copy is real memory inside that phase
-    assert to_phase.ram_growth is not None and to_phase.ram_growth > 256 * 256 * 4
+    # the float64 copy is real memory inside its phase
+    big_to = [p for p in rec.recording.phases if p.name.startswith("Linear.to")][-1]
+    assert big_to.detail["bytes"] == 4096 * 2048 * 4
+    assert big_to.ram_growth is not None and big_to.ram_growth >= 4096 * 2048 * 8 - 2**21
     assert model.weight.dtype == torch.float64
 
 

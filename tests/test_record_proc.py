@@ -39,7 +39,9 @@ def _torch_ones() -> None:
 
 
 def _python_loop() -> None:
-    chunks = [bytearray(8 * MiB) for _ in range(SIZE // (8 * MiB))]
+    # 64 MiB chunks: above glibc's largest dynamic mmap threshold (32 MiB), so each is
+    # fresh memory; smaller chunks may reuse heap pages earlier tests left resident
+    chunks = [bytearray(64 * MiB) for _ in range(SIZE // (64 * MiB))]
     del chunks
 
 
