@@ -1,0 +1,175 @@
+"""The ``bigviz`` command: ``sweep``, ``profile``, ``inspect``, ``report``, ``diff``.
+
+A thin front end on the core: each verb lives in its own module under
+:mod:`bigviz.commands` (the memray layout) and only parses, calls the library and prints.
+Nothing here imports IPython, ipywidgets or matplotlib; report rendering loads its own
+plotting code when it needs it.
+
+Exit codes:
+
+* ``0`` — done (for ``diff``: no regression beyond the threshold);
+* ``1`` — the work failed: a run errored or crashed, a file is corrupt, ``diff`` found a
+  regression;
+* ``2`` — a usage error: an unknown option, a bad size, a missing input file.
+
+Errors are printed as one line on stderr, ``bigviz VERB: error: <what> ; <fix>``, never as a
+traceback (set ``BIGVIZ_DEBUG=1`` to get the traceback too).
+
+Example:
+    >>> from bigviz.cli import main
+    >>> main(["--version"])  # doctest: +SKIP
+    bigviz 0.1.0
+    0
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from bigviz._errors import BigvizError, ConfigError, StrategyError
+
+__all__ = ["UsageError", "build_parser", "main"]
+
+PROG = "bigviz"
+
+DESCRIPTION = """\
+bigviz: how much RAM and VRAM does loading (or saving) a big PyTorch model take,
+when, and which way of doing it is cheapest?
+"""
+
+EPILOG = """\
+examples:
+  bigviz sweep --model gpt:400MB --strategies naive,meta --out report.html
+  bigviz profile --out load.json -- python load.py
+  bigviz inspect ./checkpoint
+  bigviz report sweep.json --out sweep.md
+  bigviz diff base.json new.json --threshold 5%
+
+Run `bigviz VERB --help` for each verb's options. Exit codes: 0 done, 1 failed, 2 usage error.
+"""
+
+
+class UsageError(ConfigError):
+    """A command line bigviz cannot use (unknown option, missing argument, bad value)."""
+
+    def __init__(self, message: str, *, prog: str = PROG) -> None:
+        super().__init__(message)
+        self.prog = prog
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors become one-line :class:`UsageError`\\ s.
+
+    argparse would print the whole usage block and exit; bigviz prints one line that
+    names the problem and points at ``--help``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # `--shard-size` silently meaning `--shard-sizes` hides typos: no abbreviations
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message}; see `{self.prog} --help`", prog=self.prog)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``bigviz`` argument parser, with one sub-parser per verb.
+
+    Returns:
+        The parser; ``parse_args`` gives a namespace whose ``func`` runs the verb.
+
+    Example:
+        >>> ns = build_parser().parse_args(["inspect", "ckpt/"])
+        >>> ns.verb, ns.dir
+        ('inspect', 'ckpt/')
+    """
+    from bigviz import __version__
+    from bigviz.commands import diff, inspect, profile, report, sweep
+
+    parser = _Parser(
+        prog=PROG,
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"bigviz {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
+    for module in (sweep, profile, inspect, report, diff):
+        module.add_parser(sub)
+    return parser
+
+
+def _exit_code(exc: BigvizError) -> int:
+    # A value the user can fix on the command line is a usage error (2); a failure of
+    # the work itself (corrupt file, crashed worker, unreadable report) is 1.
+    if isinstance(exc, (ConfigError, StrategyError)):
+        return 2
+    return 1
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``bigviz`` command line.
+
+    Args:
+        argv: the arguments after the program name; ``None`` reads ``sys.argv[1:]``.
+
+    Returns:
+        The exit code: 0 done, 1 failed, 2 usage error.
+
+    Example:
+        >>> main(["inspect", "/no/such/dir"])  # doctest: +SKIP
+        bigviz inspect: error: checkpoint folder '/no/such/dir' does not exist; ...
+        2
+    """
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    prog = PROG
+    try:
+        parser = build_parser()
+        if not args_list:
+            parser.print_help(sys.stderr)
+            return 2
+        ns, extra = parser.parse_known_args(args_list)
+        prog = f"{PROG} {ns.verb}" if ns.verb else PROG
+        if extra:
+            raise UsageError(
+                f"unrecognized arguments: {' '.join(extra)}; see `{prog} --help`", prog=prog
+            )
+        if ns.verb is None:
+            parser.print_help(sys.stderr)
+            return 2
+        ns.argv = args_list  # the exact command line, recorded in reports
+        code: int = ns.func(ns)
+        return code
+    except SystemExit as exc:  # --help and --version exit through argparse
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except UsageError as exc:
+        _report_error(exc.prog, exc)
+        return 2
+    except BigvizError as exc:
+        _report_error(prog, exc)
+        return _exit_code(exc)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # `bigviz ... | head`: the reader went away; that is not our failure.
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        return 0
+
+
+def _report_error(prog: str, exc: BaseException) -> None:
+    if os.environ.get("BIGVIZ_DEBUG"):
+        traceback.print_exception(exc)
+    print(f"{prog}: error: {_one_line(str(exc))}", file=sys.stderr)
