@@ -59,7 +59,9 @@ _LAZY: dict[str, str] = {
     "Prediction": "bigviz.run.result",
 }
 
-_SUBMODULES = {"report", "testing", "units", "checkpoint", "models", "strategies", "plots"}
+_SUBMODULES = {
+    "report", "testing", "units", "checkpoint", "models", "strategies", "plots", "widgets",
+}
 
 __all__ = sorted([*_LAZY, "__version__"])
 

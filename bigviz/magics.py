@@ -1,0 +1,431 @@
+"""``%load_ext bigviz``: the ``%%bigviz`` cell magic and the ``%bigviz`` line magics.
+
+Thin by design (the memray layout): each magic parses its arguments with ``argparse``
+over ``shlex.split``, calls the core, and displays what came back. ``import bigviz``
+never imports this module; ``%load_ext bigviz`` does.
+
+Example (in a notebook)::
+
+    %load_ext bigviz
+
+    %%bigviz --name "load"
+    model = transformers.AutoModel.from_pretrained(path)
+
+    %bigviz compare
+    %bigviz sweep --model gpt:100MB --strategies naive,meta --shard-sizes 20MB,50MB
+    %bigviz dashboard --model gpt:100MB
+    %bigviz export kernel.html
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import shlex
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from IPython import display as _ipd
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+
+from bigviz._errors import BigvizError, ConfigError, StrategyError
+
+if TYPE_CHECKING:
+    from bigviz.record.model import Recording
+    from bigviz.run.result import RunResult, Sweep
+
+__all__ = ["BigvizMagics", "load_ipython_extension"]
+
+# IPython's display helpers are untyped; give them one typed name each
+display: Any = _ipd.display
+HTML: Any = _ipd.HTML
+Image: Any = _ipd.Image
+
+
+class _HelpShown(Exception):
+    """``-h`` was given: argparse printed the help; nothing else to do."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are IPython ``UsageError``\\ s instead of ``sys.exit``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)  # --shard-size must not mean --shard-sizes
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}\n{self.format_usage()}"
+                         "Run `%bigviz?` (or add -h) for all options.")
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if message:
+            raise UsageError(message)
+        raise _HelpShown
+
+
+def _cell_parser() -> _Parser:
+    p = _Parser(prog="%%bigviz", description=(
+        "Profile the cell in this kernel: RAM (and VRAM) over time, with an exact peak per\n"
+        "phase. torch.load, safetensors, load_state_dict and Module.to become phases by\n"
+        "themselves (torch and safetensors are imported before recording starts so\n"
+        "that a cell importing them still gets those phases). Shows the timeline and a\n"
+        "phase table; the cell's result and exceptions are as without the magic."),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--name", default=None, help="name of the recording (default: cell [N])")
+    p.add_argument("--interval", type=float, default=1.0, metavar="MS",
+                   help="sampling interval in milliseconds (default: 1.0)")
+    p.add_argument("--no-instrument", dest="instrument", action="store_false",
+                   help="do not turn torch/safetensors loader calls into phases")
+    p.add_argument("--report", default=None, metavar="PATH",
+                   help="also write a report of this cell (.html, .json, .md, .csv)")
+    return p
+
+
+def _line_parser() -> _Parser:
+    from bigviz.commands import sweep as sweep_cmd
+
+    p = _Parser(prog="%bigviz", description="bigviz line magics (the cell magic is %%bigviz).")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser, required=True)
+    d = sub.add_parser("dashboard", help="the interactive dashboard (model, shard size, run)")
+    d.add_argument("--model", default="gpt:100MB", metavar="SPEC",
+                   help="gpt:SIZE, mlp:SIZE, bert-base or package.module:function")
+    # the same options as `bigviz sweep`, from the CLI's own parser code
+    sweep_cmd.add_parser(sub)
+    s = sub.choices["sweep"]
+    s.prog = "%bigviz sweep"
+    s.epilog = ("examples:\n  %bigviz sweep --model gpt:100MB --strategies naive,meta "
+                "--shard-sizes 20MB,50MB\n  %bigviz sweep --model gpt:1GB --ram-budget 8GB "
+                "--out sweep.html")
+    s.description = ("Save the model once per (shard size, format), then load it with every\n"
+                     "strategy, each in its own fresh process under the recorder; show the peaks,\n"
+                     "peak vs shard size, and measured vs predicted. The same options as\n"
+                     "`bigviz sweep`; no report file unless --out/--json/--md is given.")
+    s.set_defaults(out=None)  # in a notebook the figures are the output; a file on request
+    for action in s._actions:
+        if action.dest == "out":
+            action.help = "also write a report, format by suffix (.html, .json, .md, .csv)"
+    c = sub.add_parser("compare", help="the last profiled cells on one time axis")
+    c.add_argument("--last", type=int, default=5, metavar="N", help="how many cells (default 5)")
+    c.add_argument("--series", default="ram.rss", choices=["ram.rss", "ram.anon", "ram.file"],
+                   help="which RAM series to draw (default: ram.rss)")
+    e = sub.add_parser("export", help="a report of this kernel's profiled cells")
+    e.add_argument("path", metavar="PATH", help="output file: .html, .json, .md or .csv")
+    e.add_argument("--sweep", action="store_true", help="export the last %%bigviz sweep instead")
+    return p
+
+
+def _parse(parser: _Parser, line: str) -> argparse.Namespace | None:
+    try:
+        argv = shlex.split(line)
+    except ValueError as exc:  # an unclosed quote
+        raise UsageError(f"{parser.prog}: cannot split {line!r}: {exc}") from exc
+    try:
+        return parser.parse_args(argv)
+    except _HelpShown:
+        return None
+
+
+def _usage(exc: BigvizError) -> UsageError:
+    return UsageError(str(exc))
+
+
+def _list(text: str, flag: str) -> list[str]:
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    if not items:
+        raise UsageError(f"{flag} {text!r} is empty; give a comma-separated list")
+    return items
+
+
+def _preimport(*names: str) -> None:
+    import contextlib
+    import importlib
+
+    for name in names:
+        with contextlib.suppress(ImportError):  # not installed: nothing to instrument
+            importlib.import_module(name)
+
+
+def _check_report_path(path: str) -> None:
+    from bigviz.report import FORMATS
+
+    p = Path(path)
+    if p.suffix.lower() not in (*FORMATS, ".htm", ".markdown"):
+        raise UsageError(f"--report {path!r}: name the file with one of {', '.join(FORMATS)}")
+    if not p.resolve().parent.is_dir():
+        raise UsageError(f"--report {path!r}: folder {str(p.resolve().parent)!r} does not exist; "
+                         "create it first")
+
+
+def _show_figure(fig: Any) -> None:
+    from bigviz.widgets import figure_png
+
+    display(Image(data=figure_png(fig, dpi=100), format="png"))
+
+
+def _show_link(path: Path) -> None:
+    from bigviz.widgets import _link_html
+
+    display(HTML(f"<div>report written: {_link_html(path)}</div>"))
+
+
+@dataclass
+class _Cell:
+    """One profiled cell: its recording and whether it raised."""
+
+    recording: Recording
+    error: str | None = None
+
+
+def _cell_runs(cells: list[_Cell]) -> list[RunResult]:
+    """Profiled cells as RunResults, so a report can table and plot them side by side."""
+    from bigviz.run.result import RunResult
+
+    runs = []
+    for c in cells:
+        rec = c.recording
+        rss = rec.series.get("ram.rss")
+        base = rss.v[0] if rss and rss.v else 0
+        peak = max([p.ram_peak or 0 for p in rec.phases] + ([rss.max() or 0] if rss else []))
+        runs.append(RunResult(
+            strategy=rec.name or "cell", outcome="error" if c.error else "ok", error=c.error,
+            baseline=base, ram_peak=max(0, peak - base) if base else None,
+            seconds=rec.duration, recording=rec))
+    return runs
+
+
+@magics_class
+class BigvizMagics(Magics):
+    """The ``%bigviz`` / ``%%bigviz`` magics; keeps this kernel's profiled cells."""
+
+    def __init__(self, shell: Any) -> None:
+        super().__init__(shell)
+        self.cells: list[_Cell] = []
+        self.sweeps: list[Sweep] = []
+        self.dashboards: list[Any] = []
+
+    @property
+    def recordings(self) -> list[Recording]:
+        """Recordings of the cells profiled with ``%%bigviz``, oldest first."""
+        return [c.recording for c in self.cells]
+
+    @line_cell_magic
+    def bigviz(self, line: str, cell: str | None = None) -> Any:
+        __tracebackhide__ = True  # the user's traceback, not ours
+        if cell is not None:
+            return self._profile(line, cell)
+        args = _parse(_LINE_PARSER, line)
+        if args is None:
+            return None
+        args.line = line
+        try:
+            return getattr(self, f"_{args.command}")(args)
+        except (ConfigError, StrategyError) as exc:  # a value the user can fix
+            raise _usage(exc) from exc
+
+    # -- %%bigviz -------------------------------------------------------------------------
+    def _profile(self, line: str, cell: str) -> Any:
+        __tracebackhide__ = True
+        from bigviz.record import record
+
+        args = _parse(_CELL_PARSER, line)
+        if args is None:
+            return None
+        shell: Any = self.shell
+        name = args.name or f"cell [{shell.execution_count}]"
+        try:
+            recorder = record(args.interval, instrument=args.instrument, name=name)
+        except BigvizError as exc:
+            raise _usage(exc) from exc
+        if args.report:
+            _check_report_path(args.report)  # before the cell runs, not after
+        body, last = self._compile(cell)
+        if args.instrument:
+            # the recorder patches loaders of modules already imported: a cell that does
+            # `import torch` itself would otherwise get no automatic phases
+            _preimport("torch", "safetensors.torch")
+        value, error = None, None
+        with recorder as rec:
+            try:
+                exec(body, shell.user_global_ns, shell.user_ns)
+                if last is not None:
+                    value = eval(last, shell.user_global_ns, shell.user_ns)
+            except BaseException as exc:  # shown after the timeline, then re-raised
+                error = exc
+        recording = rec.recording
+        self.cells.append(_Cell(recording, None if error is None else repr(error)))
+        self._show_recording(recording, args.report)
+        if error is not None:
+            # drop this frame from the traceback: the user's cell is where it happened
+            raise error.with_traceback(error.__traceback__.tb_next if error.__traceback__
+                                       else None)
+        return value
+
+    def _compile(self, cell: str) -> tuple[Any, Any]:
+        """(body, last expression or None), compiled the way IPython runs a cell."""
+        shell: Any = self.shell
+        code = shell.transform_cell(cell)
+        # a cached file name lets tracebacks show the cell's own lines
+        filename = shell.compile.cache(code, shell.execution_count, raw_code=cell)
+        tree = shell.transform_ast(shell.compile.ast_parse(code, filename=filename))
+        last = None
+        quiet = shell.displayhook.semicolon_at_end_of_expression(code)
+        if tree.body and isinstance(tree.body[-1], ast.Expr):
+            expr = tree.body.pop()
+            if quiet:  # `x;` runs but shows nothing, as without the magic
+                tree.body.append(expr)
+            else:
+                last = shell.compile(ast.Expression(expr.value), filename, "eval")
+        return shell.compile(tree, filename, "exec"), last
+
+    def _show_recording(self, recording: Recording, report_path: str | None) -> None:
+        from bigviz import plots, report
+        from bigviz.widgets import phase_table_html
+
+        try:
+            _show_figure(plots.timeline(recording))
+            display(HTML(phase_table_html(recording)))
+        except Exception as exc:  # drawing must never cost the user's result
+            print(f"bigviz: could not draw the timeline: {exc!r}", file=sys.stderr)
+        if report_path:
+            _show_link(report.write(recording, report_path))
+
+    # -- %bigviz COMMAND ----------------------------------------------------------------
+    def _dashboard(self, args: argparse.Namespace) -> None:
+        from bigviz.widgets import Dashboard
+
+        dash = Dashboard(args.model)
+        self.dashboards.append(dash)
+        display(dash)
+
+    def _sweep(self, args: argparse.Namespace) -> None:
+        from bigviz import plots, report
+        from bigviz.commands.sweep import parse_max_memory
+        from bigviz.widgets import results_table_html
+
+        kwargs = {
+            "strategies": _list(args.strategies, "--strategies"),
+            "shard_sizes": _list(args.shard_sizes, "--shard-sizes"),
+            "device_maps": _list(args.device_map, "--device-map"),
+            "formats": _list(args.format, "--format"),
+            "max_memory": parse_max_memory(args.max_memory), "ram_budget": args.ram_budget,
+            "work_dir": args.work_dir,
+        }
+        sweep, interrupted = _sweep_interruptibly(args.model, kwargs)
+        sweep.command = f"%bigviz {args.line.strip()}"
+        self.sweeps.append(sweep)
+        if sweep.results:
+            _show_figure(plots.peaks(sweep))
+            if len({r.shard_size for r in sweep.results}) > 1:
+                _show_figure(plots.sweep_curves(sweep))
+            display(HTML(results_table_html(sweep.results)))
+        finding = report.key_finding(sweep.results)
+        if finding:
+            display(HTML(f"<p><b>{finding}</b></p>"))
+        for path in (args.out, args.md, args.json):
+            if path == "-":
+                print(report.dumps(sweep))
+            elif path:
+                _show_link(report.write(sweep, path))
+        if interrupted:  # finished runs are shown; "Run All" must still stop here
+            raise KeyboardInterrupt
+
+    def _compare(self, args: argparse.Namespace) -> None:
+        from bigviz import plots
+
+        if not self.cells:
+            raise UsageError("nothing to compare yet: profile a cell with %%bigviz first")
+        if args.last < 1:
+            raise UsageError(f"--last {args.last}: give a positive number of cells, e.g. --last 3")
+        from bigviz.widgets import results_table_html
+
+        # each cell from its own start: what it added, not what earlier cells left behind
+        runs = _cell_runs(self.cells[-args.last:])
+        _show_figure(plots.overlay(runs, series=args.series))
+        display(HTML(results_table_html(runs)))
+
+    def _export(self, args: argparse.Namespace) -> None:
+        from bigviz import report
+
+        obj: Any
+        if args.sweep:
+            if not self.sweeps:
+                raise UsageError("no sweep to export: run %bigviz sweep first")
+            obj = self.sweeps[-1]
+        elif not self.cells:
+            raise UsageError("nothing to export yet: profile a cell with %%bigviz first "
+                             "(or export the last sweep with --sweep)")
+        else:
+            obj = self.cells[0].recording if len(self.cells) == 1 else _cell_runs(self.cells)
+        _show_link(report.write(obj, args.path))
+
+
+def _sweep_interruptibly(model: str, kwargs: dict[str, Any]) -> tuple[Sweep, bool]:
+    """Run bigviz.sweep on a helper thread so that Interrupt kernel cancels it cleanly.
+
+    Returns the sweep (the runs that finished) and whether it was interrupted.
+    """
+    from bigviz.run import sweep as run_sweep
+    from bigviz.units import format_size
+
+    cancel = threading.Event()
+    box: dict[str, Any] = {}
+
+    def progress(ev: dict[str, Any]) -> None:
+        r = ev.get("result")
+        if ev.get("stage") == "done" and r is not None:
+            peak = "" if r.ram_peak is None else f", peak {format_size(r.ram_peak)}"
+            print(f"[{ev['index'] + 1}/{ev['total']}] {ev['label']}: {r.outcome}{peak}",
+                  flush=True)
+
+    finished = threading.Event()
+
+    def work() -> None:
+        try:
+            box["sweep"] = run_sweep(model, **kwargs, on_progress=progress, cancel=cancel)
+        except BaseException as exc:
+            box["error"] = exc
+        finally:
+            finished.set()
+
+    worker = threading.Thread(target=work, name="bigviz-magic-sweep", daemon=True)
+    worker.start()
+    interrupted = False
+    # wait on an Event, not Thread.join: a join interrupted by Ctrl-C can mark a live
+    # thread as finished on Python 3.11 (bpo-45274's fix releases a lock it does not own)
+    while not finished.is_set():
+        try:
+            finished.wait(0.2)
+        except KeyboardInterrupt:
+            interrupted = True
+            cancel.set()
+            print("interrupted: stopping the running worker …", file=sys.stderr, flush=True)
+    worker.join()
+    if "error" in box:
+        raise box["error"]
+    sweep: Sweep = box["sweep"]
+    return sweep, interrupted
+
+
+_CELL_PARSER = _cell_parser()
+_LINE_PARSER = _line_parser()
+
+# `%bigviz?` shows the real options: the parsers' help follows the docstring
+BigvizMagics.bigviz.__doc__ = (
+    "Profile a cell (%%bigviz) or run a bigviz command (%bigviz COMMAND).\n\n"
+    + _CELL_PARSER.format_help() + "\n" + _LINE_PARSER.format_help() + "\n"
+    + "\n".join(f"--- %bigviz {n} ---\n{p.format_help()}"
+                for n, p in _LINE_PARSER._subparsers._group_actions[0].choices.items())  # type: ignore[union-attr]
+)
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """Register the magics (``%load_ext bigviz``).
+
+    Example:
+        >>> # %load_ext bigviz
+    """
+    ipython.register_magics(BigvizMagics)
