@@ -1123,20 +1123,28 @@ def peaks(
     handles, _labels = ax.get_legend_handles_labels()
     handles.append(Line2D([], [], color="#111111", lw=1.6, label="RSS peak"))
     ax.legend(handles=handles, loc="upper right", fontsize=7.5, ncols=3, framealpha=0.9)
-    ax.set_xticks(x)
-    labels = [_plain(lab) for lab in short_labels(results)]
-    rotate = n > 4 or max(len(s) for s in labels) * n > 90
-    ax.set_xticklabels(labels, rotation=25 if rotate else 0, ha="right" if rotate else "center")
-    ax.tick_params(axis="x", labelsize=8)
-    ax.set_ylabel(f"peak above baseline ({unit})")
-    ax.set_ylim(0, top / div * 1.3)
-    ax.grid(axis="y", color="0.9", lw=0.6)
-    ax.set_axisbelow(True)
+    _style_bars(ax, results, x, ylabel=f"peak above baseline ({unit})", ytop=top / div * 1.3)
     model = results[0].model
     if title is None:
         title = "Peak memory per run" + (f" — {model}" if model else "")
     ax.set_title(_plain(title), fontsize=11, loc="left")
     return fig
+
+
+def _style_bars(
+    ax: Axes, results: Sequence[RunResult], x: Any, *, ylabel: str, ytop: float
+) -> None:
+    """Axis labels and grid shared by the per-run bar charts (labels slant when crowded)."""
+    n = len(results)
+    ax.set_xticks(x)
+    labels = [_plain(lab) for lab in short_labels(results)]
+    rotate = n > 4 or max(len(s) for s in labels) * n > 90
+    ax.set_xticklabels(labels, rotation=25 if rotate else 0, ha="right" if rotate else "center")
+    ax.tick_params(axis="x", labelsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, ytop)
+    ax.grid(axis="y", color="0.9", lw=0.6)
+    ax.set_axisbelow(True)
 
 
 def _dist_peaks(results: Sequence[RunResult], *, width: float, title: str | None) -> Figure:
@@ -1227,15 +1235,8 @@ def _dist_peaks(results: Sequence[RunResult], *, width: float, title: str | None
     handles.append(Patch(facecolor="white", edgecolor=_PRED, hatch="///", label="predicted"))
     handles.append(Line2D([], [], color="#111111", lw=1.6, label="node PSS peak"))
     ax.legend(handles=handles, loc="upper right", fontsize=7.5, ncols=4, framealpha=0.9)
-    ax.set_xticks(x)
-    labels = [_plain(lab) for lab in short_labels(results)]
-    rotate = n > 4 or max(len(s) for s in labels) * n > 90
-    ax.set_xticklabels(labels, rotation=25 if rotate else 0, ha="right" if rotate else "center")
-    ax.tick_params(axis="x", labelsize=8)
-    ax.set_ylabel(f"node RAM above baseline ({unit})")
-    ax.set_ylim(0, top / div * 1.35)
-    ax.grid(axis="y", color="0.9", lw=0.6)
-    ax.set_axisbelow(True)
+    _style_bars(ax, results, x, ylabel=f"node RAM above baseline ({unit})",
+                ytop=top / div * 1.35)
     if title is None:
         model = results[0].model
         title = "Node RAM per run: PSS by rank" + (f" — {model}" if model else "")
