@@ -108,10 +108,10 @@ def main(argv: list[str]) -> int:
         return 2
     name = " ".join(argv)[:200]
     try:
-        import bigviz
+        from bigviz.record import record
 
         t_before = time.monotonic()
-        recorder = bigviz.record(instrument=True, name=name)
+        recorder = record(instrument=True, name=name)
         rec = recorder.__enter__()
         t_enter = (t_before + time.monotonic()) / 2.0
 
