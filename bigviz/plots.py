@@ -750,7 +750,9 @@ def ranks(
     nproc = len(rec.ranks)
     if title is None:
         if result is not None:
-            title = f"{result.label} — {result.model or rec.name} — {nproc} ranks"
+            title = f"{result.label} — {result.model or rec.name}"
+            if "nproc" not in result.params:  # the label names the ranks when it knows them
+                title += f" — {nproc} ranks"
             if result.outcome != "ok":
                 title += f" — {_OUTCOME_TEXT.get(result.outcome, result.outcome)}"
         else:

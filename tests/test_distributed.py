@@ -72,6 +72,11 @@ def test_nproc_refuses_options_that_only_apply_to_one_process() -> None:
         bigviz.run("shared-mmap", nproc=0, model=MODEL)
     with pytest.raises(StrategyError, match="every-rank-loads"):
         bigviz.sweep(MODEL, strategies=["naive"], nproc=2)
+    # shared-mmap cannot map .bin files: said before anything runs, not half-way through
+    with pytest.raises(StrategyError, match="shared-mmap × bin"):
+        bigviz.sweep(MODEL, strategies=["shared-mmap"], formats=["bin"], nproc=2)
+    with pytest.raises(ConfigError, match="separate programs"):
+        bigviz.run("shared-mmap", nproc=2, model=sleepy_factory)
 
 
 def _ok(r: RunResult) -> None:
@@ -168,7 +173,9 @@ def test_lanes_share_one_clock_and_node_series_sum_them(results: dict[str, RunRe
     assert pss.source.startswith("launcher")
     marks = {m.name: m.t for m in rec.ranks[0].marks}
     during = [t for t in pss.t if marks["baseline"] < t < marks["loaded"]]
-    assert len(during) >= 2
+    # (the launcher backs off to 20 × the cost of a round of smaps reads, so a load of
+    # this 40 MB model, ~0.15 s on a loaded machine, may get a single node-wide reading)
+    assert len(during) >= 1
     assert pss.at(marks["loaded"]) == node["pss_loaded"] + node["baseline"]["pss"]
     # AND the whole result survives JSON exactly
     r = results["every-rank-loads"]

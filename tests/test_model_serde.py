@@ -58,6 +58,8 @@ def test_run_result_and_sweep_round_trip() -> None:
     assert Sweep.from_json(sweep.to_json()) == sweep
     assert RunResult.from_json(result.to_json()) == result
     assert result.label == "naive · 200MB · bin"
+    ranks = RunResult(strategy="shared-mmap", outcome="ok", params={"nproc": 2})
+    assert ranks.label == "shared-mmap · 2 ranks"
 
 
 def test_newer_schema_is_refused_with_upgrade_hint() -> None:

@@ -172,13 +172,20 @@ def summary_table(results: list[RunResult]) -> str:
                 format_size(r.ram_anon_peak),
                 format_size(r.ram_file_peak),
                 ", ".join(f"{d} {format_size(v)}" for d, v in r.vram_peak.items()) or "—",
-                f"{format_size(pred.ram_peak)} ({pred.formula.split(' (')[0]})" if pred else "—",
+                f"{format_size(pred.ram_peak)} ({_short_formula(pred.formula)})" if pred else "—",
                 agrees,
                 f"{r.seconds:.1f}",
             ]
         )
     headers = ["run", "outcome", "peak RAM", "anon", "file", "VRAM", "predicted", "agrees", "s"]
     return format_table(headers, rows, right=[2, 3, 4, 8])
+
+
+def _short_formula(formula: str, width: int = 24) -> str:
+    """The formula's head for a table cell: the part before a comma (its explanation),
+    cut at ``width`` characters; parentheses inside it ("N × (2 × M)") are kept."""
+    head = formula.split(", ")[0]
+    return head if len(head) <= width else head[: width - 1] + "…"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -257,7 +257,7 @@ def run(
     if nproc is not None:
         from bigviz.run.distributed import run_distributed  # not at import: see its module
 
-        _check_ranks_options(nproc, device_map, max_memory)
+        _check_ranks_options(nproc, device_map, max_memory, model)
         return run_distributed(
             str(strategy), nproc=nproc, model=str(model), max_shard_size=max_shard_size,
             format=format, dtype=dtype, work_dir=work_dir, ram_budget=ram_budget,
@@ -275,9 +275,12 @@ def run(
                          cancel=cancel, seed=seed)
 
 
-def _check_ranks_options(nproc: Any, device_map: Any, max_memory: Any) -> None:
+def _check_ranks_options(nproc: Any, device_map: Any, max_memory: Any, model: Any) -> None:
     if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
         raise ConfigError(f"nproc {nproc!r} must be a whole number of ranks >= 1, e.g. nproc=2")
+    if not isinstance(model, str):
+        raise ConfigError(f"model {model!r}: distributed ranks are separate programs, so pass "
+                          "a spec string ('gpt:1GB') or 'package.module:function'")
     if device_map not in ("cpu", None) or max_memory:
         raise ConfigError(
             f"device_map={device_map!r} / max_memory={max_memory!r} apply to single-process "
@@ -585,7 +588,7 @@ def _sweep_ranks(
     from bigviz.strategies import distributed as dist
 
     for dm in device_maps:
-        _check_ranks_options(nproc, dm, max_memory)
+        _check_ranks_options(nproc, dm, max_memory, model)
     known = dist.names()
     names = [str(s) for s in strategies]
     bad = [n for n in names if n not in known]
@@ -595,7 +598,14 @@ def _sweep_ranks(
     for fmt in formats:
         _check_format(fmt)
     shards = [parse_size(s) for s in shard_sizes]
-    plan = [(shard, fmt, name) for shard in shards for fmt in formats for name in names]
+    # shared-mmap maps safetensors only: skip it for .bin up front, as sweep() skips
+    # combinations a strategy cannot run, instead of failing half-way through
+    skipped = [f"shared-mmap × {fmt}: maps safetensors files only"
+               for fmt in formats if fmt != "safetensors" and "shared-mmap" in names]
+    plan = [(shard, fmt, name) for shard in shards for fmt in formats for name in names
+            if not (name == "shared-mmap" and fmt != "safetensors")]
+    if not plan:
+        raise StrategyError("no combination of this sweep can run: " + "; ".join(skipped))
     result = Sweep(
         config={"model": _model_id(model), "strategies": names, "shard_sizes": shards,
                 "device_maps": ["cpu"], "formats": list(formats), "dtype": dtype,
@@ -605,7 +615,7 @@ def _sweep_ranks(
                  f"shard_sizes={list(shard_sizes)!r}, formats={list(formats)!r}, "
                  f"nproc={nproc})"),
         started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        meta={"skipped": [], "argv": shlex.join(sys.argv) if sys.argv else "",
+        meta={"skipped": skipped, "argv": shlex.join(sys.argv) if sys.argv else "",
               "work_dir": str(_work(work_dir)), "tolerance": dict(TOLERANCE)},
     )
     for i, (shard, fmt, name) in enumerate(plan):

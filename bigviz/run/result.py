@@ -87,6 +87,9 @@ class RunResult:
             parts.append(self.format)
         if self.device_map and self.device_map != "cpu":
             parts.append(self.device_map)
+        nproc = self.params.get("nproc")
+        if isinstance(nproc, int) and not isinstance(nproc, bool):
+            parts.append(f"{nproc} rank{'s' if nproc != 1 else ''}")
         return " · ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
