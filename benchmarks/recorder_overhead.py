@@ -8,7 +8,9 @@ side by side in this one run:
 * the median wall-time ratio of the load, recorder on / off (target <= 1.02);
 * samples delivered per second vs requested, during the load and while the main thread
   holds the GIL in one C call (target >= 95% at 1 ms);
-* each phase's exact RAM peak against ``VmHWM`` read independently (must be equal).
+* each phase's exact RAM peak against ``VmHWM`` read independently (must be equal);
+* what the recorder's timeline itself holds in the measured process (bytes per sample,
+  and per minute at the interval).
 
 Run: ``.venv/bin/python benchmarks/recorder_overhead.py [--size 2GB] [--repeats 5]``.
 """
@@ -120,6 +122,10 @@ def worker(mode: str, path: str, interval_ms: float) -> dict[str, Any]:
         exact=load.ram_peak_exact,
         sidecar_startup_ms=r.meta.get("sidecar_startup_ms"),
         late_ticks=r.meta.get("sidecar_ticks_late"),
+        recorder_bytes=r.meta.get("recorder_bytes"),
+        recorder_bytes_per_sample=r.meta.get("recorder_bytes_per_sample"),
+        rss_samples=len(rss.t),
+        duration=r.duration,
         errors=r.errors,
     )
     return out
@@ -215,6 +221,14 @@ def main() -> None:
     print(
         f"  e.g. load peak {last['load_peak']:,} vs VmHWM {last['hwm_after_load']:,}; "
         f"auto phase {last['inner_name']!r} peak {last['inner_peak']:,}"
+    )
+    per_sample = statistics.median(r["recorder_bytes_per_sample"] for r in ons)
+    per_tick = statistics.median(r["recorder_bytes"] / r["rss_samples"] for r in ons)
+    print(
+        f"recorder timeline in the measured process: {per_sample:.1f} bytes/sample, "
+        f"{per_tick:.0f} bytes per RAM tick (e.g. {last['recorder_bytes']:,} bytes for "
+        f"{last['duration']:.1f} s); at {args.interval_ms:g} ms: "
+        f"{per_tick * 60_000 / args.interval_ms / 1e6:.1f} MB/min"
     )
     errors = [e for r in ons for e in r["errors"]]
     if errors:

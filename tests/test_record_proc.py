@@ -271,7 +271,7 @@ def test_sidecar_protocol_decodes_samples_and_error_text() -> None:
     src._buf += sc.text_records(10.002, sc.E_SOURCE, message)
     src._buf += sc.REC.pack(sc.K_SMAPS, 10.003, 70, 80, 1000)
     # WHEN the recorder side decodes them
-    out = src.poll()
+    out = {k: (list(ts), list(vs)) for k, (ts, vs) in src.poll().items()}
     # THEN anon = rss - shared and file = shared - shmem, and the message arrives whole
     assert out["ram.rss"] == ([10.001], [100])
     assert out["ram.anon"][1] == [66] and out["ram.file"][1] == [30]

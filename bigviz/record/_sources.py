@@ -22,17 +22,31 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from array import array
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from bigviz.record import _sidecar as sc
 from bigviz.record.model import SourceInfo
 
-__all__ = ["SOURCE_NAMES", "CudaSource", "NvmlSource", "ProcSource", "Samples", "Source"]
+__all__ = [
+    "SOURCE_NAMES",
+    "CudaSource",
+    "NvmlSource",
+    "ProcSource",
+    "SampleBatch",
+    "Samples",
+    "Source",
+]
 
 #: series name -> (times, values); times on the recorder's clock
 Samples = dict[str, tuple[list[float], list[int]]]
+
+#: what :meth:`Source.poll` may return: any sequences (``Samples`` with lists, or
+#: ``array("d")`` / ``array("q")`` as :class:`ProcSource` gives, which the recorder
+#: copies into its store without a Python object per sample)
+SampleBatch = Mapping[str, tuple[Sequence[float], Sequence[int]]]
 
 #: names accepted by ``record(sources=...)``
 SOURCE_NAMES = ("ram", "sys", "cuda", "nvml")
@@ -56,8 +70,9 @@ class Source:
         """Begin measuring; one SourceInfo per name in :attr:`names`."""
         return []
 
-    def poll(self) -> Samples:
-        """Samples gathered since the last call."""
+    def poll(self) -> SampleBatch:
+        """Samples gathered since the last call (series sharing one time sequence object
+        are stored with one time array)."""
         return {}
 
     def read_now(self) -> dict[str, int]:
@@ -127,6 +142,7 @@ class ProcSource(Source):
         self._popen: subprocess.Popen[bytes] | None = None
         self._sidecar_pid: int | None = None
         self._buf = bytearray()
+        self._chunk = bytearray(64 << 10)  # ~1,600 records per read
         self._shmem = 0
         self._text_left = 0
         self._text = bytearray()
@@ -266,14 +282,18 @@ class ProcSource(Source):
             import select
 
             select.select([self._fd], [], [], wait)
+        chunk = self._chunk
         while True:
             try:
-                chunk = os.read(self._fd, 1 << 20)
+                # into one reused buffer: os.read(fd, 1 MiB) would allocate (mmap) and free
+                # a megabyte in the measured process at every collection
+                n = os.readv(self._fd, [chunk])
             except BlockingIOError:
                 return True
-            if not chunk:
+            if not n:
                 return False
-            self._buf += chunk
+            with memoryview(chunk) as view:
+                self._buf += view[:n]
 
     def _scan_hello(self) -> None:
         n = len(self._buf) - len(self._buf) % sc.REC_SIZE
@@ -282,25 +302,28 @@ class ProcSource(Source):
                 self._hello_at = t
                 return
 
-    def poll(self) -> Samples:
+    def poll(self) -> SampleBatch:
         self._read_available()
         n = len(self._buf) - len(self._buf) % sc.REC_SIZE
         if not n:
             return {}
         view = memoryview(self._buf)[:n]
-        out: Samples = {}
+        out: dict[str, tuple[array[float], array[int]]] = {}
 
         def put(name: str, t: float, v: int) -> None:
             ts_vs = out.get(name)
             if ts_vs is None:
-                ts_vs = out[name] = ([], [])
+                ts_vs = out[name] = (array("d"), array("q"))
             ts_vs[0].append(t)
             ts_vs[1].append(v)
 
-        rss_t: list[float] = []
-        rss_v: list[int] = []
-        anon_v: list[int] = []
-        file_v: list[int] = []
+        # arrays, not lists: after a long GIL hold the pipe and the sidecar's backlog hold
+        # tens of thousands of records, decoded here inside the measured phase; as lists
+        # of Python objects they would briefly cost ~170 bytes per tick, as arrays 32
+        rss_t: array[float] = array("d")
+        rss_v: array[int] = array("q")
+        anon_v: array[int] = array("q")
+        file_v: array[int] = array("q")
         for kind, t, a, b, c in sc.REC.iter_unpack(view):
             if kind == sc.K_STATM:
                 rss_t.append(t)
@@ -334,8 +357,9 @@ class ProcSource(Source):
         del self._buf[:n]
         if rss_t and self.proc:
             out["ram.rss"] = (rss_t, rss_v)
-            out["ram.anon"] = (list(rss_t), anon_v)
-            out["ram.file"] = (list(rss_t), file_v)
+            # one time list for the three: the recorder then keeps one time array for them
+            out["ram.anon"] = (rss_t, anon_v)
+            out["ram.file"] = (rss_t, file_v)
         return out
 
     # -- exact peaks -----------------------------------------------------------
