@@ -56,7 +56,7 @@ def _plain_numbers(items: list[Any] | tuple[Any, ...]) -> bool:
         return False
     try:
         return math.isfinite(math.fsum(v for v in items if type(v) is float))
-    except OverflowError:
+    except (OverflowError, ValueError):  # ValueError: fsum of inf and -inf together
         return False
 
 

@@ -87,3 +87,20 @@ def test_non_finite_floats_stay_strict_json() -> None:
     text = rec.to_json()
     assert "NaN" not in text
     assert math.isnan(Recording.from_json(text).duration)
+
+
+def test_float_list_with_both_infinities_round_trips() -> None:
+    from dataclasses import dataclass
+
+    from bigviz._serde import from_plain, to_plain
+
+    @dataclass
+    class Limits:
+        bounds: list[float]
+
+    # GIVEN a float list holding +inf and -inf (math.fsum of the two raises ValueError)
+    obj = Limits([float("inf"), float("-inf"), 1.5])
+    # WHEN it goes through strict JSON
+    text = json.dumps(to_plain(obj), allow_nan=False)
+    # THEN it comes back equal
+    assert from_plain(Limits, json.loads(text)) == obj
