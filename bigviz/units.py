@@ -7,7 +7,6 @@ accepts binary units, which huggingface_hub rejects.
 
 from __future__ import annotations
 
-import math
 import re
 
 from bigviz._errors import SizeError
@@ -70,10 +69,14 @@ def parse_size(size: int | str) -> int:
         raise SizeError(
             f"size {size!r} has an unknown unit {unit!r}; use one of {', '.join(_pretty_units())}"
         )
-    value = float(number) * _UNITS[unit_key]
-    if not math.isfinite(value):
-        raise SizeError(f"size {size!r} is too large")
-    return int(value)
+    # exact integer arithmetic: as floats, 1.001 * 10**6 is 1000999.9999999999
+    whole, _, frac = number.partition(".")
+    scale: int = 10 ** len(frac)
+    try:
+        mantissa = int(whole or "0") * scale + int(frac or "0")
+    except ValueError:  # more digits than int() converts (sys.set_int_max_str_digits)
+        raise SizeError(f"size {size[:40]!r}… has too many digits") from None
+    return mantissa * _UNITS[unit_key] // scale
 
 
 def _pretty_units() -> list[str]:

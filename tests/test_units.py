@@ -31,6 +31,26 @@ def test_parse_size_rejects_with_value_named(bad: object) -> None:
     assert repr(bad) in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1.001MB", 1_001_000),  # as floats: 1000999.9999999999
+        ("4.35MB", 4_350_000),
+        ("9007199254740993", 9_007_199_254_740_993),  # above 2**53: a float drops the 3
+        ("5.", 5),
+        (".5kB", 500),
+        ("0.0000001B", 0),  # rounded down to a whole byte
+    ],
+)
+def test_parse_size_is_exact(text: str, expected: int) -> None:
+    assert parse_size(text) == expected
+
+
+def test_parse_size_with_absurdly_many_digits_is_a_size_error() -> None:
+    with pytest.raises(SizeError, match="too many digits"):
+        parse_size("9" * 5000 + "MB")
+
+
 def test_ambiguous_unit_suggests_both_spellings() -> None:
     with pytest.raises(SizeError, match=r"5MB.*5MiB"):
         parse_size("5M")
