@@ -164,6 +164,31 @@ def test_refuses_non_empty_folder_unless_overwrite(tmp_path: Path, net: Net) -> 
 
 
 @pytest.mark.parametrize("exchange", [True, False])
+def test_save_through_symlinked_folder_writes_into_its_target(
+    tmp_path: Path, net: Net, monkeypatch: pytest.MonkeyPatch, exchange: bool
+) -> None:
+    from bigviz.checkpoint import _save
+
+    if not exchange:
+        monkeypatch.setattr(_save, "_exchange", lambda a, b: False)
+    # GIVEN a checkpoint on a "big disk" and a link to it elsewhere
+    (tmp_path / "disk").mkdir()
+    (tmp_path / "links").mkdir()
+    real = tmp_path / "disk" / "ck"
+    save_sharded({"old": torch.ones(3)}, real)
+    link = tmp_path / "links" / "ck"
+    link.symlink_to(real, target_is_directory=True)
+    # WHEN the new checkpoint is saved through the link
+    info = save_sharded(net, link, overwrite=True)
+    # THEN the real folder holds it, the link is still a link, and nothing is left over
+    assert link.is_symlink() and Path(info.path) == real.resolve()
+    assert "old" not in inspect_checkpoint(real).tensors
+    assert inspect_checkpoint(link).n_tensors == info.n_tensors
+    assert sorted(p.name for p in (tmp_path / "links").iterdir()) == ["ck"]
+    assert sorted(p.name for p in (tmp_path / "disk").iterdir()) == ["ck"]
+
+
+@pytest.mark.parametrize("exchange", [True, False])
 def test_overwrite_replaces_other_format_and_keeps_config(
     tmp_path: Path, net: Net, monkeypatch: pytest.MonkeyPatch, exchange: bool
 ) -> None:
@@ -531,6 +556,16 @@ def test_weight_map_escaping_folder(sharded: Path, bad: str) -> None:
         load_sharded(Net(), sharded)
 
 
+def test_weight_map_name_with_nul_byte(sharded: Path) -> None:
+    data = _index(sharded)
+    wm = data["weight_map"]
+    assert isinstance(wm, dict)
+    wm["embed.weight"] = "model\u0000.safetensors"
+    _write_index(sharded, data)
+    with pytest.raises(CheckpointError, match=r"'embed.weight' points to .*NUL byte"):
+        inspect_checkpoint(sharded)
+
+
 def test_weight_map_with_wrong_extension(sharded: Path) -> None:
     data = _index(sharded)
     wm = data["weight_map"]
@@ -548,6 +583,31 @@ def test_symlink_out_of_folder(tmp_path: Path, sharded: Path) -> None:
     shard.symlink_to(outside)
     with pytest.raises(CheckpointError, match=r"outside the checkpoint folder .*symlink"):
         validate_checkpoint(sharded)
+
+
+def test_fifo_or_device_is_a_clear_error_not_a_hang(tmp_path: Path, net: Net) -> None:
+    import signal
+
+    def too_slow(signum: int, frame: object) -> None:
+        raise TimeoutError("inspect_checkpoint blocked on a FIFO")
+
+    # GIVEN a FIFO where a weight file would be, and a device instead of a folder
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    os.mkfifo(ck / "model.safetensors")
+    old = signal.signal(signal.SIGALRM, too_slow)
+    signal.setitimer(signal.ITIMER_REAL, 10.0)
+    try:
+        # WHEN they are inspected THEN each is a CheckpointError at once, no waiting
+        with pytest.raises(CheckpointError, match="no checkpoint here"):
+            inspect_checkpoint(ck)
+        with pytest.raises(CheckpointError, match="not a checkpoint folder or file"):
+            inspect_checkpoint(ck / "model.safetensors")
+        with pytest.raises(CheckpointError, match="not a checkpoint folder or file"):
+            inspect_checkpoint("/dev/null")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
 
 
 def test_hf_cache_snapshot_symlinks_are_allowed(tmp_path: Path, net: Net) -> None:

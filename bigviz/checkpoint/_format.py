@@ -292,12 +292,17 @@ def read_index(path: Path, fmt: str) -> Index:
         )
     weight_map: dict[str, str] = {}
     folder = path.parent
+    checked: set[str] = set()
     for key, file in data["weight_map"].items():
         if not isinstance(file, str):
             raise CheckpointError(
                 f"{path}: weight_map entry for {key!r} must be a file name string, got {file!r}"
             )
-        check_shard_name(folder, file, fmt, index=path, key=key)
+        if file not in checked:
+            # once per file, not per key: resolving through symlinks costs syscalls, and
+            # an index maps thousands of keys to a handful of files
+            check_shard_name(folder, file, fmt, index=path, key=key)
+            checked.add(file)
         weight_map[key] = file
     return Index(path=path, weight_map=weight_map, metadata=meta)
 
@@ -319,6 +324,11 @@ def allowed_root(folder: Path) -> Path:
 
 def check_shard_name(folder: Path, name: str, fmt: str, *, index: Path, key: str) -> None:
     """Refuse a weight_map file name that escapes ``folder`` or has the wrong extension."""
+    if "\0" in name:  # no file has such a name; os calls would raise a bare ValueError
+        raise CheckpointError(
+            f"{index}: weight_map entry for {key!r} points to {name!r}, which holds a NUL "
+            "byte; the index is corrupt: re-save or re-download it"
+        )
     win = PureWindowsPath(name)
     if not name or win.drive or win.root or ".." in win.parts or os.path.isabs(name):
         raise CheckpointError(

@@ -102,9 +102,16 @@ def locate(path: str | os.PathLike[str], *, format: str | None = None) -> Layout
             return _from_index(folder, p, fmt, notes)
         check_inside(folder, p, what=str(p))
         return Layout(folder=folder, fmt=fmt, index=None, files=[p.name], notes=notes)
+    if not p.is_dir():
+        raise CheckpointError(
+            f"{p}: not a checkpoint folder or file (a device, FIFO or socket); give the folder "
+            "that holds the weights, or one weight or index file"
+        )
     folder = p
     entries = list(os.scandir(folder))
-    names = sorted(e.name for e in entries if not e.is_dir())
+    # regular files only (links to them too): opening a FIFO named model.safetensors
+    # would wait forever for a writer
+    names = sorted(e.name for e in entries if e.is_file())
     if not entries:
         raise CheckpointError(
             f"{folder}: the folder is empty; save a checkpoint there first (bigviz.save_sharded)"
@@ -221,14 +228,6 @@ def load_bin(path: Path, *, mmap: bool = True) -> dict[str, torch.Tensor]:
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Scan:
-    """Per-file facts gathered while inspecting (kept for load_sharded)."""
-
-    layout: Layout
-    headers: dict[str, SafetensorsHeader] = field(default_factory=dict)
-
-
 def _module_sizes(sizes: Mapping[str, int]) -> dict[str, int]:
     out: dict[str, int] = defaultdict(int)
     for name, size in sizes.items():
@@ -242,21 +241,22 @@ def _module_sizes(sizes: Mapping[str, int]) -> dict[str, int]:
 
 def scan(
     path: str | os.PathLike[str], *, format: str | None = None
-) -> tuple[CheckpointInfo, _Scan]:
-    """inspect_checkpoint plus the parsed headers (for load_sharded)."""
+) -> tuple[CheckpointInfo, dict[str, SafetensorsHeader]]:
+    """inspect_checkpoint plus the parsed safetensors headers by file name, so that
+    load_sharded reads each header once (empty for ``.bin``)."""
     layout = locate(path, format=format)
     folder = layout.folder
     tensors: dict[str, TensorInfo] = {}
     files: list[ShardInfo] = []
     tied: list[list[str]] = []
     counted: dict[str, int] = {}  # name -> bytes, one name per unique storage
-    st = _Scan(layout=layout)
+    headers: dict[str, SafetensorsHeader] = {}
     file_meta: dict[str, str] = {}
     for name in layout.files:
         fpath = folder / name
         if layout.fmt == "safetensors":
             header = read_safetensors_header(fpath)
-            st.headers[name] = header
+            headers[name] = header
             if len(layout.files) == 1:
                 file_meta = dict(header.metadata)
             shard_bytes = 0
@@ -364,7 +364,7 @@ def scan(
         metadata=metadata,
         notes=notes,
     )
-    return info, st
+    return info, headers
 
 
 def inspect_checkpoint(

@@ -267,7 +267,7 @@ def load_sharded(
     if threads is not None and (isinstance(threads, bool) or threads < 1):
         raise ConfigError(f"threads={threads!r}: give a number of reader threads >= 1, or None")
     n_threads = threads if threads is not None else min(4, os.cpu_count() or 1)
-    info, sc = scan(path, format=format)
+    info, headers = scan(path, format=format)
     match = check_against_model(model, info, strict=strict, allow_dtype_cast=allow_dtype_cast)
     mt = match.model_tensors
     if not assign:
@@ -292,7 +292,7 @@ def load_sharded(
         fpath = folder / shard
         report.files.append(shard)
         if info.format == "safetensors":
-            entries = sc.headers[shard].entries
+            entries = headers[shard].entries
             report.bytes_read += _load_safetensors_shard(
                 model, fpath, keys, entries, match, assign=assign, dev=dev, threads=n_threads
             )

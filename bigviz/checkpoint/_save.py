@@ -163,7 +163,8 @@ def save_sharded(
     Everything is written into a temporary sibling folder, fsynced, then renamed into place
     (an atomic swap when replacing a folder), so a crash or a full disk leaves the previous
     checkpoint intact and no partial one visible. With ``overwrite=True`` files other than
-    weights (config.json, …) already in the folder are kept.
+    weights (config.json, …) already in the folder are kept. A ``path`` that is a symlink
+    to a folder is saved into that folder; the link stays.
 
     Args:
         model_or_state_dict: an ``nn.Module`` (its ``state_dict()``) or a name -> tensor mapping.
@@ -197,6 +198,14 @@ def save_sharded(
         if k in _RESERVED_METADATA:
             raise ConfigError(f"metadata key {k!r} is reserved; bigviz writes it itself")
     target = Path(path).absolute()
+    if target.is_symlink():
+        # a linked folder (ckpt -> /big/disk/ckpt) is saved into where the link points:
+        # the temporary sibling must sit beside the real folder (same file system, and
+        # the swap must replace the folder, not the link)
+        try:
+            target = target.resolve(strict=False)
+        except (OSError, RuntimeError) as e:  # a link loop
+            raise CheckpointError(f"{path}: cannot follow the symlink ({e}); fix the link") from e
     if target.exists() and not target.is_dir():
         raise CheckpointError(f"{target} exists and is not a folder; choose a folder path")
     if target.is_dir() and any(target.iterdir()) and not overwrite:
