@@ -23,7 +23,8 @@ EXAMPLES = """\
   bigviz inspect ./checkpoint --device-map cuda:0   # predictions when weights go to a GPU
   bigviz inspect ./checkpoint --json | jq .predictions
 
-Reads safetensors headers (and .bin files on the meta device): no tensor data is loaded.
+Reads safetensors headers only; .bin files are memory-mapped with
+torch.load(mmap=True, weights_only=True), which runs no pickled code and copies no data.
 """
 
 

@@ -32,6 +32,7 @@ Phases come from two places:
 from __future__ import annotations
 
 import argparse
+import bisect
 import datetime as _dt
 import json
 import os
@@ -47,9 +48,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bigviz._errors import ConfigError, ReportError
+from bigviz._errors import ConfigError
 from bigviz.commands._output import add_verb, format_table
 from bigviz.commands.report import check_out
+from bigviz.record._sidecar import _kib_fields as kib_fields
 from bigviz.record.model import Mark, Phase, Recording, Series, SourceInfo
 from bigviz.units import format_size
 
@@ -111,7 +113,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--out",
         metavar="FILE",
-        help="write the recording: .json (always), .html/.md/.csv (via bigviz.report)",
+        help="write the recording: .json, .html, .md or .csv (by suffix)",
     )
     p.add_argument(
         "--no-instrument",
@@ -188,16 +190,13 @@ class _OpenPhase:
 
 
 def _vm_hwm(pid: int) -> int | None:
-    text = _read(f"/proc/{pid}/status")
-    if not text:
+    """The kernel's RSS high-water mark of ``pid`` in bytes; ``None`` once it has exited."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            (hwm,) = kib_fields(f.read(), (b"VmHWM",))
+    except (OSError, ValueError, IndexError):
         return None
-    for line in text.splitlines():
-        if line.startswith("VmHWM:"):
-            try:
-                return int(line.split()[1]) * 1024
-            except (ValueError, IndexError):
-                return None
-    return None
+    return hwm if hwm >= 0 else None
 
 
 def _sidecar_target(cmdline: str) -> int | None:
@@ -489,18 +488,21 @@ def _fill_marker_phases(s: _TreeSampler) -> None:
     process ran through the phase (see :meth:`_TreeSampler._boundary`)."""
     for phase in s.phases:
         end = phase.end if phase.end is not None else (s.t[-1] if s.t else phase.start)
-        inside = [i for i, t in enumerate(s.t) if phase.start <= t <= end]
-        before = [i for i, t in enumerate(s.t) if t <= phase.start]
-        if not inside and s.t:
+        # the sample times only grow: bisect, not a scan of the whole run per phase
+        # (seconds for a long run sampled every 2 ms)
+        lo, hi = bisect.bisect_left(s.t, phase.start), bisect.bisect_right(s.t, end)
+        last_before = bisect.bisect_right(s.t, phase.start) - 1
+        if hi <= lo and s.t:
             # shorter than one interval: the nearest sample
-            inside = [before[-1] if before else 0]
-        if inside:
-            phase.ram_peak = max(s.rss[i] for i in inside)
-            phase.ram_anon_peak = max(s.anon[i] for i in inside)
-            phase.ram_file_peak = max(s.file[i] for i in inside)
-            phase.ram_end = s.rss[inside[-1]]
-        if before:
-            phase.ram_start = s.rss[before[-1]]
+            lo = max(last_before, 0)
+            hi = lo + 1
+        if hi > lo:
+            phase.ram_peak = max(s.rss[lo:hi])
+            phase.ram_anon_peak = max(s.anon[lo:hi])
+            phase.ram_file_peak = max(s.file[lo:hi])
+            phase.ram_end = s.rss[hi - 1]
+        if last_before >= 0:
+            phase.ram_start = s.rss[last_before]
         exact = phase.detail.pop("exact_peak", None)
         phase.ram_peak_exact = isinstance(exact, int)
         if isinstance(exact, int):
@@ -764,19 +766,9 @@ def _build_recording(
 
 
 def _write(rec: Recording, out: str) -> Path:
-    path = check_out(out)
-    try:
-        from bigviz import report
-    except ImportError:
-        report = None  # type: ignore[assignment]
-    if report is not None and hasattr(report, "write"):
-        written = report.write(rec, path)
-        return Path(written) if written is not None else path
-    if path.suffix.lower() != ".json":
-        raise ReportError(
-            f"--out {out!r}: this install can only write .json (bigviz.report is missing)"
-        )
-    return rec.save(path)
+    from bigviz import report
+
+    return report.write(rec, check_out(out))
 
 
 def _print_summary(res: ProfileResult, cmd: list[str], out_path: Path | None) -> None:

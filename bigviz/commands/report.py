@@ -80,6 +80,5 @@ def run(args: argparse.Namespace) -> int:
     from bigviz import report
 
     obj = report.load(src)
-    written = report.write(obj, out)
-    print(f"report written to {written if written is not None else out}")
+    print(f"report written to {report.write(obj, out)}")
     return 0
