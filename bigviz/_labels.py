@@ -1,4 +1,5 @@
-"""Short run labels shared by plots and reports (no matplotlib here: reports use it too)."""
+"""Run labels and outcome names shared by plots and reports (no matplotlib here: reports
+use it too)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,17 @@ from bigviz._ranks import nproc_of
 from bigviz.run.result import RunResult
 from bigviz.units import format_size
 
-__all__ = ["short_labels"]
+__all__ = ["OUTCOME_TEXT", "short_labels"]
+
+#: How a run's outcome reads in figures, tables and sentences.
+OUTCOME_TEXT = {
+    "ok": "ok",
+    "oom": "OOM-killed",
+    "budget_exceeded": "RAM budget exceeded",
+    "error": "error",
+    "crashed": "crashed",
+    "cancelled": "cancelled",
+}
 
 
 def _shard(r: RunResult) -> str:

@@ -2,8 +2,8 @@
 
 Five figures answer the questions people ask of a load:
 
-* :func:`timeline` — one run over time: RAM (anonymous and file-backed, stacked), VRAM per
-  device, phases, each phase's exact peak, the predicted peak and events.
+* :func:`timeline` — one run over time: RAM (anonymous, file-backed and shared memory,
+  stacked), VRAM per device, phases, each phase's exact peak, the predicted peak and events.
 * :func:`ranks` — a distributed run: one lane per rank on one clock, and the node total
   (Σ PSS beside Σ RSS); :func:`timeline` uses it for any recording with ranks.
 * :func:`peaks` — peak memory per run: anonymous vs file-backed vs VRAM, prediction beside.
@@ -38,7 +38,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from bigviz._errors import ConfigError
-from bigviz._labels import short_labels
+from bigviz._labels import OUTCOME_TEXT, short_labels
 from bigviz._ranks import (
     contributions,
     failed_rank,
@@ -74,15 +74,9 @@ WIDTH = 9.0
 MAX_POINTS = 3000
 
 _FAILED = ("oom", "budget_exceeded", "error", "crashed", "cancelled")
-_OUTCOME_TEXT = {
-    "oom": "OOM-killed",
-    "budget_exceeded": "RAM budget exceeded",
-    "error": "error",
-    "crashed": "crashed",
-    "cancelled": "cancelled",
-}
 _ANON = "#3b75af"
 _FILE = "#9ecae9"
+_SHMEM = "#d9c3e6"
 _PRED = "#c0392b"
 _FAIL = "#c0392b"
 _PHASE_COLORS = ["#e8eef7", "#f6eadf", "#e6f2e6", "#f3e5f1", "#f7f2d9", "#e4f1f3"]
@@ -241,6 +235,54 @@ def _fit_label(text: str, width_in: float, fontsize: float) -> str:
     return text[: chars - 1] + "…"
 
 
+#: legend text of the stacked RAM layers, bottom to top
+_LAYER_LABELS = (
+    "RAM anonymous",
+    "RAM file-backed (mmap, page cache)",
+    "RAM shared (RssShmem: tmpfs, /dev/shm)",
+)
+
+
+def _ram_layers(rec: Recording, max_points: int) -> tuple[np.ndarray, list[np.ndarray]] | None:
+    """``(t, tops)``: the cumulative tops of the stacked RAM layers (anonymous, + file-backed,
+    + shared memory when any), thinned so that no layer loses its peak; ``None`` without
+    anonymous and file-backed samples.
+
+    RSS is RssAnon + RssFile + RssShmem. Shared memory (a checkpoint mapped from tmpfs,
+    e.g. ``/dev/shm`` or a tmpfs ``/tmp``; shared anonymous mappings) is neither anonymous
+    nor file-backed, so without its own layer the stack ends below the RSS line by exactly
+    that much. It is ``rss - anon - file`` on the shared clock: the RssShmem value the
+    sampler split off (read every ``status_ms``, so the file/shared split may lag it by
+    that long, while the stack's top is RSS at every sample).
+    """
+    anon, file = rec.series.get("ram.anon"), rec.series.get("ram.file")
+    if anon is None or not anon.v or file is None or not file.v:
+        return None
+    ta = np.asarray(anon.t, dtype=float)
+    av = np.asarray(anon.v, dtype=float)
+    fv = np.asarray(file.v, dtype=float)
+    same_clock = file.t == anon.t
+    if not same_clock:  # different clocks: bring file-backed onto the anon samples
+        fv = np.interp(ta, np.asarray(file.t, dtype=float), fv)
+    tops = [av, av + fv]
+    rss = rec.series.get("ram.rss")
+    if same_clock and rss is not None and rss.t == anon.t:
+        shmem = np.maximum(0.0, np.asarray(rss.v, dtype=float) - tops[-1])
+        if shmem.any():
+            tops.append(tops[-1] + shmem)
+    idx = np.unique(np.concatenate([_keep(v, max_points) for v in tops]))
+    return ta[idx], [v[idx] for v in tops]
+
+
+def _fill_ram(ax: Axes, t: np.ndarray, tops: list[np.ndarray], div: float, *, legend: bool) -> None:
+    """Stack the layers of :func:`_ram_layers` (labelled for the legend when ``legend``)."""
+    colors = (_ANON, _FILE, _SHMEM)
+    low: Any = 0
+    for top, color, label in zip(tops, colors, _LAYER_LABELS, strict=False):
+        ax.fill_between(t, low, top / div, color=color, lw=0, label=label if legend else None)
+        low = top / div
+
+
 # -- timeline --------------------------------------------------------------------------
 
 
@@ -254,13 +296,14 @@ def timeline(
     """Plot one run over time.
 
     Panels, sharing the time axis: RAM (anonymous and file-backed resident memory stacked,
-    RSS as a line), VRAM per device when recorded (allocator ``allocated``/``reserved``
-    and NVML ``used``), and a strip of phase bands (nested phases one row deeper). Each
-    phase's peak is a short horizontal bar over the phase (solid when exact, from the
-    kernel's high-water mark; dotted when sampled). For a RunResult the baseline and the
-    predicted peak (baseline + prediction) are dashed lines, and an OOM or budget kill is
-    flagged in red where the samples stop. Marks are dotted vertical lines. When the
-    baseline dwarfs the growth (a tiny model on ~340 MiB of imports), the growth is
+    plus shared memory (RssShmem, e.g. a checkpoint on tmpfs) when there is any, so the
+    stack meets the RSS line), VRAM per device when recorded (allocator
+    ``allocated``/``reserved`` and NVML ``used``), and a strip of phase bands (nested phases
+    one row deeper). Each phase's peak is a short horizontal bar over the phase (solid when
+    exact, from the kernel's high-water mark; dotted when sampled). For a RunResult the
+    baseline and the predicted peak (baseline + prediction) are dashed lines, and an OOM or
+    budget kill is flagged in red where the samples stop. Marks are dotted vertical lines.
+    When the baseline dwarfs the growth (a tiny model on ~340 MiB of imports), the growth is
     written on the RAM panel. A distributed run (``recording.ranks``) is drawn by
     :func:`ranks`, one lane per rank.
 
@@ -307,7 +350,7 @@ def timeline(
     if result is not None and result.outcome in _FAILED:
         where = f" in {result.phase_reached}" if result.phase_reached else ""
         ram_ax.annotate(
-            _plain(f"✕ {_OUTCOME_TEXT[result.outcome]}{where}"),
+            _plain(f"✕ {OUTCOME_TEXT[result.outcome]}{where}"),
             xy=(end, 1.0),
             xycoords=("data", "axes fraction"),
             xytext=(-4, -4),
@@ -329,7 +372,7 @@ def timeline(
         if result is not None:
             title = f"{result.label} — {result.model or rec.name}"
             if result.outcome != "ok":
-                title += f" — {_OUTCOME_TEXT.get(result.outcome, result.outcome)}"
+                title += f" — {OUTCOME_TEXT.get(result.outcome, result.outcome)}"
         else:
             title = rec.name or "recording"
     fig.suptitle(_plain(title), fontsize=11, x=0.01, ha="left")
@@ -347,28 +390,12 @@ def _draw_ram(
     for s in (rss,):
         if s is not None and s.v:
             tops.append(max(s.v))
-    if anon is not None and anon.v and file is not None and file.v:
-        ta = np.asarray(anon.t, dtype=float)
-        av = np.asarray(anon.v, dtype=float)
-        fv = np.asarray(file.v, dtype=float)
-        if file.t != anon.t:  # different clocks: bring file-backed onto the anon samples
-            fv = np.interp(ta, np.asarray(file.t, dtype=float), fv)
-        total = av + fv
-        tops.append(float(total.max()))
-        idx = np.unique(np.concatenate([_keep(total, max_points), _keep(av, max_points)]))
-        tops_max = max(tops) if tops else 1.0
-        div, unit = _unit(tops_max)
-        ax.fill_between(ta[idx], 0, av[idx] / div, color=_ANON, lw=0, label="RAM anonymous")
-        ax.fill_between(
-            ta[idx],
-            av[idx] / div,
-            total[idx] / div,
-            color=_FILE,
-            lw=0,
-            label="RAM file-backed (mmap, page cache)",
-        )
-    else:
-        div, unit = _unit(max(tops) if tops else 1.0)
+    layers = _ram_layers(rec, max_points)
+    if layers is not None:
+        tops.append(float(layers[1][-1].max()))
+    div, unit = _unit(max(tops) if tops else 1.0)
+    if layers is not None:
+        _fill_ram(ax, *layers, div, legend=True)
     if rss is not None and rss.v:
         t, v = downsample(rss.t, rss.v, max_points=max_points)
         filled = anon is not None and file is not None
@@ -640,13 +667,14 @@ def ranks(
     """Plot a distributed run: one lane per rank, then the node total.
 
     Every lane has the same RAM scale, so ranks compare at a glance: anonymous and
-    file-backed memory stacked, RSS as a thin line, the rank's PSS (shared pages split
-    between the ranks that map them) as a purple step line, and the rank's own phases
-    shaded and named. The last panel is the node: ``node.pss`` (Σ of the ranks' PSS, the
-    honest node RAM when pages are shared) solid, and Σ RSS dashed, which counts a shared
-    page once per rank: the gap between them is the double counting PSS avoids. For a
-    RunResult the node panel also shows the baseline, the reported node PSS peak and the
-    predicted peak; a failed rank is flagged in its lane.
+    file-backed memory stacked (and shared memory, RssShmem, when any), RSS as a thin
+    line, the rank's PSS (shared pages split between the ranks that map them) as a purple
+    step line, and the rank's own phases shaded and named. The last panel is the node:
+    ``node.pss`` (Σ of the ranks' PSS, the honest node RAM when pages are shared) solid,
+    and Σ RSS dashed, which counts a shared page once per rank: the gap between them is
+    the double counting PSS avoids. For a RunResult the node panel also shows the
+    baseline, the reported node PSS peak and the predicted peak; a failed rank is flagged
+    in its lane.
 
     :func:`timeline` calls this for any recording with ``ranks``.
 
@@ -700,22 +728,24 @@ def ranks(
     tops += [float(v) for _t, v in lane_snaps.values()]
     top = max(tops)
     div, unit = _unit(top)
+    shmem_seen = False
     for k, (ax, lane) in enumerate(zip(axes[:n], lanes, strict=True)):
         rank = lane.rank if lane.rank is not None else k
-        _draw_lane(ax, lane, rank, div, top, colors, max_points, width, end)
+        shmem_seen |= _draw_lane(ax, lane, rank, div, top, colors, max_points, width, end)
         if rank in lane_snaps:
             t_s, v_s = lane_snaps[rank]
             ax.plot([t_s], [v_s / div], marker="D", ms=5, color=_PSS, mec="white", mew=0.6)
         ax.set_gid(f"rank-{rank}")
         if rank == dead and result is not None:
             _flag_failed_lane(ax, lane, result)
+        _draw_marks(ax, lane, label=False)
     _draw_node(axes[n], rec, result, max_points, node_snap)
-    for ax in axes:
-        _draw_marks(ax, rec if ax is axes[n] else lanes[list(axes).index(ax)], label=False)
+    _draw_marks(axes[n], rec, label=False)
 
     handles = [
         Patch(color=_ANON, label="anonymous"),
         Patch(color=_FILE, label="file-backed (mmap, page cache)"),
+        *([Patch(color=_SHMEM, label="shared (RssShmem)")] if shmem_seen else []),
         Line2D([], [], color="#1f2d3d", lw=0.8, label="RSS"),
         Line2D([], [], color=_PSS, lw=1.3, drawstyle="steps-post", label="PSS (sampled)"),
     ]
@@ -754,7 +784,7 @@ def ranks(
             if "nproc" not in result.params:  # the label names the ranks when it knows them
                 title += f" — {nproc} ranks"
             if result.outcome != "ok":
-                title += f" — {_OUTCOME_TEXT.get(result.outcome, result.outcome)}"
+                title += f" — {OUTCOME_TEXT.get(result.outcome, result.outcome)}"
         else:
             title = f"{rec.name or 'recording'} — {nproc} ranks"
         if n < nproc:
@@ -802,7 +832,8 @@ def _draw_lane(
     max_points: int,
     width: float,
     end: float,
-) -> None:
+) -> bool:
+    """Draw one rank's lane; returns whether it has a shared-memory (RssShmem) layer."""
     inches_per_s = (width * 0.84) / (end or 1.0)
     for p in lane.phases:
         if p.depth != 0:
@@ -834,20 +865,11 @@ def _draw_lane(
                 clip_on=False,
                 transform=ax.get_xaxis_transform(),
             )
-    anon, file = lane.series.get("ram.anon"), lane.series.get("ram.file")
     rss, pss = lane.series.get("ram.rss"), lane.series.get("ram.pss")
-    drawn = False
-    if anon is not None and anon.v and file is not None and file.v:
-        ta = np.asarray(anon.t, dtype=float)
-        av = np.asarray(anon.v, dtype=float)
-        fv = np.asarray(file.v, dtype=float)
-        if file.t != anon.t:
-            fv = np.interp(ta, np.asarray(file.t, dtype=float), fv)
-        total = av + fv
-        idx = np.unique(np.concatenate([_keep(total, max_points), _keep(av, max_points)]))
-        ax.fill_between(ta[idx], 0, av[idx] / div, color=_ANON, lw=0)
-        ax.fill_between(ta[idx], av[idx] / div, total[idx] / div, color=_FILE, lw=0)
-        drawn = True
+    layers = _ram_layers(lane, max_points)
+    drawn = layers is not None
+    if layers is not None:
+        _fill_ram(ax, *layers, div, legend=False)
     if rss is not None and rss.v:
         t, v = downsample(rss.t, rss.v, max_points=max_points)
         if drawn:
@@ -886,6 +908,7 @@ def _draw_lane(
     ax.tick_params(axis="y", labelsize=7)
     ax.grid(axis="y", color="0.9", lw=0.6)
     ax.set_axisbelow(True)
+    return layers is not None and len(layers[1]) > 2
 
 
 def _flag_failed_lane(ax: Axes, lane: Recording, result: RunResult) -> None:
@@ -893,7 +916,7 @@ def _flag_failed_lane(ax: Axes, lane: Recording, result: RunResult) -> None:
     ax.axvline(last, color=_FAIL, lw=1.6)
     where = f" in {result.phase_reached}" if result.phase_reached else ""
     ax.annotate(
-        _plain(f"✕ {_OUTCOME_TEXT.get(result.outcome, result.outcome)}{where}"),
+        _plain(f"✕ {OUTCOME_TEXT.get(result.outcome, result.outcome)}{where}"),
         xy=(last, 0.5),
         xycoords=("data", "axes fraction"),
         xytext=(-4, 0),
@@ -1109,19 +1132,7 @@ def peaks(
     for i, r in enumerate(results):
         if r.ram_peak is not None:
             ax.hlines(r.ram_peak / div, i - group / 2, i + group / 2, colors="#111111", lw=1.6)
-        if r.outcome != "ok":
-            y = (r.ram_peak or 0) / div
-            ax.annotate(
-                _plain(_OUTCOME_TEXT.get(r.outcome, r.outcome)),
-                xy=(i, y),
-                xytext=(0, 4),
-                textcoords="offset points",
-                ha="center",
-                va="bottom",
-                color=_FAIL,
-                fontsize=8,
-                fontweight="bold",
-            )
+        _label_outcome(ax, i, r, div)
     handles, _labels = ax.get_legend_handles_labels()
     handles.append(Line2D([], [], color="#111111", lw=1.6, label="RSS peak"))
     ax.legend(handles=handles, loc="upper right", fontsize=7.5, ncols=3, framealpha=0.9)
@@ -1131,6 +1142,23 @@ def peaks(
         title = "Peak memory per run" + (f" — {model}" if model else "")
     ax.set_title(_plain(title), fontsize=11, loc="left")
     return fig
+
+
+def _label_outcome(ax: Axes, x: float, r: RunResult, div: float) -> None:
+    """Name a run's outcome above its bars when it did not finish."""
+    if r.outcome == "ok":
+        return
+    ax.annotate(
+        _plain(OUTCOME_TEXT.get(r.outcome, r.outcome)),
+        xy=(x, (r.ram_peak or 0) / div),
+        xytext=(0, 4),
+        textcoords="offset points",
+        ha="center",
+        va="bottom",
+        color=_FAIL,
+        fontsize=8,
+        fontweight="bold",
+    )
 
 
 def _style_bars(
@@ -1208,18 +1236,7 @@ def _dist_peaks(results: Sequence[RunResult], *, width: float, title: str | None
             )
         if r.ram_peak is not None:
             ax.hlines(r.ram_peak / div, xs - bar_w / 2, xs + bar_w / 2, colors="#111111", lw=1.6)
-        if r.outcome != "ok":
-            ax.annotate(
-                _plain(_OUTCOME_TEXT.get(r.outcome, r.outcome)),
-                xy=(x[i], (r.ram_peak or 0) / div),
-                xytext=(0, 4),
-                textcoords="offset points",
-                ha="center",
-                va="bottom",
-                color=_FAIL,
-                fontsize=8,
-                fontweight="bold",
-            )
+        _label_outcome(ax, x[i], r, div)
     # one legend entry per rank, then the other bars
     handles, _labels = ax.get_legend_handles_labels()
     seen: dict[str, Any] = {}

@@ -215,3 +215,41 @@ def test_a_tiny_models_growth_is_written_when_the_baseline_dwarfs_it() -> None:
         f"growth above baseline: +{format_size(peak - tiny.baseline)}\n"
     )
     assert not [t for t in plots.timeline(big).axes[0].texts if t.get_gid() == "growth-note"]
+
+
+def _stack_top_at(ax: object, t: float) -> float:
+    """The highest filled area's top at time ``t`` (in the axis unit)."""
+    from matplotlib.collections import PolyCollection
+
+    tops = []
+    for coll in ax.collections:  # type: ignore[attr-defined]
+        if not isinstance(coll, PolyCollection) or coll.get_label() not in plots._LAYER_LABELS:
+            continue
+        for path in coll.get_paths():
+            xy = path.vertices
+            near = xy[np.isclose(xy[:, 0], t, atol=1e-9)]
+            if len(near):
+                tops.append(float(near[:, 1].max()))
+    return max(tops)
+
+
+def test_shared_memory_gets_its_own_layer_so_the_stack_meets_rss() -> None:
+    # GIVEN a run whose checkpoint sits on tmpfs: from 40% of the run on, 30 MiB of its
+    # RSS are shared memory (RssShmem), neither anonymous nor file-backed
+    rec = recording(strategy="mmap", seconds=0.5)
+    rss, anon, file = (rec.series[k] for k in ("ram.rss", "ram.anon", "ram.file"))
+    cut = int(len(rss.v) * 0.4)
+    shmem = 30 * 2**20
+    rss.v[cut:] = [v + shmem for v in rss.v[cut:]]
+    # WHEN drawn
+    fig = plots.timeline(rec)
+    ram_ax = fig.axes[0]
+    div = 2**30 if "GiB" in ram_ax.get_ylabel() else 2**20
+    # THEN a third, labelled layer appears, and the stack's top is the RSS at the last sample
+    labels = ram_ax.get_legend_handles_labels()[1]
+    assert plots._LAYER_LABELS[2] == "RAM shared (RssShmem: tmpfs, /dev/shm)" in labels
+    assert _stack_top_at(ram_ax, rss.t[-1]) * div == pytest.approx(rss.v[-1], rel=1e-9)
+    assert anon.v[-1] + file.v[-1] + shmem == rss.v[-1]
+    # AND without shared memory there is no such layer (the stack is anon + file = RSS)
+    plain = plots.timeline(recording(strategy="mmap", seconds=0.5))
+    assert plots._LAYER_LABELS[2] not in plain.axes[0].get_legend_handles_labels()[1]

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bigviz._errors import ConfigError, ReportError
-from bigviz._labels import short_labels
+from bigviz._labels import OUTCOME_TEXT, short_labels
 from bigviz._ranks import is_distributed, node_rss_sum, nproc_of
 from bigviz.record.model import Phase, Recording
 from bigviz.run.result import RunResult, Sweep
@@ -22,15 +22,6 @@ from bigviz.units import format_size
 #: What a report can be made of.
 Reportable = Recording | RunResult | Sweep | Sequence[RunResult]
 Kind = Literal["recording", "run", "sweep", "runs"]
-
-OUTCOME_TEXT = {
-    "ok": "ok",
-    "oom": "OOM-killed",
-    "budget_exceeded": "RAM budget exceeded",
-    "error": "error",
-    "crashed": "crashed",
-    "cancelled": "cancelled",
-}
 
 
 def kind_of(obj: Any) -> Kind:
@@ -314,6 +305,15 @@ def phase_peak_sentence(rec: Recording) -> str | None:
         return f"Peak RSS {size(best.ram_peak)}, in phase {best.name!r}."
     peak = rec.peak("ram.rss")
     return None if peak is None else f"Peak RSS {size(peak)}."
+
+
+def headline(obj: Reportable) -> str | None:
+    """The sentence a report leads with: the key finding of its runs, or for a bare
+    Recording the phase where RSS peaked."""
+    results = results_of(obj)
+    if results:
+        return key_finding(results)
+    return phase_peak_sentence(obj) if isinstance(obj, Recording) else None
 
 
 def environment(obj: Reportable) -> list[tuple[str, str]]:

@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from bigviz._errors import ConfigError, ReportError
-from bigviz._labels import short_labels
+from bigviz._labels import OUTCOME_TEXT, short_labels
 from bigviz._ranks import nproc_of
 from bigviz.record.model import Recording
 from bigviz.run.result import RunResult, Sweep
 from bigviz.units import format_size
 
-from ._common import OUTCOME_TEXT, percent
+from ._common import percent
 
 #: Metrics compared, in table order: (field, heading, gates the exit code).
 #: File-backed pages are page cache the kernel can drop and times are noisy (ANCHORS.md:

@@ -16,19 +16,18 @@ from collections.abc import Callable
 from typing import Any
 
 import bigviz
+from bigviz._labels import OUTCOME_TEXT
 from bigviz._ranks import rank_rows
 from bigviz.record.model import Phase, Recording
 from bigviz.run.result import RunResult, Sweep
 
 from ._common import (
-    OUTCOME_TEXT,
     Reportable,
     Row,
     environment,
     failures,
-    key_finding,
+    headline,
     percent,
-    phase_peak_sentence,
     recordings_of,
     results_of,
     shard_text,
@@ -357,11 +356,7 @@ def render(obj: Reportable) -> str:
     parts.append(f"<header><h1>bigviz report: {e(title)}</h1>")
     parts.append(f'<p class="sub">{e(" · ".join(sub))}</p></header>')
 
-    finding = (
-        key_finding(results)
-        if results
-        else (phase_peak_sentence(obj) if isinstance(obj, Recording) else None)
-    )
+    finding = headline(obj)
     if finding:
         parts.append(f'<p class="finding" id="finding">{e(finding)}</p>')
     failed = failures(results)

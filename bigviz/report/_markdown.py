@@ -6,20 +6,17 @@ import html
 from pathlib import Path
 from typing import Any
 
-from bigviz._labels import short_labels
+from bigviz._labels import OUTCOME_TEXT, short_labels
 from bigviz._ranks import rank_rows
 from bigviz.record.model import Recording
 from bigviz.run.result import RunResult, Sweep
 
 from ._common import (
-    OUTCOME_TEXT,
     Reportable,
     atomic_write,
     environment,
     failures,
-    key_finding,
-    phase_peak_sentence,
-    recordings_of,
+    headline,
     results_of,
     sibling,
     size,
@@ -103,11 +100,7 @@ def render(obj: Reportable, path: Path) -> tuple[str, list[tuple[Path, bytes]]]:
 
     results = results_of(obj)
     lines = [f"### bigviz: {cell(title_of(obj))}", ""]
-    finding = (
-        key_finding(results)
-        if results
-        else (phase_peak_sentence(obj) if isinstance(obj, Recording) else None)
-    )
+    finding = headline(obj)
     if finding:
         lines += [f"**{cell(finding)}**", ""]
     failed = failures(results)
@@ -155,8 +148,8 @@ def render(obj: Reportable, path: Path) -> tuple[str, list[tuple[Path, bytes]]]:
     env = environment(obj)
     if env:
         details += [f"- {cell(k)}: {cell(v)}" for k, v in env[:30]]
-    if len(recordings_of(obj)) == 1 and results:
-        details += ["", *_phase_table(recordings_of(obj)[0][1])]
+    if len(results) == 1:
+        details += ["", *_phase_table(results[0].recording)]
     if details:
         lines += [
             "<details><summary>How this was measured</summary>",
