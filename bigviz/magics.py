@@ -150,10 +150,10 @@ def _preimport(*names: str) -> None:
 
 
 def _check_report_path(path: str) -> None:
-    from bigviz.report import FORMATS
+    from bigviz.report import _ALIASES, FORMATS
 
     p = Path(path)
-    if p.suffix.lower() not in (*FORMATS, ".htm", ".markdown"):
+    if p.suffix.lower() not in (*FORMATS, *_ALIASES):
         raise UsageError(f"--report {path!r}: name the file with one of {', '.join(FORMATS)}")
     if not p.resolve().parent.is_dir():
         raise UsageError(f"--report {path!r}: folder {str(p.resolve().parent)!r} does not exist; "
@@ -304,13 +304,19 @@ class BigvizMagics(Magics):
     def _sweep(self, args: argparse.Namespace) -> None:
         from bigviz import plots, report
         from bigviz.commands.sweep import parse_max_memory
+        from bigviz.report._html import e
         from bigviz.widgets import results_table_html
 
+        # the CLI's defaults: its parser leaves --strategies unset so that --nproc can pick
+        # the distributed strategies
+        default = ("every-rank-loads,rank0-broadcast,shared-mmap" if args.nproc is not None
+                   else "naive,sharded,meta,mmap")
         kwargs = {
-            "strategies": _list(args.strategies, "--strategies"),
+            "strategies": _list(args.strategies or default, "--strategies"),
             "shard_sizes": _list(args.shard_sizes, "--shard-sizes"),
             "device_maps": _list(args.device_map, "--device-map"),
             "formats": _list(args.format, "--format"),
+            "dtype": args.dtype, "nproc": args.nproc,
             "max_memory": parse_max_memory(args.max_memory), "ram_budget": args.ram_budget,
             "work_dir": args.work_dir,
         }
@@ -324,7 +330,7 @@ class BigvizMagics(Magics):
             display(HTML(results_table_html(sweep.results)))
         finding = report.key_finding(sweep.results)
         if finding:
-            display(HTML(f"<p><b>{finding}</b></p>"))
+            display(HTML(f"<p><b>{e(finding)}</b></p>"))
         for path in (args.out, args.md, args.json):
             if path == "-":
                 print(report.dumps(sweep))

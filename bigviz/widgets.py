@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import math
 import re
@@ -32,6 +31,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bigviz._errors import BigvizError, ConfigError
+from bigviz.report._figures import png
+from bigviz.report._html import e as _e
 from bigviz.units import format_size, parse_size
 
 if TYPE_CHECKING:
@@ -85,17 +86,7 @@ def figure_png(fig: Any, *, dpi: int = 96) -> bytes:
         >>> figure_png(Figure(figsize=(1, 1)))[:4]
         b'\\x89PNG'
     """
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return buf.getvalue()
-
-
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _size(n: int | float | None) -> str:
-    return "—" if n is None else format_size(n)
+    return png(fig, dpi=dpi)
 
 
 def _table(cls: str, headers: Sequence[str], rows: Sequence[tuple[dict[str, str], list[str]]],
@@ -146,8 +137,8 @@ def phase_table_html(rec: Recording) -> str:
             name,
             f"{p.start:.3f}",
             "open" if p.duration is None else f"{p.duration:.3f}",
-            _size(p.ram_start), _size(p.ram_peak), _size(p.ram_growth),
-            _size(p.ram_anon_peak), _size(p.ram_file_peak),
+            format_size(p.ram_start), format_size(p.ram_peak), format_size(p.ram_growth),
+            format_size(p.ram_anon_peak), format_size(p.ram_file_peak),
             "exact" if p.ram_peak_exact else "sampled",
         ]
         if has_vram:
@@ -183,10 +174,10 @@ def results_table_html(results: Sequence[RunResult]) -> str:
             f'<span style="color:#c0392b" title="{_e(r.error or "")}">{_e(r.outcome)}'
             f"{' in ' + _e(r.phase_reached) if r.phase_reached else ''}</span>")
         cells = [
-            _e(r.label), outcome, _size(r.ram_peak), _size(r.ram_anon_peak),
-            _size(r.ram_file_peak),
+            _e(r.label), outcome, format_size(r.ram_peak), format_size(r.ram_anon_peak),
+            format_size(r.ram_file_peak),
             _e(", ".join(f"{d} {format_size(v)}" for d, v in r.vram_peak.items()) or "—"),
-            f"{_size(pred.ram_peak)} ({_e(pred.formula)})" if pred else "—",
+            f"{format_size(pred.ram_peak)} ({_e(pred.formula)})" if pred else "—",
             "—" if ratio is None else f"{ratio:.2f}",
             agrees, f"{r.seconds:.2f}",
         ]
@@ -613,7 +604,7 @@ class Dashboard:
             row["state"] = r.outcome
             row["bar"].value = 1.0
             row["bar"].bar_style = _OUTCOME_STYLE.get(r.outcome, "danger")
-            row["note"].value = (f"{_e(r.outcome)}, peak {_e(_size(r.ram_peak))}, "
+            row["note"].value = (f"{_e(r.outcome)}, peak {_e(format_size(r.ram_peak))}, "
                                  f"{r.seconds:.1f} s" if r.ok else
                                  f'<span style="color:#c0392b">{_e(r.outcome)}: '
                                  f"{_e((r.error or '').splitlines()[0][:90] if r.error else '')}"
@@ -667,7 +658,7 @@ class Dashboard:
     def _show_results(self, sweep: Sweep) -> None:
         from bigviz import plots
 
-        done = [r for r in sweep.results]
+        done = sweep.results
         if not done:
             self._set_status("cancelled before any run finished")
             return

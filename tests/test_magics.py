@@ -239,3 +239,36 @@ def test_no_instrument_and_interval_reach_the_recorder(shell: Any, tmp_path: Pat
     assert not [p for p in plain.phases if p.auto]
     assert any("torch.load" in p.name for p in auto.phases if p.auto)
     assert plain.interval_ms == 5.0 and auto.interval_ms == 1.0
+
+
+@pytest.mark.slow
+def test_sweep_magic_takes_the_cli_defaults_and_passes_dtype(shell: Any, tmp_path: Path) -> None:
+    # GIVEN `%bigviz sweep` without --strategies (the CLI's parser leaves it unset) and a dtype
+    line = (f"%bigviz sweep --model mlp:2MB --shard-sizes 1MB --dtype bfloat16 "
+            f"--work-dir {tmp_path / 'work'}")
+    # WHEN it runs
+    result, cap = run(shell, line)
+    # THEN it runs the CLI's default strategies, on the model in the dtype asked for
+    assert result.error_in_exec is None, cap.stdout + cap.stderr
+    sweep = shell.magics_manager.registry["BigvizMagics"].sweeps[-1]
+    assert [r.strategy for r in sweep.results] == ["naive", "sharded", "meta", "mmap"]
+    assert all(r.ok for r in sweep.results), [r.error for r in sweep.results]
+    assert sweep.config.get("dtype") == "bfloat16"
+    assert all(r.params.get("dtype") == "bfloat16" for r in sweep.results)
+
+
+def test_sweep_magic_shows_the_key_finding_as_text(
+    shell: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a key finding holding markup (labels carry user-typed names: models, device maps)
+    import bigviz.report
+
+    monkeypatch.setattr(bigviz.report, "key_finding", lambda _r: "<img src=x> & meta")
+    # WHEN a sweep shows it
+    result, cap = run(shell, f"%bigviz sweep --model mlp:1MB --strategies meta "
+                             f"--shard-sizes 1MB --work-dir {tmp_path / 'work'}")
+    # THEN it is shown as text, not as HTML
+    assert result.error_in_exec is None, cap.stdout + cap.stderr
+    shown = html_outputs(cap)
+    assert "<p><b>&lt;img src=x&gt; &amp; meta</b></p>" in shown
+    assert "<img src=x>" not in shown
