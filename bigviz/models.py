@@ -210,14 +210,8 @@ def model_bytes(model: ModelLike, dtype: str = "float32") -> int:
     if spec.kind != "factory":
         return _param_count(spec) * DTYPES[dtype]
     m = build_model(model, dtype=dtype, device="meta")
-    seen: set[tuple[int, ...]] = set()
-    total = 0
-    for t in list(m.parameters()) + list(m.buffers()):
-        key = (id(t),)
-        if key not in seen:
-            seen.add(key)
-            total += t.numel() * t.element_size()
-    return total
+    unique = {id(t): t for t in [*m.parameters(), *m.buffers()]}  # a tied tensor once
+    return sum(t.numel() * t.element_size() for t in unique.values())
 
 
 # -- the architectures ---------------------------------------------------------

@@ -17,6 +17,7 @@ import bigviz.strategies as strategies
 from bigviz import StrategyError
 from bigviz.checkpoint import inspect_checkpoint, save_sharded
 from bigviz.models import build_model
+from bigviz.strategies import distributed as dstrat
 from bigviz.strategies._base import (
     RunContext,
     checksum,
@@ -213,6 +214,22 @@ def test_unknown_strategy_lists_the_valid_ones() -> None:
 def test_cpu_only_strategies_refuse_device_maps() -> None:
     with pytest.raises(StrategyError, match="CPU RAM only"):
         strategies.get("meta").check(model=MODEL, format="safetensors", device_map="disk")
+
+
+def test_a_combination_a_strategy_cannot_run_is_named_before_check_refuses_it() -> None:
+    # GIVEN strategies and options that cannot go together on any machine
+    meta, mmap_dist = strategies.get("meta"), dstrat.get("shared-mmap")
+    cases = [(meta, "safetensors", "disk", "CPU RAM only"),
+             (mmap_dist, "bin", "cpu", "does not read format 'bin'")]
+    for strat, fmt, dmap, text in cases:
+        # WHEN asked, the strategy names the reason (a sweep skips the combination)
+        why = strat.incompatible(model=MODEL, format=fmt, device_map=dmap)
+        assert why is not None and text in why
+        # THEN check() refuses the same combination with that reason
+        with pytest.raises(StrategyError) as exc:
+            strat.check(model=MODEL, format=fmt, device_map=dmap)
+        assert str(exc.value) == why
+    assert meta.incompatible(model=MODEL, format="bin", device_map="cpu") is None
 
 
 @pytest.mark.parametrize(

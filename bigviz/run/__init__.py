@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from bigviz._errors import ConfigError, StrategyError
 from bigviz.models import ModelLike, model_bytes, parse_spec, spec_name
 from bigviz.run import forkserver
-from bigviz.run._runner import Outcome, execute, raise_if_failed
+from bigviz.run._runner import Outcome, execute, raise_if_failed, vram_peaks
 from bigviz.run.result import Prediction, RunResult, Sweep
 from bigviz.units import format_size, parse_size
 
@@ -275,12 +275,17 @@ def run(
                          cancel=cancel, seed=seed)
 
 
-def _check_ranks_options(nproc: Any, device_map: Any, max_memory: Any, model: Any) -> None:
+def _check_ranks(nproc: Any, model: Any) -> None:
+    """What every distributed launch needs: a rank count, and a model a rank can import."""
     if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
         raise ConfigError(f"nproc {nproc!r} must be a whole number of ranks >= 1, e.g. nproc=2")
     if not isinstance(model, str):
         raise ConfigError(f"model {model!r}: distributed ranks are separate programs, so pass "
                           "a spec string ('gpt:1GB') or 'package.module:function'")
+
+
+def _check_ranks_options(nproc: Any, device_map: Any, max_memory: Any, model: Any) -> None:
+    _check_ranks(nproc, model)
     if device_map not in ("cpu", None) or max_memory:
         raise ConfigError(
             f"device_map={device_map!r} / max_memory={max_memory!r} apply to single-process "
@@ -354,10 +359,7 @@ def _result(
     ram_abs = max(candidates) if candidates and baseline else None
     anon = _peak(rec, "ram.anon", [p.ram_anon_peak for p in rec.phases])
     file_ = _peak(rec, "ram.file", [p.ram_file_peak for p in rec.phases])
-    vram: dict[str, int] = {}
-    for p in rec.phases:
-        for dev, v in p.vram_peak.items():
-            vram[dev] = max(vram.get(dev, 0), int(v))
+    vram = vram_peaks(rec.phases)
     placement = notes.get("placement")
     try:
         pred: Prediction | None = strat.predict(info, dmap, max_memory=mm, placement=placement)
@@ -386,13 +388,7 @@ def _result(
     if placement:
         checks["placement"] = placement
     if outcome == "ok" and pred is not None and ram_peak is not None and pred.ram_peak:
-        slack = TOLERANCE["frac"] * m_bytes + TOLERANCE["abs"]
-        checks["prediction"] = {
-            "agrees": abs(ram_peak - pred.ram_peak) <= slack,
-            "measured": ram_peak, "predicted": pred.ram_peak,
-            "ratio": round(ram_peak / pred.ram_peak, 3) if pred.ram_peak else None,
-            "tolerance": int(slack),
-        }
+        checks["prediction"] = _prediction_check(ram_peak, pred.ram_peak, m_bytes)
     tb = (out.result or {}).get("traceback") or out.traceback
     if tb:
         checks["traceback"] = tb
@@ -417,6 +413,19 @@ def _result(
         params=params,
         checks=checks,
     )
+
+
+def _prediction_check(measured: int, predicted: int, m_bytes: int, *, nproc: int = 1
+                     ) -> dict[str, Any]:
+    """``checks["prediction"]``: whether a measured peak agrees with its prediction
+    within :data:`TOLERANCE` (``frac × M + abs``, once per rank for ``nproc`` ranks)."""
+    slack = (TOLERANCE["frac"] * m_bytes + TOLERANCE["abs"]) * nproc
+    return {
+        "agrees": abs(measured - predicted) <= slack,
+        "measured": measured, "predicted": predicted,
+        "ratio": round(measured / predicted, 3) if predicted else None,
+        "tolerance": int(slack),
+    }
 
 
 def _peak(rec: Any, series: str, phase_vals: list[int | None]) -> int | None:
@@ -492,6 +501,7 @@ def sweep(
         >>> # [(r.strategy, r.outcome) for r in s.results]
     """
     import bigviz.strategies as registry
+    from bigviz.strategies._base import validate_device_map
 
     if isinstance(strategies, str):
         strategies = [strategies]
@@ -507,6 +517,8 @@ def sweep(
     names = [registry.get(s).name for s in strategies]  # unknown names fail here
     for fmt in formats:
         _check_format(fmt)
+    _check_dtype(dtype)
+    parse_spec(model, dtype)
     shards = [parse_size(s) for s in shard_sizes]
     budget = _budget(ram_budget)
     plan: list[tuple[int, str, Any, Any, Any, dict[int | str, int] | None]] = []
@@ -515,14 +527,17 @@ def sweep(
         for fmt in formats:
             for item, name in zip(strategies, names, strict=True):
                 for dm in device_maps:
-                    try:
-                        strat, dmap, mm = _validate(item, model, format=fmt, dtype=dtype,
-                                                    device_map=dm, max_memory=max_memory)
-                    except StrategyError as exc:
-                        if _is_incompatible(exc):
-                            skipped.append(f"{name} × {fmt} × {dm}: {exc}")
-                            continue
-                        raise
+                    cand = registry.get(item)
+                    # a combination the strategy cannot run anywhere is skipped; a missing
+                    # package or GPU, or a bad option, is an error (_validate raises it)
+                    why = None if cand.unavailable() else cand.incompatible(
+                        model=model, format=fmt, device_map=validate_device_map(dm),
+                        dtype=dtype)
+                    if why:
+                        skipped.append(f"{name} × {fmt} × {dm}: {why}")
+                        continue
+                    strat, dmap, mm = _validate(item, model, format=fmt, dtype=dtype,
+                                                device_map=dm, max_memory=max_memory)
                     plan.append((shard, fmt, name, strat, dmap, mm))
     if not plan:
         raise StrategyError("no combination of this sweep can run: " + "; ".join(skipped))
@@ -598,12 +613,13 @@ def _sweep_ranks(
     for fmt in formats:
         _check_format(fmt)
     shards = [parse_size(s) for s in shard_sizes]
-    # shared-mmap maps safetensors only: skip it for .bin up front, as sweep() skips
-    # combinations a strategy cannot run, instead of failing half-way through
-    skipped = [f"shared-mmap × {fmt}: maps safetensors files only"
-               for fmt in formats if fmt != "safetensors" and "shared-mmap" in names]
+    # a format a strategy does not read (shared-mmap maps safetensors only) is skipped up
+    # front, as sweep() skips combinations a strategy cannot run, not failed half-way
+    reads = {name: dist.get(name).formats for name in names}
+    skipped = [f"{name} × {fmt}: reads {' / '.join(reads[name])} files only"
+               for fmt in formats for name in names if fmt not in reads[name]]
     plan = [(shard, fmt, name) for shard in shards for fmt in formats for name in names
-            if not (name == "shared-mmap" and fmt != "safetensors")]
+            if fmt in reads[name]]
     if not plan:
         raise StrategyError("no combination of this sweep can run: " + "; ".join(skipped))
     result = Sweep(
@@ -634,12 +650,6 @@ def _sweep_ranks(
             on_progress({"total": len(plan), "stage": "done", "index": i, "label": label,
                          "result": r})
     return result
-
-
-def _is_incompatible(exc: StrategyError) -> bool:
-    text = str(exc)
-    return any(s in text for s in ("loads into CPU RAM only", "does not read format",
-                                   "models only"))
 
 
 def _tag(on_event: EventCallback | None, label: str, index: int) -> EventCallback | None:

@@ -7,18 +7,18 @@ import contextlib
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from bigviz._errors import RunError
 from bigviz._serde import from_plain
-from bigviz.record.model import Phase, Recording, Series
+from bigviz.record.model import Mark, Phase, Recording, Series
 from bigviz.run import forkserver
 from bigviz.run._worker import read_status, recv_messages
 from bigviz.units import format_size
 
-__all__ = ["Outcome", "execute"]
+__all__ = ["Outcome", "Timeline", "execute", "vram_peaks"]
 
 EventCallback = Callable[[dict[str, Any]], None]
 
@@ -47,15 +47,15 @@ class Outcome:
     callback_errors: list[str] = field(default_factory=list)
 
 
-class _Timeline:
-    """Rebuilds a Recording from streamed events (used when no final result arrives)."""
+class Timeline:
+    """Rebuilds a Recording from a recorder's streamed events (used when no final result
+    arrives): the single-process runner and the distributed launcher (one per rank)."""
 
     def __init__(self) -> None:
         self.series: dict[str, Series] = {}
         self.phases: dict[int, Phase] = {}
         self.open: list[int] = []
         self.marks: list[dict[str, Any]] = []
-        self.first_phase_t: float | None = None
 
     def feed(self, ev: dict[str, Any]) -> None:
         kind = ev.get("type")
@@ -71,8 +71,6 @@ class _Timeline:
             self.phases[i] = Phase(str(ev["name"]), start=float(ev["t"]), parent=parent,
                                    depth=depth, detail=dict(ev.get("detail") or {}))
             self.open.append(i)
-            if self.first_phase_t is None:
-                self.first_phase_t = float(ev["t"])
         elif kind == "phase_end":
             i = int(ev["index"])
             # a malformed event must not lose the rest of the run
@@ -84,18 +82,19 @@ class _Timeline:
             self.marks.append(ev)
 
     def current(self) -> str | None:
+        """The innermost open phase."""
         if self.open:
             return self.phases[self.open[-1]].name
         return None
 
     def last_started(self) -> str | None:
+        """The phase started last (open or not)."""
         if not self.phases:
             return None
         return self.phases[max(self.phases)].name
 
     def recording(self, name: str, pid: int, interval_ms: float, end_t: float | None) -> Recording:
-        from bigviz.record.model import Mark
-
+        """What was streamed so far, as a Recording marked ``meta["partial"]``."""
         phases = [self.phases[i] for i in sorted(self.phases)]
         marks = [Mark(str(m.get("name", "")), float(m.get("t", 0.0)),
                       dict(m.get("detail") or {})) for m in self.marks]
@@ -161,7 +160,7 @@ def execute(
     run_id, pid, sock = server.spawn(job)
     out.pid = pid
     buf = bytearray()
-    tl = _Timeline()
+    tl = Timeline()
     killed_for: str | None = None
     kill_msg: str | None = None
     eof = False
@@ -283,6 +282,16 @@ def execute(
         out.outcome, out.error = "crashed", f"worker exited with code {exit_code}"
     elif out.result is None and out.prepared is None:
         out.outcome, out.error = "crashed", "worker exited without reporting a result"
+    return out
+
+
+def vram_peaks(phases: Iterable[Phase]) -> dict[str, int]:
+    """Each device's largest VRAM peak over ``phases`` (nested ones too: in a killed run
+    the enclosing phase never ended)."""
+    out: dict[str, int] = {}
+    for p in phases:
+        for dev, v in p.vram_peak.items():
+            out[dev] = max(out.get(dev, 0), int(v))
     return out
 
 

@@ -16,10 +16,13 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Channel", "child_main", "read_status", "recv_messages"]
+from bigviz.record._sidecar import _kib_fields
+
+__all__ = ["STATUS_FIELDS", "Channel", "child_main", "read_kib", "read_status", "recv_messages"]
 
 
 class Channel:
@@ -53,18 +56,29 @@ def recv_messages(buf: bytearray) -> list[dict[str, Any]]:
     return out
 
 
-def read_status(pid: int | str = "self") -> dict[str, int]:
-    """VmRSS, RssAnon, RssFile, VmHWM of a process in bytes (Linux ``/proc``)."""
-    out: dict[str, int] = {}
+#: the ``/proc/PID/status`` fields :func:`read_status` returns by default
+STATUS_FIELDS: tuple[str, ...] = ("VmRSS", "RssAnon", "RssFile", "VmHWM")
+
+
+def read_kib(path: str, names: Sequence[str]) -> dict[str, int]:
+    """The ``Name:   123 kB`` fields ``names`` of a ``/proc`` file, in bytes.
+
+    Parsed by the recorder's own reader (:mod:`bigviz.record._sidecar`); fields the file
+    lacks are left out, and a file that cannot be read (not Linux, the process is gone)
+    gives ``{}``.
+    """
     try:
-        with open(f"/proc/{pid}/status", "rb") as f:
-            for line in f:
-                key, _, rest = line.partition(b":")
-                if key in (b"VmRSS", b"RssAnon", b"RssFile", b"VmHWM"):
-                    out[key.decode()] = int(rest.split()[0]) * 1024
+        with open(path, "rb") as f:
+            values = _kib_fields(f.read(), tuple(n.encode() for n in names))
     except (OSError, ValueError, IndexError):
-        pass
-    return out
+        return {}
+    return {n: v for n, v in zip(names, values, strict=True) if v >= 0}
+
+
+def read_status(pid: int | str = "self", names: Sequence[str] = STATUS_FIELDS) -> dict[str, int]:
+    """VmRSS, RssAnon, RssFile, VmHWM (or the fields ``names``) of a process in bytes,
+    from Linux's ``/proc/PID/status``; ``{}`` where it cannot be read."""
+    return read_kib(f"/proc/{pid}/status", names)
 
 
 def child_main(job: dict[str, Any], fd: int) -> int:
@@ -195,6 +209,24 @@ def _warm_up(device_map: Any = None) -> None:
     either: forking after them is unsafe."""
     import torch
 
+    warm_up_cpu()
+    values = list(device_map.values()) if isinstance(device_map, dict) else [device_map]
+    wants_gpu = any(
+        (isinstance(v, int) and not isinstance(v, bool)) or str(v).startswith("cuda")
+        or v in ("auto", "balanced", "sequential")
+        for v in values
+    )
+    if wants_gpu and torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            torch.empty(1, device=f"cuda:{i}")
+        torch.cuda.synchronize()
+
+
+def warm_up_cpu() -> None:
+    """The CPU part of :func:`_warm_up`, shared with the distributed ranks: torch's
+    intra-op thread pool, and the first module build."""
+    import torch
+
     from bigviz.models import build_model
     from bigviz.strategies._base import checksum
 
@@ -209,16 +241,6 @@ def _warm_up(device_map: Any = None) -> None:
     for p in tiny.parameters():
         checksum(p)
     del tiny
-    values = list(device_map.values()) if isinstance(device_map, dict) else [device_map]
-    wants_gpu = any(
-        (isinstance(v, int) and not isinstance(v, bool)) or str(v).startswith("cuda")
-        or v in ("auto", "balanced", "sequential")
-        for v in values
-    )
-    if wants_gpu and torch.cuda.is_available():
-        for i in range(torch.cuda.device_count()):
-            torch.empty(1, device=f"cuda:{i}")
-        torch.cuda.synchronize()
 
 
 def _verify_saved(saved_to: Any, model: Any) -> str | None:

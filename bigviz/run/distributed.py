@@ -59,7 +59,14 @@ from typing import Any
 
 from bigviz._errors import ConfigError, RunError
 from bigviz.record.model import Mark, Phase, Recording, Series
-from bigviz.run._runner import oom_kill_count, sigkill_verdict
+from bigviz.run._runner import (
+    Timeline,
+    _signal_name,
+    oom_kill_count,
+    sigkill_verdict,
+    vram_peaks,
+)
+from bigviz.run._worker import read_kib, read_status, warm_up_cpu
 from bigviz.run.result import Prediction, RunResult
 from bigviz.units import format_size, parse_size
 
@@ -83,16 +90,6 @@ _REAP_S = 10.0
 # -- memory snapshots --------------------------------------------------------------
 
 
-def _kib(text: str, keys: Sequence[str]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for line in text.splitlines():
-        key, _, rest = line.partition(":")
-        if key in keys:
-            with contextlib.suppress(ValueError, IndexError):
-                out[key] = int(rest.split()[0]) * 1024
-    return out
-
-
 def snapshot(pid: int | str = "self") -> dict[str, int]:
     """RSS, anonymous, file-backed, shmem, PSS and USS of a process, in bytes, now.
 
@@ -101,18 +98,23 @@ def snapshot(pid: int | str = "self") -> dict[str, int]:
         ['anon', 'file', 'pss', 'rss', 'shmem', 'uss']
     """
     out = {"rss": 0, "anon": 0, "file": 0, "shmem": 0, "pss": 0, "uss": 0}
-    try:
-        st = _kib(Path(f"/proc/{pid}/status").read_text(),
-                  ("VmRSS", "RssAnon", "RssFile", "RssShmem"))
-        out.update(rss=st.get("VmRSS", 0), anon=st.get("RssAnon", 0),
-                   file=st.get("RssFile", 0), shmem=st.get("RssShmem", 0))
-        sm = _kib(Path(f"/proc/{pid}/smaps_rollup").read_text(),
-                  ("Pss", "Private_Clean", "Private_Dirty"))
+    st = snapshot_status(pid)
+    if st:  # else not Linux, or the process is gone: zeros say "not measured"
+        out.update(st)
+        sm = read_kib(f"/proc/{pid}/smaps_rollup", ("Pss", "Private_Clean", "Private_Dirty"))
         out.update(pss=sm.get("Pss", 0),
                    uss=sm.get("Private_Clean", 0) + sm.get("Private_Dirty", 0))
-    except OSError:
-        pass  # not Linux, or the process is gone: zeros say "not measured"
     return out
+
+
+def snapshot_status(pid: int | str) -> dict[str, int]:
+    """RSS split of a process from ``/proc/PID/status`` only (cheap: no page-table walk);
+    ``{}`` where it cannot be read."""
+    st = read_status(pid, ("VmRSS", "RssAnon", "RssFile", "RssShmem"))
+    if not st:
+        return {}
+    return {"rss": st.get("VmRSS", 0), "anon": st.get("RssAnon", 0),
+            "file": st.get("RssFile", 0), "shmem": st.get("RssShmem", 0)}
 
 
 # -- merging the ranks' recordings ---------------------------------------------------
@@ -406,7 +408,12 @@ def _rank_body(ns: argparse.Namespace, env: _Env, sink: _Sink) -> int:
     expected = json.loads((folder / "checksums.json").read_text())
     import safetensors.torch  # noqa: F401  (imports belong to the baseline)
 
-    _warm_up(torch)
+    # the same fixed costs the single-process worker keeps out of its phases (thread
+    # pool, first module build; ~35 MiB a rank), and this rank's CUDA context
+    warm_up_cpu()
+    if device != "cpu":
+        torch.empty(1, device=device)
+        torch.cuda.synchronize()
     job_id = os.environ.get("TORCHELASTIC_RUN_ID") or os.environ.get("MASTER_PORT", "job")
     root = Path(ns.scratch or folder.parent.parent / "runs" / f"dist-{job_id}")
     scratch = root / f"rank{env.rank}"
@@ -511,14 +518,6 @@ def _checkpoint_folder(ns: argparse.Namespace, env: _Env, dist: Any, ctrl: Any) 
     return folder
 
 
-def _warm_up(torch: Any) -> None:
-    # torch's intra-op thread pool is a fixed cost of any torch process: start it
-    # before the baseline so it is not charged to the first phase
-    x = torch.empty(1 << 20)
-    x.fill_(1.0)
-    float(x.sum())
-
-
 # -- the gathered result (built in rank 0) -------------------------------------------
 
 
@@ -530,15 +529,21 @@ def _max_after(s: Series | None, t: float) -> int | None:
     return None if s is None else s.max_between(t, None)
 
 
+def _baseline_t(lane: Recording) -> float:
+    """When the rank took its baseline (its ``baseline`` mark; 0 without one)."""
+    return next((mk.t for mk in lane.marks if mk.name == "baseline"), 0.0)
+
+
+def _measured_from(lanes: Sequence[Recording]) -> float:
+    """When every rank had its baseline: node figures count from there."""
+    return max((_baseline_t(lane) for lane in lanes), default=0.0)
+
+
 def _rank_figures(part: Mapping[str, Any], lane: Recording, t_base: float) -> dict[str, Any]:
     base = part.get("baseline") or {}
     loaded = part.get("loaded") or {}
     exact = [p.ram_peak for p in lane.phases if p.ram_peak_exact and p.ram_peak is not None
              and p.start >= t_base]
-    vram: dict[str, int] = {}
-    for p in lane.phases:
-        for dev, v in p.vram_peak.items():
-            vram[dev] = max(vram.get(dev, 0), int(v))
     return {
         "rank": part.get("rank"), "host": part.get("host"), "pid": part.get("pid"),
         "device": part.get("device"), "baseline": dict(base),
@@ -550,7 +555,7 @@ def _rank_figures(part: Mapping[str, Any], lane: Recording, t_base: float) -> di
                                 base.get("file", 0)),
         "pss_peak": _above(_max_after(lane.series.get("ram.pss"), t_base), base.get("pss", 0)),
         "loaded": {k: int(v) - int(base.get(k, 0)) for k, v in loaded.items()},
-        "vram_peak": vram,
+        "vram_peak": vram_peaks(lane.phases),
         "verify": part.get("verify") or "ok",
         "phase_reached": lane.phases[-1].name if lane.phases else None,
     }
@@ -600,7 +605,7 @@ def build_result(
     growth (the ranks of a node map the same files). Per-rank figures are in
     ``checks["ranks"]``; the rank's ``ram_peak`` there is exact (``VmHWM``).
     """
-    from bigviz.run import TOLERANCE
+    from bigviz.run import _prediction_check
     from bigviz.strategies import distributed as dstrat
 
     strat = dstrat.get(strategy)
@@ -609,8 +614,7 @@ def build_result(
     gpu = backend == "nccl"
     ranks: list[dict[str, Any]] = []
     for part, lane in zip(parts, merged.ranks, strict=True):
-        t_base = next((mk.t for mk in lane.marks if mk.name == "baseline"), 0.0)
-        fig = _rank_figures(part, lane, t_base)
+        fig = _rank_figures(part, lane, _baseline_t(lane))
         pred = strat.predict_rank(info, int(part.get("rank") or 0), nproc=nproc,
                                   per_rank=per_rank, device=str(part.get("device")))
         fig["predicted"] = pred.ram_peak
@@ -618,8 +622,7 @@ def build_result(
         ranks.append(fig)
     bases = [p.get("baseline") or {} for p in parts]
     node_base = {k: sum(int(b.get(k, 0)) for b in bases) for k in NODE_SERIES}
-    t_all = max((next((mk.t for mk in lane.marks if mk.name == "baseline"), 0.0)
-                 for lane in merged.ranks), default=0.0)
+    t_all = _measured_from(merged.ranks)
     loaded_pss = sum(int((p.get("loaded") or {}).get("pss", 0)) for p in parts)
     _add_barrier_points(merged, {"baseline": node_base["pss"], "loaded": loaded_pss})
     pss_abs = [v for v in (_max_after(merged.series.get("node.pss"), t_all), loaded_pss) if v]
@@ -658,13 +661,8 @@ def build_result(
     }
     measured = node["ram_peak"]
     if predicted is not None and measured is not None and predicted.formula != "unavailable":
-        slack = TOLERANCE["frac"] * m_bytes * nproc + TOLERANCE["abs"] * nproc
-        checks["prediction"] = {
-            "agrees": abs(measured - predicted.ram_peak) <= slack,
-            "measured": measured, "predicted": predicted.ram_peak,
-            "ratio": round(measured / predicted.ram_peak, 3) if predicted.ram_peak else None,
-            "tolerance": int(slack),
-        }
+        checks["prediction"] = _prediction_check(measured, predicted.ram_peak, m_bytes,
+                                                nproc=nproc)
     vram: dict[str, int] = {}
     hosts = {str(f["host"]) for f in ranks}
     for f in ranks:
@@ -710,79 +708,44 @@ def _free_port() -> int:
 
 @dataclass
 class _RankProc:
-    """The launcher's view of one rank: its process, event stream and phase stack."""
+    """The launcher's view of one rank: its process and event stream; the runner's
+    :class:`~bigviz.run._runner.Timeline` rebuilds its phases and samples."""
 
     rank: int
     proc: subprocess.Popen[bytes]
     fd: int | None
     log: Path
+    interval_ms: float = 1.0
     buf: bytearray = field(default_factory=bytearray)
-    names: dict[int, str] = field(default_factory=dict)
-    open: list[int] = field(default_factory=list)
+    timeline: Timeline = field(default_factory=Timeline)
     hello: dict[str, Any] = field(default_factory=dict)
     error: dict[str, Any] | None = None
-    series: dict[str, Series] = field(default_factory=dict)
-    phases: dict[int, Phase] = field(default_factory=dict)
-    marks: list[Mark] = field(default_factory=list)
     exit_code: int | None = None
     t_exit: float | None = None
 
     def phase(self) -> str | None:
         """The innermost open phase, else the last one started."""
-        if self.open:
-            return self.names[self.open[-1]]
-        return self.names[max(self.names)] if self.names else None
+        return self.timeline.current() or self.timeline.last_started()
 
     def feed(self, ev: dict[str, Any]) -> None:
         kind = ev.get("type")
-        if kind == "samples":
-            for name, (ts, vs) in (ev.get("series") or {}).items():
-                s = self.series.setdefault(name, Series(name))
-                s.t.extend(float(t) for t in ts)
-                s.v.extend(int(v) for v in vs)
-        elif kind == "phase_start":
-            i = int(ev["index"])
-            self.names[i] = str(ev["name"])
-            self.open.append(i)
-            parent = ev.get("parent")
-            depth = self.phases[parent].depth + 1 if parent in self.phases else 0
-            self.phases[i] = Phase(str(ev["name"]), start=float(ev["t"]), parent=parent,
-                                   depth=depth)
-        elif kind == "phase_end":
-            i = int(ev["index"])
-            if i in self.open:
-                self.open.remove(i)
-            with contextlib.suppress(Exception):
-                from bigviz._serde import from_plain
-
-                self.phases[i] = from_plain(Phase, ev["phase"])
-        elif kind == "mark":
-            self.marks.append(Mark(str(ev.get("name")), float(ev.get("t", 0.0)),
-                                   dict(ev.get("detail") or {})))
-        elif kind == "hello":
+        if kind == "hello":
             self.hello = ev
         elif kind == "error":
             self.error = ev
+        else:
+            self.timeline.feed(ev)
 
     def partial(self) -> dict[str, Any]:
         """What the launcher saw of this rank, as a part for :func:`merge_ranks`."""
-        rec = Recording(name=f"rank {self.rank} (partial)", pid=self.proc.pid,
-                        series=self.series,
-                        phases=[self.phases[i] for i in sorted(self.phases)],
-                        marks=self.marks, meta={"partial": True})
-        ends = [s.t[-1] for s in self.series.values() if s.t]
-        rec.duration = max(ends) if ends else 0.0
+        rec = self.timeline.recording(f"rank {self.rank} (partial)", self.proc.pid,
+                                      self.interval_ms, None)
         return {"recording": rec, "t0_monotonic": self.hello.get("t0_monotonic", 0.0),
                 "t_sync": self.hello.get("t_sync"), "host": self.hello.get("host", "")}
 
 
 def _describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            return f"died of {signal.Signals(-code).name}"
-        except ValueError:
-            return f"died of signal {-code}"
-    return f"exited with code {code}"
+    return f"died of {_signal_name(code)}" if code < 0 else f"exited with code {code}"
 
 
 def _tail(path: Path, n: int = 2000) -> str:
@@ -798,27 +761,21 @@ def _check_args(
     backend: str | None, interval_ms: float,
 ) -> Any:
     from bigviz.models import parse_spec
+    from bigviz.run import _check_format, _check_ranks
     from bigviz.strategies import distributed as dstrat
 
     strat = dstrat.get(strategy)
-    if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
-        raise ConfigError(f"nproc must be a whole number of ranks >= 1, got {nproc!r}")
-    if format not in ("safetensors", "bin"):
-        raise ConfigError(f"format {format!r} is not supported; use 'safetensors' or 'bin'")
-    if strat.name == "shared-mmap" and format != "safetensors":
+    _check_ranks(nproc, model)
+    _check_format(format)
+    if format not in strat.formats:
         raise ConfigError(
-            f"strategy 'shared-mmap' maps safetensors files; format {format!r} cannot be "
-            "mapped zero-copy — use format='safetensors'"
+            f"strategy {strat.name!r} ({strat.description}) does not read format "
+            f"{format!r}; use format={strat.formats[0]!r}"
         )
     if isinstance(strat, dstrat.EveryRankLoads):
         strat.check_options(per_rank)
     if backend not in (None, "gloo", "nccl"):
         raise ConfigError(f"backend {backend!r} is not supported; use 'gloo', 'nccl' or None")
-    if not isinstance(model, str):
-        raise ConfigError(
-            f"model {model!r}: distributed ranks are separate programs, so pass a spec "
-            "string ('gpt:1GB') or 'package.module:function'"
-        )
     parse_spec(model, dtype)
     if isinstance(interval_ms, bool) or not isinstance(interval_ms, (int, float)) \
             or interval_ms <= 0:
@@ -890,14 +847,12 @@ def run_distributed(
         >>> # r = run_distributed("shared-mmap", nproc=2, model="gpt:100MB")
         >>> # r.ram_peak / r.model_bytes      # ≈ 1: the page cache is shared
     """
-    from bigviz.run import prepare_checkpoint
+    from bigviz.run import _budget, prepare_checkpoint
 
     strat = _check_args(strategy, nproc=nproc, model=model, format=format, dtype=dtype,
                         per_rank=per_rank, backend=backend, interval_ms=interval_ms)
     shard = parse_size(max_shard_size)
-    budget = None if ram_budget is None else parse_size(ram_budget)
-    if budget is not None and budget <= 0:
-        raise ConfigError(f"ram_budget {ram_budget!r} must be a positive size like '8GB'")
+    budget = _budget(ram_budget)
     folder = prepare_checkpoint(model, max_shard_size=shard, format=format, dtype=dtype,
                                 work_dir=work_dir, seed=seed)
     scratch = folder.parent.parent / "runs" / f"dist-{strat.name}-{uuid.uuid4().hex[:8]}"
@@ -954,7 +909,7 @@ def _launch(
             finally:
                 os.close(wfd)
             os.set_blocking(rfd, False)
-            ranks.append(_RankProc(r, proc, rfd, log))
+            ranks.append(_RankProc(r, proc, rfd, log, interval_ms=interval_ms))
         state = _follow(ranks, on_event=on_event, budget=budget, timeout=timeout,
                         cancel=cancel, t_start=t_start, sampler=sampler)
     finally:
@@ -1023,6 +978,8 @@ class _NodeSampler:
 
     def apply(self, res: RunResult) -> None:
         """Replace ``node.pss`` by these samples and update the node peak from them."""
+        from bigviz.run import _prediction_check
+
         rec = res.recording
         lanes = rec.ranks
         if not self.t or not lanes:
@@ -1042,8 +999,7 @@ class _NodeSampler:
                                 f"{self.spread * 1000:.1f} ms, plus the barrier snapshots")
         if not isinstance(node, dict):
             return
-        t_all = max((next((mk.t for mk in lane.marks if mk.name == "baseline"), 0.0)
-                     for lane in lanes), default=0.0)
+        t_all = _measured_from(lanes)
         base = int((node.get("baseline") or {}).get("pss", 0))
         sampled = _above(_max_after(rec.series["node.pss"], t_all), base)
         cands = [v for v in (sampled, node.get("pss_loaded")) if v is not None]
@@ -1053,10 +1009,9 @@ class _NodeSampler:
         res.ram_peak = node["ram_peak"]
         pred = res.checks.get("prediction")
         if isinstance(pred, dict) and res.ram_peak is not None:
-            pred["measured"] = res.ram_peak
-            pred["agrees"] = abs(res.ram_peak - int(pred["predicted"])) <= int(pred["tolerance"])
-            pred["ratio"] = (round(res.ram_peak / pred["predicted"], 3)
-                             if pred["predicted"] else None)
+            res.checks["prediction"] = _prediction_check(
+                res.ram_peak, int(pred["predicted"]), res.model_bytes,
+                nproc=int(res.params.get("nproc") or 1))
 
 
 def _follow(
@@ -1126,7 +1081,7 @@ def _follow(
 
 def _laggard(alive: Sequence[_RankProc]) -> _RankProc:
     """The rank that got least far (fewest phases started): the one the others wait for."""
-    return min(alive, key=lambda rp: (len(rp.names), rp.rank))
+    return min(alive, key=lambda rp: (len(rp.timeline.phases), rp.rank))
 
 
 def _node_ram(alive: Sequence[_RankProc]) -> tuple[int, _RankProc]:
@@ -1139,17 +1094,6 @@ def _node_ram(alive: Sequence[_RankProc]) -> tuple[int, _RankProc]:
         if own > worst_v:
             worst, worst_v = rp, own
     return total + files, worst
-
-
-def snapshot_status(pid: int) -> dict[str, int]:
-    """RSS split of a process from ``/proc/PID/status`` only (cheap: no page-table walk)."""
-    try:
-        st = _kib(Path(f"/proc/{pid}/status").read_text(),
-                  ("VmRSS", "RssAnon", "RssFile", "RssShmem"))
-    except OSError:
-        return {}
-    return {"rss": st.get("VmRSS", 0), "anon": st.get("RssAnon", 0),
-            "file": st.get("RssFile", 0), "shmem": st.get("RssShmem", 0)}
 
 
 def _pump(rp: _RankProc, on_event: EventCallback | None) -> None:

@@ -129,6 +129,29 @@ class Strategy:
         for mod in self.requires:
             __import__(mod)
 
+    def incompatible(
+        self,
+        *,
+        model: ModelLike,
+        format: str,
+        device_map: DeviceMap,
+        dtype: str = "float32",
+    ) -> str | None:
+        """Why this strategy cannot run with these options on any machine (a format it does
+        not read, a device map it cannot place, a model it cannot load), or ``None``. A
+        sweep skips such combinations; :meth:`check` refuses them."""
+        if format not in self.formats:
+            return (
+                f"strategy {self.name!r} does not read format {format!r}; "
+                f"use one of {list(self.formats)}"
+            )
+        if not self.device_maps and device_map != "cpu":
+            return (
+                f"strategy {self.name!r} loads into CPU RAM only, not device_map="
+                f"{device_map!r}; use 'dispatch', 'accelerate' or 'transformers' for device maps"
+            )
+        return None
+
     def check(
         self,
         *,
@@ -142,19 +165,10 @@ class Strategy:
         Raises:
             StrategyError: naming the option and what to use instead.
         """
-        reason = self.unavailable()
+        reason = self.unavailable() or self.incompatible(
+            model=model, format=format, device_map=device_map, dtype=dtype)
         if reason:
             raise StrategyError(reason)
-        if format not in self.formats:
-            raise StrategyError(
-                f"strategy {self.name!r} does not read format {format!r}; "
-                f"use one of {list(self.formats)}"
-            )
-        if not self.device_maps and device_map != "cpu":
-            raise StrategyError(
-                f"strategy {self.name!r} loads into CPU RAM only, not device_map="
-                f"{device_map!r}; use 'dispatch', 'accelerate' or 'transformers' for device maps"
-            )
 
     def predict(
         self,

@@ -321,6 +321,7 @@ class SharedMmap(DistStrategy):
     name = "shared-mmap"
     description = "every rank maps the same safetensors files zero-copy; pages shared"
     phases = ("build", "load shard i/n", "assign", "first use", "loaded")
+    formats = ("safetensors",)  # .bin files cannot be mapped zero-copy
 
     def predict_rank(
         self, info: Any, rank: int, *, nproc: int = 2, per_rank: str = "naive",

@@ -10,7 +10,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bigviz._errors import StrategyError
 from bigviz.models import ModelLike, build_model, parse_spec
 from bigviz.run.result import Prediction
 from bigviz.strategies._base import (
@@ -44,14 +43,14 @@ class TransformersLoad(Strategy):
     )
     device_maps = True
 
-    def check(self, *, model: ModelLike, format: str, device_map: DeviceMap,
-              dtype: str = "float32") -> None:
-        super().check(model=model, format=format, device_map=device_map, dtype=dtype)
-        if parse_spec(model, dtype).kind != "gpt":
-            raise StrategyError(
-                f"strategy 'transformers' runs 'gpt:<size>' models only (they have a GPT-2 "
-                f"config), not {model!r}; use e.g. model='gpt:1GB'"
-            )
+    def incompatible(self, *, model: ModelLike, format: str, device_map: DeviceMap,
+                     dtype: str = "float32") -> str | None:
+        reason = super().incompatible(model=model, format=format, device_map=device_map,
+                                      dtype=dtype)
+        if reason is None and parse_spec(model, dtype).kind != "gpt":
+            return (f"strategy 'transformers' runs 'gpt:<size>' models only (they have a "
+                    f"GPT-2 config), not {model!r}; use e.g. model='gpt:1GB'")
+        return reason
 
     def warm_up(self, checkpoint: Path) -> None:
         # Resolving the model class imports transformers.models.gpt2 and friends
