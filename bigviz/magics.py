@@ -23,7 +23,6 @@ import argparse
 import ast
 import shlex
 import sys
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -374,11 +373,8 @@ def _sweep_interruptibly(model: str, kwargs: dict[str, Any]) -> tuple[Sweep, boo
 
     Returns the sweep (the runs that finished) and whether it was interrupted.
     """
-    from bigviz.run import sweep as run_sweep
+    from bigviz.run import sweep_interruptibly
     from bigviz.units import format_size
-
-    cancel = threading.Event()
-    box: dict[str, Any] = {}
 
     def progress(ev: dict[str, Any]) -> None:
         r = ev.get("result")
@@ -387,33 +383,8 @@ def _sweep_interruptibly(model: str, kwargs: dict[str, Any]) -> tuple[Sweep, boo
             print(f"[{ev['index'] + 1}/{ev['total']}] {ev['label']}: {r.outcome}{peak}",
                   flush=True)
 
-    finished = threading.Event()
-
-    def work() -> None:
-        try:
-            box["sweep"] = run_sweep(model, **kwargs, on_progress=progress, cancel=cancel)
-        except BaseException as exc:
-            box["error"] = exc
-        finally:
-            finished.set()
-
-    worker = threading.Thread(target=work, name="bigviz-magic-sweep", daemon=True)
-    worker.start()
-    interrupted = False
-    # wait on an Event, not Thread.join: a join interrupted by Ctrl-C can mark a live
-    # thread as finished on Python 3.11 (bpo-45274's fix releases a lock it does not own)
-    while not finished.is_set():
-        try:
-            finished.wait(0.2)
-        except KeyboardInterrupt:
-            interrupted = True
-            cancel.set()
-            print("interrupted: stopping the running worker …", file=sys.stderr, flush=True)
-    worker.join()
-    if "error" in box:
-        raise box["error"]
-    sweep: Sweep = box["sweep"]
-    return sweep, interrupted
+    return sweep_interruptibly(model, thread_name="bigviz-magic-sweep", **kwargs,
+                               on_progress=progress)
 
 
 _CELL_PARSER = _cell_parser()

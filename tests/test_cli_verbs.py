@@ -276,3 +276,36 @@ def test_diff_refuses_a_corrupt_file(
     bad.write_text(base.read_text()[:50])  # truncated
     assert main(["diff", str(base), str(bad)]) == 1
     assert "bad.json" in one_line(capsys.readouterr().err)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_sweep_keeps_finished_runs_and_writes_the_report(
+    tmp_path: Path,
+) -> None:
+    import signal
+    import time
+
+    # GIVEN a two-run sweep whose second run (naive, 400 MB) takes a while
+    out = tmp_path / "r.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bigviz", "sweep", "--model", "gpt:400MB",
+         "--strategies", "meta,naive", "--shard-sizes", "200MB", "--work-dir",
+         str(tmp_path / "work"), "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    # WHEN Ctrl-C arrives while the second run is loading (its progress line is shown)
+    assert proc.stderr is not None
+    seen = ""
+    deadline = time.monotonic() + 120
+    while "[2/2] naive" not in seen and time.monotonic() < deadline:
+        seen += proc.stderr.read(1)
+    time.sleep(0.5)  # naive on 400 MB takes seconds: it is loading now
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    # THEN it exits 130 with the finished run reported and the running one cancelled
+    assert proc.returncode == 130, seen + stderr
+    assert "interrupted: stopping the running worker" in stderr
+    sweep = Sweep.from_json(out.read_text())
+    assert [(r.strategy, r.outcome) for r in sweep.results] == [
+        ("meta", "ok"), ("naive", "cancelled")]
+    assert "meta" in stdout

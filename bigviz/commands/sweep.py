@@ -13,7 +13,7 @@ from bigviz.commands._output import Progress, add_verb, format_table
 from bigviz.units import format_size, parse_size
 
 if TYPE_CHECKING:
-    from bigviz.run.result import RunResult, Sweep
+    from bigviz.run.result import RunResult
 
 __all__ = ["add_parser", "parse_max_memory", "run", "summary_table"]
 
@@ -218,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
     human = sys.stderr if json_stdout else sys.stdout
 
     from bigviz import report
-    from bigviz.run import sweep as run_sweep
+    from bigviz.run import sweep_interruptibly
 
     progress: Progress | None = None
     lock = threading.Lock()
@@ -256,50 +256,23 @@ def run(args: argparse.Namespace) -> int:
                 above = max(live["rss"] - live["baseline"], 0) if live["rss"] else 0
                 progress.update(f"{live['phase']} · {format_size(above)} above baseline")
 
-    cancel = threading.Event()
-    done = threading.Event()
-    box: dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            box["sweep"] = run_sweep(
-                args.model,
-                strategies=strategies,
-                shard_sizes=shard_sizes,
-                device_maps=device_maps,
-                formats=formats,
-                dtype=args.dtype,
-                max_memory=max_memory,
-                ram_budget=args.ram_budget,
-                work_dir=args.work_dir,
-                nproc=args.nproc,
-                on_progress=on_progress,
-                on_event=on_event,
-                cancel=cancel,
-            )
-        except BaseException as exc:
-            box["error"] = exc
-        finally:
-            done.set()
-
-    # the sweep runs on a helper thread so that Ctrl-C can cancel it cleanly: the
-    # running worker is killed, finished runs are kept and reported. (Waiting on an
-    # Event, not Thread.join: an interrupted join can leave is_alive() wrongly False.)
-    worker = threading.Thread(target=work, name="bigviz-cli-sweep", daemon=True)
-    worker.start()
-    interrupted = False
-    while not done.is_set():
-        try:
-            done.wait(0.2)
-        except KeyboardInterrupt:
-            if not interrupted:
-                print("\ninterrupted: stopping the running worker ...", file=sys.stderr)
-            interrupted = True
-            cancel.set()
-    worker.join()
-    if "error" in box:
-        raise box["error"]
-    sweep: Sweep = box["sweep"]
+    # the sweep runs on a helper thread so that Ctrl-C cancels it cleanly: the running
+    # worker is killed, finished runs are kept and reported
+    sweep, interrupted = sweep_interruptibly(
+        args.model,
+        thread_name="bigviz-cli-sweep",
+        strategies=strategies,
+        shard_sizes=shard_sizes,
+        device_maps=device_maps,
+        formats=formats,
+        dtype=args.dtype,
+        max_memory=max_memory,
+        ram_budget=args.ram_budget,
+        work_dir=args.work_dir,
+        nproc=args.nproc,
+        on_progress=on_progress,
+        on_event=on_event,
+    )
     argv = getattr(args, "argv", None)
     if argv:
         sweep.command = "bigviz " + shlex.join(argv)

@@ -590,6 +590,59 @@ def sweep(
     return result
 
 
+def sweep_interruptibly(
+    model: ModelLike, *, thread_name: str = "bigviz-sweep", **kwargs: Any
+) -> tuple[Sweep, bool]:
+    """:func:`sweep` on a helper thread, so that Ctrl-C (or *Interrupt kernel*) cancels it
+    cleanly: the running worker is killed, the finished runs are kept.
+
+    Args:
+        model: as for :func:`sweep`.
+        thread_name: name of the helper thread.
+        kwargs: the other arguments of :func:`sweep` (not ``cancel``: this sets it).
+
+    Returns:
+        The sweep of the runs that finished, and whether it was interrupted.
+
+    Raises:
+        Whatever :func:`sweep` raises, in the calling thread.
+
+    Example:
+        >>> # s, interrupted = sweep_interruptibly("gpt:100MB", strategies=["meta"])
+    """
+    cancel = threading.Event()
+    finished = threading.Event()
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["sweep"] = sweep(model, **kwargs, cancel=cancel)
+        except BaseException as exc:
+            box["error"] = exc
+        finally:
+            finished.set()
+
+    worker = threading.Thread(target=work, name=thread_name, daemon=True)
+    worker.start()
+    interrupted = False
+    # wait on an Event, not Thread.join: a join interrupted by Ctrl-C can mark a live
+    # thread as finished on Python 3.11 (bpo-45274's fix releases a lock it does not own)
+    while not finished.is_set():
+        try:
+            finished.wait(0.2)
+        except KeyboardInterrupt:
+            if not interrupted:
+                print("\ninterrupted: stopping the running worker …", file=sys.stderr,
+                      flush=True)
+            interrupted = True
+            cancel.set()
+    worker.join()
+    if "error" in box:
+        raise box["error"]
+    result: Sweep = box["sweep"]
+    return result, interrupted
+
+
 def _sweep_ranks(
     model: ModelLike, *, strategies: Sequence[str | Strategy], shard_sizes: Sequence[int | str],
     device_maps: Sequence[Any], formats: Sequence[str], dtype: str,
