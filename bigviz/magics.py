@@ -302,8 +302,8 @@ class BigvizMagics(Magics):
 
     def _sweep(self, args: argparse.Namespace) -> None:
         from bigviz import plots, report
-        from bigviz.commands.sweep import parse_max_memory
         from bigviz.report._html import e
+        from bigviz.units import parse_max_memory
         from bigviz.widgets import results_table_html
 
         # the CLI's defaults: its parser leaves --strategies unset so that --nproc can pick

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 
-from bigviz._errors import SizeError
+from bigviz._errors import ConfigError, SizeError
 
-__all__ = ["format_size", "parse_size"]
+__all__ = ["format_size", "parse_max_memory", "parse_size"]
 
 _UNITS: dict[str, int] = {
     "B": 1,
@@ -117,3 +117,36 @@ def format_size(n: float | None, *, binary: bool = True, precision: int = 1) -> 
     if idx == 0:
         return f"{sign}{int(value)} B"
     return f"{sign}{value:.{precision}f} {names[idx]}"
+
+
+def parse_max_memory(text: str | None) -> dict[int | str, str] | None:
+    """Per-device memory caps from text: ``"cpu=2GB,0=10GB"`` → ``{"cpu": "2GB", 0: "10GB"}``.
+
+    The form the CLI's ``--max-memory``, the magic and the dashboard accept; sizes are
+    checked here, so a bad one fails before anything runs.
+
+    Raises:
+        ConfigError: naming the item that is not ``DEVICE=SIZE``.
+        SizeError: for a size that does not parse.
+
+    Example:
+        >>> parse_max_memory("cpu=2GB,0=10GB")
+        {'cpu': '2GB', 0: '10GB'}
+    """
+    if text is None:
+        return None
+    out: dict[int | str, str] = {}
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise ConfigError(f"max memory {text!r} is empty; write e.g. cpu=2GB,0=10GB")
+    for item in items:
+        dev, sep, size = item.partition("=")
+        dev, size = dev.strip(), size.strip()
+        if not sep or not dev or not size:
+            raise ConfigError(
+                f"--max-memory item {item!r} is not DEVICE=SIZE; write e.g. cpu=2GB,0=10GB"
+            )
+        parse_size(size)  # a clear SizeError now, not in the middle of a sweep
+        key: int | str = int(dev) if dev.isdigit() else dev
+        out[key] = size
+    return out

@@ -437,8 +437,8 @@ class Dashboard:
             ConfigError: a bad model spec, empty strategy list, unreadable custom JSON,
                 ``max_memory`` or RAM budget (the message names the value).
         """
-        from bigviz.commands.sweep import parse_max_memory
         from bigviz.models import parse_spec
+        from bigviz.units import parse_max_memory
 
         model = self.model_w.value.strip()
         parse_spec(model)

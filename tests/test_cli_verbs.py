@@ -13,8 +13,8 @@ import pytest
 import bigviz
 from bigviz.cli import main
 from bigviz.commands._output import Progress
-from bigviz.commands.sweep import parse_max_memory
 from bigviz.run.result import RunResult, Sweep
+from bigviz.units import parse_max_memory
 
 MiB = 2**20
 

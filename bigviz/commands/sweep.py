@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from bigviz._errors import ConfigError
 from bigviz.commands._output import Progress, add_verb, format_table
-from bigviz.units import format_size, parse_size
+from bigviz.units import format_size, parse_max_memory, parse_size
 
 if TYPE_CHECKING:
     from bigviz.run.result import RunResult
@@ -115,32 +115,6 @@ def _list(text: str, what: str) -> list[str]:
     if not items:
         raise ConfigError(f"{what} {text!r} is empty; give a comma-separated list")
     return items
-
-
-def parse_max_memory(text: str | None) -> dict[int | str, str] | None:
-    """``"cpu=2GB,0=10GB"`` → ``{"cpu": "2GB", 0: "10GB"}`` (sizes checked).
-
-    Raises:
-        ConfigError: naming the bad item.
-
-    Example:
-        >>> parse_max_memory("cpu=2GB,0=10GB")
-        {'cpu': '2GB', 0: '10GB'}
-    """
-    if text is None:
-        return None
-    out: dict[int | str, str] = {}
-    for item in _list(text, "--max-memory"):
-        dev, sep, size = item.partition("=")
-        dev, size = dev.strip(), size.strip()
-        if not sep or not dev or not size:
-            raise ConfigError(
-                f"--max-memory item {item!r} is not DEVICE=SIZE; write e.g. cpu=2GB,0=10GB"
-            )
-        parse_size(size)  # a clear SizeError now, not in the middle of the sweep
-        key: int | str = int(dev) if dev.isdigit() else dev
-        out[key] = size
-    return out
 
 
 def _run_text(r: RunResult) -> str:
