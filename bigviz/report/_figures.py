@@ -1,12 +1,12 @@
 """Figures for reports, rendered as inline SVG or PNG bytes.
 
-matplotlib is imported inside the functions, on first render, so ``import bigviz.report``
-stays light (DESIGN.md: report sits below plots and loads it lazily).
+Rendering goes through :mod:`bigviz.plots`, the one module that imports matplotlib, loaded
+on first render, so ``import bigviz.report`` stays light (DESIGN.md: report sits below plots
+and loads it lazily).
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from typing import Any
 
@@ -20,26 +20,17 @@ REPORT_POINTS = 1500
 
 
 def svg(fig: Any, salt: str) -> str:
-    """``fig`` as an ``<svg>`` element for inline use.
+    """``fig`` as an ``<svg>`` element for inline use (see :func:`bigviz.plots.to_svg`)."""
+    from bigviz import plots
 
-    Text stays text (``svg.fonttype = 'none'``): it is selectable, searchable, and
-    matplotlib XML-escapes it. ``salt`` makes the clip-path ids unique per figure, since
-    several SVGs share one HTML document, and keeps output deterministic.
-    """
-    import matplotlib
-
-    buf = io.StringIO()
-    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": salt}):
-        fig.savefig(buf, format="svg", metadata={"Date": None})
-    text = buf.getvalue()
-    return text[text.index("<svg") :]
+    return plots.to_svg(fig, salt=salt)
 
 
 def png(fig: Any, *, dpi: int = 110) -> bytes:
-    """``fig`` as PNG bytes (9 in × 110 dpi ≈ 1000 px: sharp in a pull request)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
-    return buf.getvalue()
+    """``fig`` as PNG bytes (see :func:`bigviz.plots.to_png`)."""
+    from bigviz import plots
+
+    return plots.to_png(fig, dpi=dpi)
 
 
 def overview_figures(obj: Reportable) -> list[tuple[str, str, Callable[[], Any]]]:
