@@ -315,7 +315,7 @@ class BigvizMagics(Magics):
             "shard_sizes": _list(args.shard_sizes, "--shard-sizes"),
             "device_maps": _list(args.device_map, "--device-map"),
             "formats": _list(args.format, "--format"),
-            "dtype": args.dtype, "nproc": args.nproc,
+            "dtype": args.dtype, "nproc": args.nproc, "timeout": args.timeout,
             "max_memory": parse_max_memory(args.max_memory), "ram_budget": args.ram_budget,
             "work_dir": args.work_dir,
         }

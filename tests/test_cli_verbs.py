@@ -309,3 +309,15 @@ def test_ctrl_c_stops_the_sweep_keeps_finished_runs_and_writes_the_report(
     assert [(r.strategy, r.outcome) for r in sweep.results] == [
         ("meta", "ok"), ("naive", "cancelled")]
     assert "meta" in stdout
+
+
+def test_timeout_reaches_the_runs_and_is_validated(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    argv = ["sweep", "--model", "mlp:4MB", "--strategies", "meta", "--shard-sizes", "2MB",
+            "--work-dir", str(tmp_path / "work"), "--out", str(out)]
+    # a run cannot finish in a millisecond: it is stopped and reported, exit 1
+    assert main([*argv, "--timeout", "0.001"]) == 1
+    (run,) = Sweep.from_json(out.read_text()).results
+    assert run.outcome == "error" and "timed out after 0.001 s" in (run.error or "")
+    # a timeout that is not positive is a usage error naming the value
+    assert main([*argv, "--timeout", "0"]) == 2

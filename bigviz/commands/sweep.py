@@ -98,6 +98,13 @@ def add_parser(subparsers: Any) -> None:
         help="run distributed strategies (every-rank-loads, rank0-broadcast, shared-mmap) "
         "on N torch.distributed ranks",
     )
+    p.add_argument(
+        "--timeout",
+        default=None,
+        type=float,
+        metavar="SECONDS",
+        help="stop a run (or a distributed job) that takes longer than this; outcome error",
+    )
     p.add_argument("--work-dir", default=None, metavar="DIR", help="where checkpoints are saved")
     p.add_argument(
         "--out",
@@ -166,6 +173,8 @@ def run(args: argparse.Namespace) -> int:
     """``bigviz sweep``: run, show progress on stderr, print the table, write the reports."""
     from bigviz.commands.report import check_out
 
+    if args.timeout is not None and not args.timeout > 0:
+        raise ConfigError(f"--timeout {args.timeout} must be a positive number of seconds")
     if args.nproc is not None and args.nproc < 1:
         raise ConfigError(f"--nproc {args.nproc} must be a number of ranks >= 1, e.g. --nproc 2")
     default = (
@@ -244,6 +253,7 @@ def run(args: argparse.Namespace) -> int:
         ram_budget=args.ram_budget,
         work_dir=args.work_dir,
         nproc=args.nproc,
+        timeout=args.timeout,
         on_progress=on_progress,
         on_event=on_event,
     )
