@@ -51,7 +51,8 @@ from typing import Any
 from bigviz._errors import ConfigError
 from bigviz.commands._output import add_verb, format_table
 from bigviz.commands.report import check_out
-from bigviz.record._sidecar import _kib_fields as kib_fields
+from bigviz.record._procfs import read_kib, read_statm, reset_hwm
+from bigviz.record._sources import sidecar_target
 from bigviz.record.model import Mark, Phase, Recording, Series, SourceInfo
 from bigviz.units import format_size
 
@@ -65,11 +66,6 @@ ENV_FD = "BIGVIZ_PHASE_FD"
 ENV_FILE = "BIGVIZ_PHASE_FILE"
 #: Where the Python bootstrap writes its Recording (set by this module only).
 ENV_BOOTSTRAP_OUT = "BIGVIZ_PROFILE_OUT"
-
-# the recorder's sampling process, started by an instrumented program: not counted
-_SIDECAR = "bigviz/record/_sidecar.py"
-
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 EXAMPLES = """\
   bigviz profile -- python load.py --model gpt2          # a Python script, auto-instrumented
@@ -151,18 +147,6 @@ def _cmdline(pid: int) -> str:
     return " ".join(a for a in (raw or "").split("\0") if a)
 
 
-def _statm(pid: int) -> tuple[int, int] | None:
-    """(resident, shared) bytes; shared = file-backed + shmem resident pages."""
-    text = _read(f"/proc/{pid}/statm")
-    if not text:
-        return None
-    try:
-        parts = text.split()
-        return int(parts[1]) * _PAGE, int(parts[2]) * _PAGE
-    except (ValueError, IndexError):
-        return None
-
-
 @dataclass
 class _ProcInfo:
     pid: int
@@ -187,25 +171,6 @@ class _OpenPhase:
     hwm: dict[int, int] = field(default_factory=dict)
     #: every process sampled while the phase was open
     pids: set[int] = field(default_factory=set)
-
-
-def _vm_hwm(pid: int) -> int | None:
-    """The kernel's RSS high-water mark of ``pid`` in bytes; ``None`` once it has exited."""
-    try:
-        with open(f"/proc/{pid}/status", "rb") as f:
-            (hwm,) = kib_fields(f.read(), (b"VmHWM",))
-    except (OSError, ValueError, IndexError):
-        return None
-    return hwm if hwm >= 0 else None
-
-
-def _sidecar_target(cmdline: str) -> int | None:
-    """The pid a bigviz recorder's sidecar samples (its first argument)."""
-    parts = cmdline.split()
-    for i, part in enumerate(parts[:-1]):
-        if part.endswith("_sidecar.py") and parts[i + 1].isdigit():
-            return int(parts[i + 1])
-    return None
 
 
 class _TreeSampler:
@@ -299,7 +264,7 @@ class _TreeSampler:
     def _sample(self, now: float) -> None:
         total = anon = shared = 0
         for pid in sorted(self._tracked):
-            m = _statm(pid)
+            m = read_statm(pid)  # (resident, shared): shared = file-backed + shmem
             if m is None:
                 continue
             rss, shr = m
@@ -309,12 +274,13 @@ class _TreeSampler:
                 self.procs[pid] = info
             if rss == 0 and not info.cmdline:
                 continue  # a zombie: nothing resident any more
-            if _SIDECAR in info.cmdline:
+            target = sidecar_target(info.cmdline)
+            if target is not None:
+                # bigviz's own sampler (auto-instrumentation), not the command's; the
+                # recorder it serves resets its target's high-water mark itself
                 info.excluded = True
-                target = _sidecar_target(info.cmdline)
-                if target is not None:
-                    self.no_reset.add(target)
-                continue  # bigviz's own sampler (auto-instrumentation), not the command's
+                self.no_reset.add(target)
+                continue
             info.last_seen = now
             info.ram_peak = max(info.ram_peak, rss)
             info.t.append(now)
@@ -440,16 +406,14 @@ class _TreeSampler:
             info = self.procs.get(pid)
             if info is None or info.excluded:
                 continue
-            hwm = _vm_hwm(pid)
+            hwm = read_kib(pid, ("VmHWM",)).get("VmHWM")
             if hwm is None:
                 continue  # it just exited
             for op in self._stack:
                 op.hwm[pid] = max(op.hwm.get(pid, 0), hwm)
             try:
-                with open(f"/proc/{pid}/clear_refs", "w") as f:
-                    f.write("5")
-            except FileNotFoundError:
-                continue
+                if not reset_hwm(pid):
+                    continue  # it exited since
             except OSError as exc:
                 self.hwm_reason = f"cannot reset VmHWM via /proc/{pid}/clear_refs: {exc}"
                 self.errors.append(f"marker phases' peaks are sampled only: {self.hwm_reason}")

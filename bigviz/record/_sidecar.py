@@ -59,7 +59,12 @@ def text_records(t: float, code: int, message: str) -> bytes:
 
 
 def _kib_fields(text: bytes, names: tuple[bytes, ...]) -> list[int]:
-    """Values (bytes) of ``Name:   123 kB`` lines, in the order of ``names`` (-1 if absent)."""
+    """Values (bytes) of ``Name:   123 kB`` lines, in the order of ``names`` (-1 if absent).
+
+    The one parser of this format in bigviz: :mod:`bigviz.record._procfs` (which the
+    rest of the package uses) imports it from here, because this file may import
+    nothing from bigviz.
+    """
     found = dict.fromkeys(names, -1)
     for line in text.split(b"\n"):
         key, _, rest = line.partition(b":")
@@ -145,6 +150,7 @@ class _Sampler:
                 statm = self.read("statm")
                 t = time.monotonic()
                 if statm is not None:
+                    # _procfs.parse_statm, inlined: no extra function call per 1 ms tick
                     f = statm.split()
                     self.backlog += REC.pack(
                         K_STATM, t, int(f[1]) * self.page, int(f[2]) * self.page, 0

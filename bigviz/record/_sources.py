@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bigviz.record import _procfs
 from bigviz.record import _sidecar as sc
 from bigviz.record.model import SourceInfo
 
@@ -38,6 +39,8 @@ __all__ = [
     "SampleBatch",
     "Samples",
     "Source",
+    "sidecar_command",
+    "sidecar_target",
 ]
 
 #: series name -> (times, values); times on the recorder's clock
@@ -99,9 +102,64 @@ class Source:
 
 
 # --------------------------------------------------------------------------- proc RAM
-def _status_kib(pid: int | str, names: tuple[str, ...]) -> list[int]:
-    with open(f"/proc/{pid}/status", "rb") as fh:
-        return sc._kib_fields(fh.read(), tuple(n.encode() for n in names))
+#: how the sidecar script's path ends (``/proc`` exists on Linux only: "/" separators)
+_SIDECAR_TAIL = "bigviz/record/_sidecar.py"
+
+
+def sidecar_command(
+    pid: int,
+    *,
+    interval_ms: float,
+    status_ms: float,
+    smaps_ms: float,
+    meminfo_ms: float,
+    proc: bool,
+    system: bool,
+) -> list[str]:
+    """The command line of a sidecar sampler measuring ``pid`` for this process; the
+    layout is :func:`bigviz.record._sidecar.main`'s, and :func:`sidecar_target` reads
+    it back."""
+    return [
+        sys.executable,
+        "-I",
+        "-S",
+        str(Path(sc.__file__)),
+        str(pid),
+        repr(interval_ms),
+        repr(status_ms),
+        repr(smaps_ms),
+        repr(meminfo_ms),
+        "1" if proc else "0",
+        "1" if system else "0",
+        str(os.getpid()),
+    ]
+
+
+def sidecar_target(cmdline: str | Sequence[str]) -> int | None:
+    """The pid a bigviz recorder's sidecar samples, if ``cmdline`` is a sidecar's.
+
+    Args:
+        cmdline: a process's command line, as the list of its arguments or as one string
+            (``/proc/PID/cmdline`` with its arguments joined by spaces or NULs).
+
+    Returns:
+        The measured pid (the argument after the script, see :func:`sidecar_command`),
+        or ``None`` for any other process.
+
+    Example:
+        >>> sidecar_target(["python", "-I", "-S", "/x/bigviz/record/_sidecar.py", "42", "1.0"])
+        42
+    """
+    if isinstance(cmdline, str):
+        if _SIDECAR_TAIL not in cmdline:
+            return None  # the usual answer, found cheaply: profile asks at every tick
+        parts = cmdline.replace("\0", " ").split()
+    else:
+        parts = list(cmdline)
+    for i, part in enumerate(parts[:-1]):
+        if part.endswith(_SIDECAR_TAIL) and parts[i + 1].isdigit():
+            return int(parts[i + 1])
+    return None
 
 
 class ProcSource(Source):
@@ -138,7 +196,8 @@ class ProcSource(Source):
         self.status_ms = status_ms
         self.smaps_ms = smaps_ms
         self.meminfo_ms = meminfo_ms
-        self._proc_dir = f"/proc/{'self' if pid is None else pid}"
+        self._proc_target: int | str = "self" if pid is None else pid
+        self._proc_dir = f"/proc/{self._proc_target}"
         self._popen: subprocess.Popen[bytes] | None = None
         self._sidecar_pid: int | None = None
         self._buf = bytearray()
@@ -168,21 +227,15 @@ class ProcSource(Source):
         self._statm_fd = os.open(f"{self._proc_dir}/statm", os.O_RDONLY)
         if self.proc:
             self._probe_clear_refs()
-        script = Path(sc.__file__)
-        args = [
-            sys.executable,
-            "-I",
-            "-S",
-            str(script),
-            str(self.pid),
-            repr(interval_ms),
-            repr(self.status_ms),
-            repr(self.smaps_ms),
-            repr(self.meminfo_ms),
-            "1" if self.proc else "0",
-            "1" if self.system else "0",
-            str(os.getpid()),
-        ]
+        args = sidecar_command(
+            self.pid,
+            interval_ms=interval_ms,
+            status_ms=self.status_ms,
+            smaps_ms=self.smaps_ms,
+            meminfo_ms=self.meminfo_ms,
+            proc=self.proc,
+            system=self.system,
+        )
         self._spawned_at = time.monotonic()
         self._popen = subprocess.Popen(
             args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -227,13 +280,14 @@ class ProcSource(Source):
     def _probe_clear_refs(self) -> None:
         path = f"{self._proc_dir}/clear_refs"
         try:
-            with open(path, "w") as fh:
-                fh.write("5")
-            self._clear_refs_ok = True
+            self._clear_refs_ok = _procfs.reset_hwm(self._proc_target)
+            why = "the process is gone"
         except OSError as exc:
             self._clear_refs_ok = False
+            why = str(exc.strerror or exc)
+        if not self._clear_refs_ok:
             self._clear_refs_why = (
-                f"cannot write {path} ({exc.strerror or exc}); per-phase RAM peaks are the "
+                f"cannot write {path} ({why}); per-phase RAM peaks are the "
                 "maximum of the samples, not the kernel's exact high-water mark"
             )
 
@@ -366,19 +420,28 @@ class ProcSource(Source):
     def read_now(self) -> dict[str, int]:
         if not self.proc or self._statm_fd is None:
             return {}
-        f = os.pread(self._statm_fd, 512, 0).split()
-        return {"ram": int(f[1]) * self._pagesize}
+        # the fd opened at start: one pread per phase boundary, not an open() each time
+        rss, _shared = _procfs.parse_statm(os.pread(self._statm_fd, 512, 0), self._pagesize)
+        return {"ram": rss}
 
     def read_peaks(self) -> dict[str, int]:
         if not self._clear_refs_ok:
             return {}
-        (hwm,) = _status_kib(self.pid, ("VmHWM",))
-        return {"ram": hwm}
+        hwm = _procfs.read_kib(self.pid, ("VmHWM",)).get("VmHWM")
+        if hwm is not None:
+            return {"ram": hwm}
+        if os.path.isdir(self._proc_dir):
+            return {}  # a zombie: exited, nothing resident, no VmHWM line any more
+        # the recorder drops the source and says why in Recording.errors
+        raise ProcessLookupError(
+            f"cannot read VmHWM from /proc/{self.pid}/status: the process is gone"
+        )
 
     def reset_peaks(self) -> None:
-        if self._clear_refs_ok:
-            with open(f"{self._proc_dir}/clear_refs", "w") as fh:
-                fh.write("5")
+        if self._clear_refs_ok and not _procfs.reset_hwm(self._proc_target):
+            raise ProcessLookupError(
+                f"cannot reset VmHWM via {self._proc_dir}/clear_refs: the process is gone"
+            )
 
     def exact_keys(self) -> set[str]:
         return {"ram"} if self._clear_refs_ok else set()

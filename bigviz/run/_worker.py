@@ -20,9 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bigviz.record._sidecar import _kib_fields
+from bigviz.record._procfs import read_kib
 
-__all__ = ["STATUS_FIELDS", "Channel", "child_main", "read_kib", "read_status", "recv_messages"]
+__all__ = ["STATUS_FIELDS", "Channel", "child_main", "read_status", "recv_messages"]
 
 
 class Channel:
@@ -60,25 +60,11 @@ def recv_messages(buf: bytearray) -> list[dict[str, Any]]:
 STATUS_FIELDS: tuple[str, ...] = ("VmRSS", "RssAnon", "RssFile", "VmHWM")
 
 
-def read_kib(path: str, names: Sequence[str]) -> dict[str, int]:
-    """The ``Name:   123 kB`` fields ``names`` of a ``/proc`` file, in bytes.
-
-    Parsed by the recorder's own reader (:mod:`bigviz.record._sidecar`); fields the file
-    lacks are left out, and a file that cannot be read (not Linux, the process is gone)
-    gives ``{}``.
-    """
-    try:
-        with open(path, "rb") as f:
-            values = _kib_fields(f.read(), tuple(n.encode() for n in names))
-    except (OSError, ValueError, IndexError):
-        return {}
-    return {n: v for n, v in zip(names, values, strict=True) if v >= 0}
-
-
 def read_status(pid: int | str = "self", names: Sequence[str] = STATUS_FIELDS) -> dict[str, int]:
     """VmRSS, RssAnon, RssFile, VmHWM (or the fields ``names``) of a process in bytes,
-    from Linux's ``/proc/PID/status``; ``{}`` where it cannot be read."""
-    return read_kib(f"/proc/{pid}/status", names)
+    from Linux's ``/proc/PID/status``; ``{}`` where it cannot be read
+    (:func:`bigviz.record._procfs.read_kib`)."""
+    return read_kib(pid, names)
 
 
 def child_main(job: dict[str, Any], fd: int) -> int:

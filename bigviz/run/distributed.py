@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from bigviz._errors import ConfigError, RunError
+from bigviz.record._procfs import read_kib
 from bigviz.record.model import Mark, Phase, Recording, Series
 from bigviz.run._runner import (
     Timeline,
@@ -66,7 +67,7 @@ from bigviz.run._runner import (
     sigkill_verdict,
     vram_peaks,
 )
-from bigviz.run._worker import read_kib, read_status, warm_up_cpu
+from bigviz.run._worker import read_status, warm_up_cpu
 from bigviz.run.result import Prediction, RunResult
 from bigviz.units import format_size, parse_size
 
