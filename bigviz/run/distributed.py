@@ -1027,9 +1027,12 @@ def _follow(
     by_fd = {rp.fd: rp for rp in ranks if rp.fd is not None}
     stop: _Stop | None = None
     while True:
-        fds = [fd for fd in by_fd if fd is not None]
-        if fds:
-            readable, _, _ = select.select(fds, [], [], WATCH_INTERVAL_S)
+        # forget pipes _pump closed (EOF) before waiting on them: a closed fd in select()
+        # is EBADF, or worse, a number the process has reused for another file
+        for fd in [fd for fd, rp in by_fd.items() if rp.fd is None]:
+            del by_fd[fd]
+        if by_fd:
+            readable, _, _ = select.select(list(by_fd), [], [], WATCH_INTERVAL_S)
             for fd in readable:
                 _pump(by_fd[fd], on_event)
         else:
