@@ -121,6 +121,11 @@ def to_png(fig: Figure, *, dpi: int = 110) -> bytes:
     return buf.getvalue()
 
 
+def _predicted_handle(label: str) -> Line2D:
+    """Legend entry for the dashed predicted-peak line (timelines and the node panel)."""
+    return Line2D([], [], color=_PRED, lw=1.4, ls="--", label=_plain(label))
+
+
 def _plain(text: str) -> str:
     """User text for matplotlib: ``$`` would start mathtext, so escape it."""
     return text.replace("$", r"\$")
@@ -481,16 +486,7 @@ def _draw_ram(
             Line2D([], [], color="0.45", lw=0.9, ls=(0, (1, 2)), label="baseline (after imports)")
         )
         if result.predicted is not None:
-            handles.append(
-                Line2D(
-                    [],
-                    [],
-                    color=_PRED,
-                    lw=1.4,
-                    ls="--",
-                    label=_plain(f"predicted peak ({result.predicted.formula})"),
-                )
-            )
+            handles.append(_predicted_handle(f"predicted peak ({result.predicted.formula})"))
     # always from zero: stacked anonymous/file-backed areas cut off at the bottom would
     # misstate which kind of memory grew
     top = max(tops) if tops else 1.0
@@ -1030,16 +1026,7 @@ def _draw_node(
             )
         if pred is not None and result.predicted is not None:
             ax.axhline(pred / div, color=_PRED, lw=1.4, ls="--")
-            handles.append(
-                Line2D(
-                    [],
-                    [],
-                    color=_PRED,
-                    lw=1.4,
-                    ls="--",
-                    label=_plain(f"predicted ({result.predicted.formula})"),
-                )
-            )
+            handles.append(_predicted_handle(f"predicted ({result.predicted.formula})"))
     if snap is not None:
         (dot,) = ax.plot(
             [snap[0]],
