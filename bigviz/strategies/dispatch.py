@@ -57,9 +57,13 @@ def predict_placed(
 
 def placement_for(info: Any, device_map: DeviceMap,
                   max_memory: Mapping[int | str, int] | None, model: Any = None,
-                  dtype: str | None = None) -> dict[str, int]:
+                  dtype: str | None = None, *,
+                  placement: Mapping[str, int] | None = None) -> dict[str, int]:
     """Bytes per device for a device map. Named single-device maps need no model;
-    automatic maps need the (meta) model to run accelerate's planner."""
+    automatic maps need the (meta) model to run accelerate's planner. A ``placement``
+    already planned (by the runner, with the real model) is used as it is."""
+    if placement:
+        return dict(placement)
     m = model_size(info)
     if isinstance(device_map, str) and device_map not in ("auto", "balanced", "sequential"):
         dev = "cuda:0" if device_map == "cuda" else device_map
@@ -93,7 +97,7 @@ class Dispatch(Strategy):
         max_memory: Mapping[int | str, int] | None = None,
         placement: Mapping[str, int] | None = None,
     ) -> Prediction:
-        place = dict(placement) if placement else placement_for(info, device_map, max_memory)
+        place = placement_for(info, device_map, max_memory, placement=placement)
         return predict_placed(info, place, mapped=False, name=self.name)
 
     def run(self, ctx: RunContext) -> nn.Module:

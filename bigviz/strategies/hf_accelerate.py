@@ -41,7 +41,7 @@ class AccelerateLoad(Strategy):
         max_memory: Mapping[int | str, int] | None = None,
         placement: Mapping[str, int] | None = None,
     ) -> Prediction:
-        place = dict(placement) if placement else placement_for(info, device_map, max_memory)
+        place = placement_for(info, device_map, max_memory, placement=placement)
         mapped = getattr(info, "format", "safetensors") == "safetensors"
         return predict_placed(info, place, mapped=mapped, name=self.name)
 

@@ -73,7 +73,7 @@ class TransformersLoad(Strategy):
         max_memory: Mapping[int | str, int] | None = None,
         placement: Mapping[str, int] | None = None,
     ) -> Prediction:
-        place = dict(placement) if placement else placement_for(info, device_map, max_memory)
+        place = placement_for(info, device_map, max_memory, placement=placement)
         pred = predict_placed(info, place, mapped=True, name=self.name)
         if getattr(info, "format", "safetensors") != "safetensors":
             m = model_size(info)
