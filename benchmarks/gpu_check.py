@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         failed += r.outcome != "ok"
     print("\nallocator = torch's max_memory_allocated per phase (tensors only); NVML = the "
           "device's used memory (CUDA context and other processes included).")
-    bigviz.run.close()
+    bigviz.close()
     if not args.keep:
         shutil.rmtree(Path(args.work_dir), ignore_errors=True)
     return 1 if failed else 0

@@ -80,7 +80,7 @@ def worker(mode: str, path: str, interval_ms: float) -> dict[str, Any]:
         out["bytes"] = sum(v.numel() * v.element_size() for v in sd.values())
         return out
 
-    from bigviz.record import record
+    from bigviz.recorder import record
 
     t_start = time.perf_counter()
     rec = record(interval_ms=interval_ms, sources=["ram", "sys"]).start()

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from bigviz import plots, report
-from bigviz.record.model import Phase, Recording, Series
-from bigviz.run.result import Prediction, RunResult, Sweep
+from bigviz.data.recording import Phase, Recording, Series
+from bigviz.data.result import Prediction, RunResult, Sweep
 
 MiB = 2**20
 

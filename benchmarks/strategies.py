@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"runner overhead, fork request → first phase: median {med:.3f} s, "
               f"max {max(overheads):.3f} s (target < 0.5 s; the first transformers run "
               "includes importing transformers into the fork server once)")
-    bigviz.run.close()
+    bigviz.close()
     if not args.keep:
         shutil.rmtree(Path(args.work_dir), ignore_errors=True)
     return 0

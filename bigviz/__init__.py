@@ -30,13 +30,13 @@ _LAZY: dict[str, str] = {
     "parse_size": "bigviz.units",
     "format_size": "bigviz.units",
     # recording
-    "record": "bigviz.record",
-    "Recorder": "bigviz.record",
-    "Recording": "bigviz.record.model",
-    "Phase": "bigviz.record.model",
-    "Mark": "bigviz.record.model",
-    "Series": "bigviz.record.model",
-    "SourceInfo": "bigviz.record.model",
+    "record": "bigviz.recorder",
+    "Recorder": "bigviz.recorder",
+    "Recording": "bigviz.data.recording",
+    "Phase": "bigviz.data.recording",
+    "Mark": "bigviz.data.recording",
+    "Series": "bigviz.data.recording",
+    "SourceInfo": "bigviz.data.recording",
     # checkpoints
     "save_sharded": "bigviz.checkpoint",
     "load_sharded": "bigviz.checkpoint",
@@ -52,15 +52,17 @@ _LAZY: dict[str, str] = {
     # models, strategies, runs
     "build_model": "bigviz.models",
     "strategies": "bigviz.strategies",
-    "run": "bigviz.run",
-    "sweep": "bigviz.run",
-    "RunResult": "bigviz.run.result",
-    "Sweep": "bigviz.run.result",
-    "Prediction": "bigviz.run.result",
+    "run": "bigviz.runner",
+    "sweep": "bigviz.runner",
+    "close": "bigviz.runner",
+    "RunResult": "bigviz.data.result",
+    "Sweep": "bigviz.data.result",
+    "Prediction": "bigviz.data.result",
 }
 
 _SUBMODULES = {
     "report", "testing", "units", "checkpoint", "models", "strategies", "plots", "widgets",
+    "data", "recorder", "runner",
 }
 
 __all__ = sorted([*_LAZY, "__version__"])
@@ -69,9 +71,8 @@ __all__ = sorted([*_LAZY, "__version__"])
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         module = importlib.import_module(_LAZY[name])
-        # the packages `strategies` and `run` (callable: bigviz.run("meta", ...)) are
-        # returned whole, so bigviz.run.close() and bigviz.strategies.get() always work
-        value = module if name in ("strategies", "run") else getattr(module, name)
+        # the package `strategies` is returned whole, so bigviz.strategies.get() works
+        value = module if name == "strategies" else getattr(module, name)
         globals()[name] = value
         return value
     if name in _SUBMODULES:
@@ -102,6 +103,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         SizeError,
         StrategyError,
     )
-    from bigviz.record.model import Mark, Phase, Recording, Series, SourceInfo
-    from bigviz.run.result import Prediction, RunResult, Sweep
+    from bigviz.data.recording import Mark, Phase, Recording, Series, SourceInfo
+    from bigviz.data.result import Prediction, RunResult, Sweep
     from bigviz.units import format_size, parse_size

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from bigviz._ranks import nproc_of
-from bigviz.run.result import RunResult
+from bigviz.data.result import RunResult
 from bigviz.units import format_size
 
 __all__ = ["OUTCOME_TEXT", "short_labels"]

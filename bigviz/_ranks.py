@@ -1,6 +1,6 @@
 """Per-rank figures of distributed runs, shared by plots and reports (no matplotlib here).
 
-A distributed run (``bigviz.run.distributed``) is a RunResult whose ``recording.ranks``
+A distributed run (``bigviz.runner.distributed``) is a RunResult whose ``recording.ranks``
 holds one Recording per rank on one clock, and whose own series are node totals
 (``node.pss``, ``node.rss``…). Its ``ram_peak`` is the node PSS above the sum of the
 ranks' baseline PSS. This module turns that data into the numbers a reader compares:
@@ -8,7 +8,7 @@ one row per rank, and how much each rank holds of the node's PSS peak.
 
 PSS and USS come from ``smaps_rollup``, which a busy process makes slow to read, so their
 series are sparse (sometimes empty). The runner also takes an exact snapshot while every
-rank holds its weights (``checks["ranks"][i]["loaded"]``); the figures here use the larger
+rank holds its weights (``checks.ranks[i].loaded``); the figures here use the larger
 of the sampled peak and that snapshot, as the runner does for the node total.
 """
 
@@ -18,8 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bigviz.record.model import Recording, Series
-from bigviz.run.result import RunResult
+from bigviz.data.recording import Recording, Series
+from bigviz.data.result import RunResult
+from bigviz.data.serde import to_plain
 
 __all__ = [
     "RankRow",
@@ -61,20 +62,17 @@ def nproc_of(r: RunResult) -> int | None:
 
 
 def failed_rank(r: RunResult | None) -> int | None:
-    """The rank that brought the run down (``checks["failed_rank"]``), if any."""
+    """The rank that brought the run down (``checks.failed_rank``), if any."""
     if r is None or r.ok:
         return None
-    v = r.checks.get("failed_rank")
-    return v if isinstance(v, int) and not isinstance(v, bool) else None
+    return r.checks.failed_rank
 
 
 def _rank_checks(r: RunResult | None) -> dict[int, Mapping[str, Any]]:
     out: dict[int, Mapping[str, Any]] = {}
-    items = r.checks.get("ranks") if r is not None else None
-    if isinstance(items, list):
-        for item in items:
-            if isinstance(item, Mapping) and isinstance(item.get("rank"), int):
-                out[int(item["rank"])] = item
+    for item in r.checks.ranks if r is not None else []:
+        if item.rank is not None:
+            out[item.rank] = to_plain(item)
     return out
 
 
@@ -99,7 +97,7 @@ def rank_baseline(lane: Recording, run: RunResult | None = None) -> tuple[float,
     (the runner records its snapshot there), else the lane's first samples.
 
     Example:
-        >>> from bigviz.record.model import Mark
+        >>> from bigviz.data.recording import Mark
         >>> lane = Recording(rank=0, marks=[Mark("baseline", 0.2, {"pss": 100})])
         >>> rank_baseline(lane)
         (0.2, {'pss': 100})
@@ -315,11 +313,9 @@ def contributions(run: RunResult) -> tuple[list[int], list[int], str]:
 def node_rss_sum(run: RunResult) -> int | None:
     """Σ RSS peak over the ranks above their summed baseline RSS: what adding up every
     rank's RSS would claim (shared pages counted once per rank)."""
-    node = run.checks.get("node")
-    if isinstance(node, Mapping):
-        v = _num(node.get("rss_peak_sum"))
-        if v is not None:
-            return v
+    node = run.checks.node
+    if node is not None and node.rss_peak_sum is not None:
+        return node.rss_peak_sum
     s = run.recording.series.get("node.rss")
     if s is None or not s.v:
         return None

@@ -34,8 +34,8 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from bigviz._errors import BigvizError, ConfigError, StrategyError
 
 if TYPE_CHECKING:
-    from bigviz.record.model import Recording
-    from bigviz.run.result import RunResult, Sweep
+    from bigviz.data.recording import Recording
+    from bigviz.data.result import RunResult, Sweep
 
 __all__ = ["BigvizMagics", "load_ipython_extension"]
 
@@ -181,7 +181,7 @@ class _Cell:
 
 def _cell_runs(cells: list[_Cell]) -> list[RunResult]:
     """Profiled cells as RunResults, so a report can table and plot them side by side."""
-    from bigviz.run.result import RunResult
+    from bigviz.data.result import RunResult
 
     runs = []
     for c in cells:
@@ -228,7 +228,7 @@ class BigvizMagics(Magics):
     # -- %%bigviz -------------------------------------------------------------------------
     def _profile(self, line: str, cell: str) -> Any:
         __tracebackhide__ = True
-        from bigviz.record import record
+        from bigviz.recorder import record
 
         args = _parse(_CELL_PARSER, line)
         if args is None:
@@ -373,7 +373,7 @@ def _sweep_interruptibly(model: str, kwargs: dict[str, Any]) -> tuple[Sweep, boo
 
     Returns the sweep (the runs that finished) and whether it was interrupted.
     """
-    from bigviz.run import sweep_interruptibly
+    from bigviz.runner import sweep_interruptibly
     from bigviz.units import format_size
 
     def progress(ev: dict[str, Any]) -> None:

@@ -47,8 +47,8 @@ from bigviz._ranks import (
     node_rss_sum,
     pss_snapshots,
 )
-from bigviz.record.model import Phase, Recording, Series
-from bigviz.run.result import RunResult, Sweep
+from bigviz.data.recording import Phase, Recording, Series
+from bigviz.data.result import RunResult, Sweep
 from bigviz.units import format_size
 
 # Choose Agg only when nobody chose a backend (Jupyter's inline backend arrives through
@@ -97,7 +97,7 @@ def to_svg(fig: Figure, *, salt: str = "") -> str:
     several SVGs share one HTML document, and keeps output deterministic.
 
     Example:
-        >>> from bigviz.record.model import Recording
+        >>> from bigviz.data.recording import Recording
         >>> to_svg(timeline(Recording()), salt="a").startswith("<svg")
         True
     """
@@ -112,7 +112,7 @@ def to_png(fig: Figure, *, dpi: int = 110) -> bytes:
     """``fig`` as PNG bytes (9 in × 110 dpi ≈ 1000 px: sharp in a pull request).
 
     Example:
-        >>> from bigviz.record.model import Recording
+        >>> from bigviz.data.recording import Recording
         >>> to_png(timeline(Recording()))[:4]
         b'\\x89PNG'
     """

@@ -1,12 +1,12 @@
 """Test stand-ins shipped with bigviz: a fake clock and a fake memory source.
 
-Like httpx's ``MockTransport``: plug them into a real :class:`bigviz.record.Recorder`
+Like httpx's ``MockTransport``: plug them into a real :class:`bigviz.recorder.Recorder`
 and its logic (nested phases, folded exact peaks, sampled fallbacks, marks, the event
 stream, a source failing mid-run) runs deterministically, without timing luck and
 without a sidecar process.
 
 Example:
-    >>> from bigviz.record import record
+    >>> from bigviz.recorder import record
     >>> from bigviz.testing import FakeClock, FakeSource
     >>> clock = FakeClock()
     >>> ram = FakeSource(clock, rss=100)
@@ -25,8 +25,8 @@ from __future__ import annotations
 import builtins
 from typing import Any
 
-from bigviz.record._sources import Clock, Samples, Source
-from bigviz.record.model import SourceInfo
+from bigviz.data.recording import SourceInfo
+from bigviz.recorder._sources import Clock, Samples, Source
 
 __all__ = ["FakeClock", "FakeSource"]
 

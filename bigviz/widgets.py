@@ -37,8 +37,8 @@ from bigviz.units import format_size, parse_size
 
 if TYPE_CHECKING:
     from bigviz.checkpoint import ShardPlan
-    from bigviz.record.model import Recording
-    from bigviz.run.result import RunResult, Sweep
+    from bigviz.data.recording import Recording
+    from bigviz.data.result import RunResult, Sweep
 
 __all__ = [
     "CUSTOM",
@@ -119,7 +119,7 @@ def phase_table_html(rec: Recording) -> str:
     high-water mark reset per phase; "sampled" ones from the timeline's samples.
 
     Example:
-        >>> from bigviz.record.model import Phase, Recording
+        >>> from bigviz.data.recording import Phase, Recording
         >>> rec = Recording(phases=[Phase("load", 0.0, 1.0, ram_start=0, ram_peak=2**20)])
         >>> 'data-phase="load"' in phase_table_html(rec)
         True
@@ -158,7 +158,7 @@ def results_table_html(results: Sequence[RunResult]) -> str:
     prediction agree within the runner's tolerance.
 
     Example:
-        >>> from bigviz.run.result import RunResult
+        >>> from bigviz.data.result import RunResult
         >>> 'data-strategy="meta"' in results_table_html([RunResult("meta", "ok")])
         True
     """
@@ -167,9 +167,9 @@ def results_table_html(results: Sequence[RunResult]) -> str:
     rows = []
     for r in results:
         pred = r.predicted
-        check = r.checks.get("prediction") or {}
-        ratio = check.get("ratio")
-        agrees = "" if not check else ("yes" if check.get("agrees") else "<b>NO</b>")
+        check = r.checks.prediction
+        ratio = check.ratio if check is not None else None
+        agrees = "" if check is None else ("yes" if check.agrees else "<b>NO</b>")
         outcome = _e(r.outcome) if r.ok else (
             f'<span style="color:#c0392b" title="{_e(r.error or "")}">{_e(r.outcome)}'
             f"{' in ' + _e(r.phase_reached) if r.phase_reached else ''}</span>")
@@ -554,7 +554,7 @@ class Dashboard:
         return self._sweep
 
     def _work(self, kwargs: dict[str, Any]) -> None:
-        from bigviz.run import sweep as run_sweep
+        from bigviz.runner import sweep as run_sweep
 
         try:
             sweep = run_sweep(kwargs.pop("model"), **kwargs, on_progress=self._on_progress,

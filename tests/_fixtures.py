@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 
-from bigviz.record.model import Mark, Phase, Recording, Series, SourceInfo
-from bigviz.run.result import Prediction, RunResult, Sweep
+from bigviz.data.recording import Mark, Phase, Recording, Series, SourceInfo
+from bigviz.data.result import Checks, NodeFigures, Prediction, RankFigures, RunResult, Sweep
 
 MiB = 2**20
 BASE_ANON = 330 * MiB
@@ -213,7 +213,7 @@ def run_result(
         seconds=rec.duration + 0.25,
         recording=rec,
         params={"dtype": "float32"},
-        checks={"weights_match": outcome == "ok"},
+        checks=Checks(weights="ok" if outcome == "ok" else "unchecked"),
     )
 
 
@@ -314,7 +314,7 @@ def distributed_recording(
     samples, a ``baseline`` mark holding its baseline snapshot, and phases ``build``,
     ``load`` > ``shard i/3``, ``first use``, ``loaded``. The parent holds ``node.pss``,
     ``node.uss``, ``node.anon`` and ``node.rss`` and rank 0's phases, like
-    ``bigviz.run.distributed.merge_ranks``.
+    ``bigviz.runner.distributed.merge_ranks``.
 
     Args:
         stop_at: fraction of the run after which ``failed_rank``'s samples stop (an OOM
@@ -469,10 +469,10 @@ def distributed_result(
     scale: float = 1.0,
     phase_name: str | None = None,
 ) -> RunResult:
-    """A distributed RunResult shaped like ``bigviz.run.distributed``'s: node figures
+    """A distributed RunResult shaped like ``bigviz.runner.distributed``'s: node figures
     (``ram_peak`` = node PSS above the ranks' summed baseline PSS), per-rank figures in
-    ``checks["ranks"]`` and node figures in ``checks["node"]``; a failed run
-    (``"oom"``) names ``checks["failed_rank"]``."""
+    ``checks.ranks`` and node figures in ``checks.node``; a failed run
+    (``"oom"``) names ``checks.failed_rank``."""
     stop = 0.6 if outcome != "ok" else None
     rec = distributed_recording(
         strategy,
@@ -487,39 +487,39 @@ def distributed_result(
     ranks = []
     for lane, b in zip(rec.ranks, bases, strict=True):
         ranks.append(
-            {
-                "rank": lane.rank,
-                "host": "box-01",
-                "baseline": dict(b),
-                "ram_peak": max(p.ram_peak or 0 for p in lane.phases) - b["rss"],
-                "ram_peak_exact": True,
-                "ram_anon_peak": max(lane.series["ram.anon"].v) - b["anon"],
-                "ram_file_peak": max(lane.series["ram.file"].v) - b["file"],
-                "pss_peak": max(lane.series["ram.pss"].v) - b["pss"],
-                "loaded": {
+            RankFigures(
+                rank=lane.rank,
+                host="box-01",
+                baseline={k: int(v) for k, v in b.items()},
+                ram_peak=max(p.ram_peak or 0 for p in lane.phases) - b["rss"],
+                ram_peak_exact=True,
+                ram_anon_peak=max(lane.series["ram.anon"].v) - b["anon"],
+                ram_file_peak=max(lane.series["ram.file"].v) - b["file"],
+                pss_peak=max(lane.series["ram.pss"].v) - b["pss"],
+                loaded={
                     "pss": lane.series["ram.pss"].v[-1] - b["pss"],
                     "uss": lane.series["ram.uss"].v[-1] - b["uss"],
                 },
-                "verify": "ok",
-                "phase_reached": lane.phases[-1].name,
-            }
+                verify="ok",
+                phase_reached=lane.phases[-1].name,
+            )
         )
     pss_peak = max(rec.series["node.pss"].v) - node_base["pss"]
     factor, formula = _DIST_PREDICTIONS[strategy]
-    checks: dict[str, object] = {
-        "weights": "ok" if outcome == "ok" else "unchecked",
-        "ranks": ranks,
-        "node": {
-            "baseline": node_base,
-            "pss_peak": pss_peak,
-            "anon_peak": max(rec.series["node.anon"].v) - node_base["anon"],
-            "rss_peak_sum": max(rec.series["node.rss"].v) - node_base["rss"],
-        },
-    }
+    checks = Checks(
+        weights="ok" if outcome == "ok" else "unchecked",
+        ranks=ranks,
+        node=NodeFigures(
+            baseline=node_base,
+            pss_peak=pss_peak,
+            anon_peak=max(rec.series["node.anon"].v) - node_base["anon"],
+            rss_peak_sum=max(rec.series["node.rss"].v) - node_base["rss"],
+        ),
+    )
     error = None
     reached = None
     if outcome != "ok":
-        checks["failed_rank"] = 1
+        checks.failed_rank = 1
         reached = rec.ranks[1].phases[-1].name
         error = (
             f"rank 1 (pid 5001) was killed by SIGKILL (most likely the kernel's OOM killer) "
@@ -538,7 +538,7 @@ def distributed_result(
         baseline=node_base["pss"],
         ram_peak=pss_peak,
         ram_anon_peak=max(rec.series["node.anon"].v) - node_base["anon"],
-        ram_file_peak=max(r["ram_file_peak"] for r in ranks),
+        ram_file_peak=max(r.ram_file_peak or 0 for r in ranks),
         predicted=Prediction(ram_peak=int(factor(nproc) * model_bytes), formula=formula),
         seconds=rec.duration + 0.5,
         recording=rec,

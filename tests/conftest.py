@@ -15,7 +15,7 @@ import pytest
 
 def _kept_pids() -> set[int]:
     """Processes bigviz keeps alive on purpose across calls (the warm fork server)."""
-    mod = sys.modules.get("bigviz.run.forkserver")
+    mod = sys.modules.get("bigviz.runner.forkserver")
     fn = getattr(mod, "live_server_pids", None) if mod else None
     return set(fn()) if fn else set()
 

@@ -662,7 +662,7 @@ def test_both_formats_present_prefers_safetensors(tmp_path: Path, net: Net) -> N
 
 
 def test_info_is_plain_data(tmp_path: Path, net: Net) -> None:
-    from bigviz._serde import from_plain, to_plain
+    from bigviz.data.serde import from_plain, to_plain
 
     info = save_sharded(net, tmp_path / "ck", max_shard_size="5kB")
     plain = json.loads(json.dumps(to_plain(info)))

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bigviz.cli import main
-from bigviz.record.model import Recording
+from bigviz.data.recording import Recording
 
 MiB = 2**20
 VERBS = ["sweep", "profile", "inspect", "report", "diff"]

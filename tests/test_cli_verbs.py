@@ -13,7 +13,7 @@ import pytest
 import bigviz
 from bigviz.cli import main
 from bigviz.commands._output import Progress
-from bigviz.run.result import RunResult, Sweep
+from bigviz.data.result import RunResult, Sweep
 from bigviz.units import parse_max_memory
 
 MiB = 2**20

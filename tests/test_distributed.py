@@ -21,9 +21,9 @@ import pytest
 
 import bigviz
 from bigviz._errors import ConfigError, StrategyError
-from bigviz.record.model import Recording, Series
-from bigviz.run.distributed import merge_ranks, node_series, run_distributed
-from bigviz.run.result import RunResult
+from bigviz.data.recording import Recording, Series
+from bigviz.data.result import RunResult
+from bigviz.runner.distributed import merge_ranks, node_series, run_distributed
 from bigviz.strategies import distributed as dstrat
 
 MODEL = "mlp:40MB"
@@ -80,7 +80,7 @@ def test_nproc_refuses_options_that_only_apply_to_one_process() -> None:
 
 
 def _ok(r: RunResult) -> None:
-    assert r.outcome == "ok", (r.error, r.checks.get("log_tail"))
+    assert r.outcome == "ok", (r.error, r.checks.log_tail)
 
 
 # -- the measurements -------------------------------------------------------------------
@@ -91,15 +91,15 @@ def test_every_rank_loads_costs_the_node_one_copy_per_rank(results: dict[str, Ru
     # GIVEN two ranks that each load the checkpoint on their own (naive)
     r = results["every-rank-loads"]
     _ok(r)
-    node, ranks = r.checks["node"], r.checks["ranks"]
+    node, ranks = r.checks.node, r.checks.ranks
     # THEN nothing is shared: the node's PSS is two ranks' anonymous memory
-    one_rank_anon = ranks[0]["loaded"]["anon"]
+    one_rank_anon = ranks[0].loaded["anon"]
     assert one_rank_anon > 0.9 * M
-    assert abs(node["pss_loaded"] - 2 * one_rank_anon) < 0.15 * 2 * one_rank_anon
+    assert abs(node.pss_loaded - 2 * one_rank_anon) < 0.15 * 2 * one_rank_anon
     # AND each rank peaked at the naive cost (model + state dict) at least
     for f in ranks:
-        assert f["ram_peak_exact"] and f["ram_peak"] > 1.8 * M
-    assert r.ram_peak is not None and r.ram_peak >= node["pss_loaded"]
+        assert f.ram_peak_exact and f.ram_peak > 1.8 * M
+    assert r.ram_peak is not None and r.ram_peak >= node.pss_loaded
 
 
 @pytest.mark.slow
@@ -112,8 +112,8 @@ def test_a_rank_measures_the_load_not_the_fixed_costs_of_its_process(
     # THEN each rank's exact peak is the naive cost, as in a single-process run: the
     # one-time cost of a process's first module build (~35 MiB, almost 1 × M here) is
     # part of the rank's baseline, not of its "build" phase
-    for f in r.checks["ranks"]:
-        assert f["ram_peak"] < 2.5 * M, f
+    for f in r.checks.ranks:
+        assert f.ram_peak < 2.5 * M, f
 
 
 @pytest.mark.slow
@@ -123,11 +123,11 @@ def test_rank0_broadcast_keeps_receivers_below_every_rank_loads(
     b, e = results["rank0-broadcast"], results["every-rank-loads"]
     _ok(b)
     # GIVEN rank 1 builds on meta and receives every tensor by broadcast
-    recv = b.checks["ranks"][1]
-    alone = e.checks["ranks"][1]
+    recv = b.checks.ranks[1]
+    alone = e.checks.ranks[1]
     # THEN its exact peak is about one model, well below a rank that loads by itself
-    assert recv["ram_peak"] < 0.75 * alone["ram_peak"]
-    assert 0.9 * M < recv["ram_peak"] < 1.3 * M + 16 * 2**20
+    assert recv.ram_peak < 0.75 * alone.ram_peak
+    assert 0.9 * M < recv.ram_peak < 1.3 * M + 16 * 2**20
     # AND only rank 0 read the checkpoint (receivers have no "read" phase)
     lanes = b.recording.ranks
     assert any(p.name == "read" for p in lanes[0].phases)
@@ -140,30 +140,30 @@ def test_rank0_broadcast_keeps_receivers_below_every_rank_loads(
 def test_shared_mmap_counts_file_pages_once(results: dict[str, RunResult]) -> None:
     r = results["shared-mmap"]
     _ok(r)
-    node, ranks = r.checks["node"], r.checks["ranks"]
+    node, ranks = r.checks.node, r.checks.ranks
     # GIVEN every rank holds the whole model in file-backed pages (its RSS says M)
     for f in ranks:
-        assert f["loaded"]["file"] > 0.9 * M
-        assert f["loaded"]["anon"] < 0.1 * M
+        assert f.loaded["file"] > 0.9 * M
+        assert f.loaded["anon"] < 0.1 * M
     # THEN summing RSS would count the pages twice, but node PSS counts them once
-    assert node["rss_loaded_sum"] > 1.8 * M
-    assert 0.85 * M < node["pss_loaded"] < 1.3 * M
+    assert node.rss_loaded_sum > 1.8 * M
+    assert 0.85 * M < node.pss_loaded < 1.3 * M
     # AND so does the node peak over the whole run, while the pages were being mapped:
     # far from the 2 × M that counting each rank's pages would give (the margin over M is
     # the ranks' own transient buffers, ~12 MB on this 40 MB model, more under load)
     assert r.ram_peak is not None and r.ram_peak < 1.5 * M
     # AND the prediction (M once per node) agrees
     assert r.predicted is not None and r.predicted.ram_peak == r.model_bytes
-    assert r.checks["prediction"]["agrees"]
+    assert r.checks.prediction.agrees
 
 
 @pytest.mark.slow
 def test_every_rank_ends_with_the_checkpoint_weights(results: dict[str, RunResult]) -> None:
     for name, r in results.items():
         _ok(r)
-        assert r.checks["weights"] == "ok", name
-        assert [f["verify"] for f in r.checks["ranks"]] == ["ok", "ok"], name
-        assert [f["rank"] for f in r.checks["ranks"]] == [0, 1]
+        assert r.checks.weights == "ok", name
+        assert [f.verify for f in r.checks.ranks] == ["ok", "ok"], name
+        assert [f.rank for f in r.checks.ranks] == [0, 1]
 
 
 @pytest.mark.slow
@@ -182,7 +182,7 @@ def test_lanes_share_one_clock_and_node_series_sum_them(results: dict[str, RunRe
     assert anon.at(t) == sum(lane.series["ram.anon"].at(t) or 0 for lane in rec.ranks)
     # AND node.pss holds node-wide readings over the load (the launcher reads every
     # rank at once) and, at the "loaded" mark, the sum of the ranks' exact snapshots
-    node = results["every-rank-loads"].checks["node"]
+    node = results["every-rank-loads"].checks.node
     pss = rec.series["node.pss"]
     assert pss.source.startswith("launcher")
     marks = {m.name: m.t for m in rec.ranks[0].marks}
@@ -190,7 +190,7 @@ def test_lanes_share_one_clock_and_node_series_sum_them(results: dict[str, RunRe
     # (the launcher backs off to 20 × the cost of a round of smaps reads, so a load of
     # this 40 MB model, ~0.15 s on a loaded machine, may get a single node-wide reading)
     assert len(during) >= 1
-    assert pss.at(marks["loaded"]) == node["pss_loaded"] + node["baseline"]["pss"]
+    assert pss.at(marks["loaded"]) == node.pss_loaded + node.baseline["pss"]
     # AND the whole result survives JSON exactly
     r = results["every-rank-loads"]
     assert RunResult.from_json(r.to_json()) == r
@@ -239,7 +239,7 @@ def test_a_killed_rank_stops_the_job_and_is_named(work: Path) -> None:
     assert killed
     # a kill -9 from outside: the kernel's OOM counter did not move, so not "oom"
     assert r.outcome == "crashed" and "not the OOM killer" in (r.error or "")
-    assert r.checks["failed_rank"] == 1
+    assert r.checks.failed_rank == 1
     assert r.phase_reached == "build"
     assert RunResult.from_json(r.to_json()) == r
     assert r.error is not None and "rank 1" in r.error and "'build'" in r.error
@@ -251,15 +251,15 @@ def test_a_killed_rank_stops_the_job_and_is_named(work: Path) -> None:
 def test_a_node_budget_stops_every_rank(work: Path, results: dict[str, RunResult]) -> None:
     # GIVEN a node budget that the ranks' baselines fit in but two naive loads do not
     # (each rank needs ~2-3 × M above its baseline)
-    base = results["every-rank-loads"].checks["ranks"]
-    idle = sum(f["baseline"]["anon"] for f in base) + max(f["baseline"]["file"] for f in base)
+    base = results["every-rank-loads"].checks.ranks
+    idle = sum(f.baseline["anon"] for f in base) + max(f.baseline["file"] for f in base)
     budget = idle + 3 * M
     r = run_distributed("every-rank-loads", nproc=2, model=MODEL, max_shard_size=SHARD,
                         work_dir=work, ram_budget=budget, timeout=120)
     # THEN the job is stopped with the budget named, and which rank was heaviest where
     assert r.outcome == "budget_exceeded"
     assert r.error is not None and r.error.startswith("would not fit in")
-    rank = r.checks["failed_rank"]
+    rank = r.checks.failed_rank
     assert rank in (0, 1)
     # AND the phase named is one the heaviest rank had started (from its partial lane)
     lane = r.recording.ranks[rank]
@@ -273,18 +273,18 @@ def test_a_hung_rank_times_out_and_is_named(work: Path) -> None:
     assert r.outcome == "error"
     assert r.error is not None and r.error.startswith("timed out after 12 s")
     # the rank the others wait for is the one named
-    assert r.checks["failed_rank"] == 1
-    assert r.checks["rank_phases"]["1"] == "build"
+    assert r.checks.failed_rank == 1
+    assert r.checks.rank_phases["1"] == "build"
 
 
 @pytest.mark.slow
 def test_torchrun_runs_the_same_entry_point(work: Path, results: dict[str, RunResult],
                                             tmp_path: Path) -> None:
-    # GIVEN torchrun starts two ranks of `-m bigviz.run.distributed` (checkpoint reused)
+    # GIVEN torchrun starts two ranks of `-m bigviz.runner.distributed` (checkpoint reused)
     out = tmp_path / "result.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           "--nproc_per_node", "2", "-m", "bigviz.run.distributed", "shared-mmap",
+           "--nproc_per_node", "2", "-m", "bigviz.runner.distributed", "shared-mmap",
            "--model", MODEL, "--max-shard-size", SHARD, "--work-dir", str(work),
            "--out", str(out)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
@@ -293,18 +293,18 @@ def test_torchrun_runs_the_same_entry_point(work: Path, results: dict[str, RunRe
     r = RunResult.from_json(out.read_text())
     _ok(r)
     assert r.params["nproc"] == 2 and len(r.recording.ranks) == 2
-    assert r.checks["weights"] == "ok"
-    assert r.checks["node"]["pss_loaded"] < 1.3 * M
+    assert r.checks.weights == "ok"
+    assert r.checks.node.pss_loaded < 1.3 * M
 
 
 @pytest.mark.slow
 def test_the_command_launches_its_own_ranks(work: Path, results: dict[str, RunResult],
                                             tmp_path: Path) -> None:
-    # GIVEN no torchrun variables: `python -m bigviz.run.distributed` is the launcher
+    # GIVEN no torchrun variables: `python -m bigviz.runner.distributed` is the launcher
     out = tmp_path / "r.json"
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-    cmd = [sys.executable, "-m", "bigviz.run.distributed", "rank0-broadcast", "--nproc", "2",
+    cmd = [sys.executable, "-m", "bigviz.runner.distributed", "rank0-broadcast", "--nproc", "2",
            "--model", MODEL, "--max-shard-size", SHARD, "--work-dir", str(work),
            "--out", str(out)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
@@ -333,7 +333,7 @@ def test_node_pss_skips_instants_with_stale_readings() -> None:
     a = Series("ram.pss", t=[0.0, 2.0], v=[100, 50])
     b = Series("ram.pss", t=[0.0, 1.0, 2.0], v=[0, 50, 50])
     # THEN a plain step-hold sum claims 150 bytes at t=1.0, the fresh-only sum never does
-    assert node_series("node.pss", [a, b]).v == [100, 150, 100]  # type: ignore[union-attr]
+    assert node_series("node.pss", [a, b]).v == [100, 150, 100]
     fresh = node_series("node.pss", [a, b], max_age=0.05)
     assert fresh is not None and list(zip(fresh.t, fresh.v, strict=True)) == [(0.0, 100),
                                                                             (2.0, 100)]

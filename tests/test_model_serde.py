@@ -8,8 +8,8 @@ import math
 import pytest
 
 from bigviz import ReportError
-from bigviz.record.model import SCHEMA_VERSION, Mark, Phase, Recording, Series, SourceInfo
-from bigviz.run.result import Prediction, RunResult, Sweep
+from bigviz.data.recording import SCHEMA_VERSION, Mark, Phase, Recording, Series, SourceInfo
+from bigviz.data.result import Prediction, RunResult, Sweep
 
 
 def _recording() -> Recording:
@@ -92,7 +92,7 @@ def test_non_finite_floats_stay_strict_json() -> None:
 def test_float_list_with_both_infinities_round_trips() -> None:
     from dataclasses import dataclass
 
-    from bigviz._serde import from_plain, to_plain
+    from bigviz.data.serde import from_plain, to_plain
 
     @dataclass
     class Limits:

@@ -141,7 +141,7 @@ def test_05_reports_and_diff_write_files_and_catch_the_planted_regression(
 
 
 def test_04_distributed_ranks_show_a_row_per_strategy(tmp_path: Path) -> None:
-    pytest.importorskip("bigviz.run.distributed")
+    pytest.importorskip("bigviz.runner.distributed")
     nb = execute("04_distributed.ipynb", tmp_path)
     no_errors(nb)
     outs = cell_outputs(nb, "results_table_html(results)")

@@ -12,8 +12,8 @@ from _fixtures import recording, run_result, sweep
 
 from bigviz import ConfigError, plots, report
 from bigviz._labels import short_labels
-from bigviz.record.model import Recording
-from bigviz.run.result import RunResult, Sweep
+from bigviz.data.recording import Recording
+from bigviz.data.result import RunResult, Sweep
 from bigviz.units import format_size
 
 
@@ -195,7 +195,7 @@ def test_a_bare_recording_and_single_runs_render() -> None:
 def test_importing_bigviz_report_does_not_import_matplotlib() -> None:
     code = (
         "import sys, bigviz, bigviz.report as r; "
-        "from bigviz.record.model import Recording; r.dumps(Recording()); "
+        "from bigviz.data.recording import Recording; r.dumps(Recording()); "
         "print('matplotlib' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

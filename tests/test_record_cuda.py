@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from bigviz.record import CudaSource, _sources, record
+from bigviz.recorder import CudaSource, _sources, record
 from bigviz.testing import FakeClock, FakeSource
 
 

@@ -14,7 +14,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from bigviz.record import Recording, record
+from bigviz.recorder import Recording, record
 
 ORIGINALS = {
     "torch.load": torch.load,
@@ -159,7 +159,7 @@ def test_torch_imported_after_start_is_patched_at_the_next_phase(tmp_path: Path)
     code = textwrap.dedent(
         f"""
         import sys
-        from bigviz.record import record
+        from bigviz.recorder import record
         assert "torch" not in sys.modules
         with record(sources=["ram"]) as rec:
             import torch

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 import bigviz
-from bigviz.record import ProcSource, Recording, record
-from bigviz.record import _sidecar as sc
+from bigviz.recorder import ProcSource, Recording, record
+from bigviz.recorder import _sidecar as sc
 
 MiB = 1 << 20
 SIZE = 512 * MiB
@@ -189,7 +189,7 @@ def test_sidecar_exits_when_the_recording_process_is_killed(tmp_path: object) ->
     script = textwrap.dedent(
         """
         import os, signal, sys, time
-        from bigviz.record import record
+        from bigviz.recorder import record
         rec = record(instrument=False, sources=["ram"]).start()
         print(rec._sources[0].meta()["sidecar_pid"], flush=True)
         time.sleep(0.2)
@@ -238,7 +238,7 @@ def test_nothing_left_running_after_an_exception() -> None:
 
 def test_bigviz_record_works_after_the_package_was_imported_another_way() -> None:
     code = (
-        "import bigviz.record.model, bigviz\n"
+        "import bigviz.data.recording, bigviz\n"
         "with bigviz.record(instrument=False, sources=['ram']) as rec:\n"
         "    rec.mark('x')\n"
         "print(type(bigviz.Recorder).__name__, len(rec.recording.marks))\n"

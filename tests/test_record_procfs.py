@@ -1,4 +1,4 @@
-"""The one /proc reader (bigviz.record._procfs), on the real /proc of this process, of a
+"""The one /proc reader (bigviz.recorder._procfs), on the real /proc of this process, of a
 process that has exited and of a zombie."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
-from bigviz.record import ProcSource
-from bigviz.record._procfs import parse_statm, read_kib, read_statm, reset_hwm
-from bigviz.record._sources import sidecar_command, sidecar_target
+from bigviz.recorder import ProcSource
+from bigviz.recorder._procfs import parse_statm, read_kib, read_statm, reset_hwm
+from bigviz.recorder._sources import sidecar_command, sidecar_target
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="/proc is Linux's"

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bigviz.record import Recording, Source, SourceInfo, _store, record
-from bigviz.record._sources import Clock, Samples
-from bigviz.record._store import SampleStore
+from bigviz.recorder import Recording, Source, SourceInfo, _store, record
+from bigviz.recorder._sources import Clock, Samples
+from bigviz.recorder._store import SampleStore
 from bigviz.testing import FakeClock, FakeSource
 
 GiB = 1 << 30

@@ -13,8 +13,8 @@ import pytest
 from _fixtures import recording, run_result, sweep
 
 from bigviz import ConfigError, ReportError, report
-from bigviz.record.model import SCHEMA_VERSION, Recording
-from bigviz.run.result import RunResult, Sweep
+from bigviz.data.recording import SCHEMA_VERSION, Recording
+from bigviz.data.result import RunResult, Sweep
 from bigviz.units import format_size
 
 XSS = "<script>alert(1)</script>"
@@ -335,14 +335,14 @@ def test_diff_refuses_recordings_clearly(tmp_path: Path) -> None:
 def test_a_real_tiny_sweep_reports_in_every_format(tmp_path: Path) -> None:
     # GIVEN a real sweep: two strategies, each in its own worker process
     import bigviz
-    import bigviz.run
+    import bigviz.runner
 
     try:
         s = bigviz.sweep(
             "gpt:8MB", strategies=["naive", "meta"], shard_sizes=["4MB"], work_dir=tmp_path / "w"
         )
     finally:
-        bigviz.run.close()
+        bigviz.close()
     assert [r.outcome for r in s.results] == ["ok", "ok"]
     # WHEN it is written in every format
     for suffix in (".json", ".html", ".md", ".csv"):

@@ -14,8 +14,8 @@ from _fixtures import distributed_result, distributed_sweep, run_result
 from bigviz import ConfigError, plots, report
 from bigviz._labels import short_labels
 from bigviz._ranks import contributions, rank_rows
-from bigviz.record.model import Recording, Series
-from bigviz.run.result import RunResult, Sweep
+from bigviz.data.recording import Recording, Series
+from bigviz.data.result import RunResult, Sweep
 from bigviz.units import format_size
 
 
@@ -114,8 +114,8 @@ def test_without_sampled_node_pss_the_exact_snapshot_is_drawn() -> None:
         if str(ln.get_label()).startswith("node PSS snapshot")
     )
     expected = sum(
-        c["loaded"]["pss"] + c["baseline"]["pss"]
-        for c in run.checks["ranks"]  # type: ignore[union-attr]
+        c.loaded["pss"] + c.baseline["pss"]
+        for c in run.checks.ranks
     )
     assert round(float(snap.get_ydata()[0]) * div) == expected
     assert any("no sampled node PSS" in t for t in _texts(node))
@@ -181,7 +181,7 @@ def test_key_finding_says_when_summing_rss_would_overstate_node_ram() -> None:
     sentence = report.key_finding(s.results) or ""
     assert sentence.startswith("shared-mmap cuts node RAM on 2 ranks from ")
     mmap = s.results[2]
-    claimed = mmap.checks["node"]["rss_peak_sum"]  # type: ignore[index]
+    claimed = mmap.checks.node.rss_peak_sum
     assert f"summing the ranks' RSS would claim {format_size(claimed)}" in sentence
 
 
@@ -295,7 +295,7 @@ def test_a_bare_distributed_recording_reports_in_every_format(tmp_path: Path) ->
 @pytest.mark.slow
 def test_a_real_two_rank_run_reports_with_lanes(tmp_path: Path) -> None:
     # GIVEN a real 2-rank shared-mmap load (torch.distributed, gloo)
-    from bigviz.run.distributed import run_distributed
+    from bigviz.runner.distributed import run_distributed
 
     run = run_distributed(
         "shared-mmap",

@@ -15,8 +15,8 @@ import pytest
 
 import bigviz
 from bigviz import ConfigError, StrategyError
-from bigviz.run import TOLERANCE, forkserver, prepare_checkpoint
-from bigviz.run.result import RunResult, Sweep
+from bigviz.data.result import RunResult, Sweep
+from bigviz.runner import TOLERANCE, forkserver, prepare_checkpoint
 
 MODEL = "gpt:40MB"
 SHARD = "10MB"
@@ -57,8 +57,8 @@ def by(s: Sweep, name: str) -> RunResult:
 @pytest.mark.slow
 def test_every_strategy_runs_ok_with_verified_weights(cpu_sweep: Sweep) -> None:
     for r in cpu_sweep.results:
-        assert r.outcome == "ok", (r.strategy, r.error, r.checks.get("traceback"))
-        assert r.checks["weights"] == "ok"
+        assert r.outcome == "ok", (r.strategy, r.error, r.checks.traceback)
+        assert r.checks.weights == "ok"
         assert r.model_bytes == pytest.approx(M, rel=0.01)
         assert r.baseline > 50 * MiB  # torch is imported: the baseline is real
         assert r.recording.phases and r.recording.series["ram.rss"].v
@@ -80,7 +80,7 @@ def test_memory_orderings_of_the_design_table_hold(cpu_sweep: Sweep) -> None:
     assert abs(meta.ram_anon_peak - M) < slack
     assert naive.ram_anon_peak > sharded.ram_anon_peak > meta.ram_anon_peak
     # mmap: after first use the model is resident but file-backed, barely any anon
-    after = mmap.checks["after_first_use"]
+    after = mmap.checks.after_first_use
     assert after["file"] > 0.9 * M and after["anon"] < 0.1 * M
     assert mmap.ram_anon_peak < 0.1 * M
     # and before first use the mapped load looked nearly free
@@ -93,9 +93,9 @@ def test_memory_orderings_of_the_design_table_hold(cpu_sweep: Sweep) -> None:
 @pytest.mark.slow
 def test_predictions_agree_within_the_documented_tolerance(cpu_sweep: Sweep) -> None:
     for r in cpu_sweep.results:
-        pred = r.checks["prediction"]
-        assert pred["tolerance"] == int(TOLERANCE["frac"] * r.model_bytes + TOLERANCE["abs"])
-        assert pred["agrees"], (r.strategy, pred)
+        pred = r.checks.prediction
+        assert pred is not None and pred.tolerance == int(TOLERANCE["frac"] * r.model_bytes + TOLERANCE["abs"])
+        assert pred.agrees, (r.strategy, pred)
 
 
 @pytest.mark.slow
@@ -120,7 +120,7 @@ def test_sweep_streams_events_reports_progress_and_round_trips(cpu_sweep: Sweep)
     assert stages[0] == ("prepare", 0)
     assert [i for st, i in stages if st == "done"] == list(range(n))
     assert cpu_sweep.config["model"] == MODEL and cpu_sweep.command.startswith("bigviz.sweep(")
-    assert cpu_sweep.results[0].checks["spawn_to_first_phase_s"] > 0
+    assert cpu_sweep.results[0].checks.spawn_to_first_phase_s > 0
     again = Sweep.from_json(cpu_sweep.to_json())
     assert again == cpu_sweep
 
@@ -143,8 +143,8 @@ def test_dispatch_to_disk_under_a_cpu_cap(work: Path) -> None:
     r = bigviz.run("dispatch", model=MODEL, max_shard_size=SHARD, work_dir=work,
                    device_map="auto", max_memory={"cpu": "15MB"})
     assert r.outcome == "ok", r.error
-    assert r.checks["placement"].get("disk", 0) > 0.4 * M
-    assert r.checks["placement"].get("cpu", 0) < 20_000_000
+    assert r.checks.placement.get("disk", 0) > 0.4 * M
+    assert r.checks.placement.get("cpu", 0) < 20_000_000
     # the weights on disk never sat in RAM together: well under the model size
     assert r.ram_anon_peak is not None and r.ram_anon_peak < 0.8 * M
 
@@ -230,7 +230,7 @@ def test_exception_in_a_strategy_is_an_error_with_its_recording(work: Path) -> N
     assert r.error == "RuntimeError: disk on fire"
     assert r.phase_reached == "load shard 1/1"
     assert r.recording.phase("load shard 1/1").error is not None
-    assert "disk on fire" in r.checks["traceback"]
+    assert "disk on fire" in r.checks.traceback
 
 
 def test_timeout_kills_a_hung_worker(work: Path) -> None:
@@ -295,16 +295,16 @@ def test_fork_server_is_reused_and_can_be_closed(work: Path) -> None:
     assert len(pids) == 1
     bigviz.run("mmap", model=MODEL, max_shard_size=SHARD, work_dir=work)
     assert forkserver.live_server_pids() == pids  # the same warm server
-    bigviz.run.close()
+    bigviz.close()
     assert forkserver.live_server_pids() == []
 
 
 def test_gpu_figures_are_assembled_from_the_phases(work: Path) -> None:
     """No GPU here: feed the parent's assembly a worker timeline shaped like a CUDA run's
     (phases carrying allocator peaks, a dispatch placement) and check the RunResult."""
-    from bigviz.record.model import Phase, Recording, Series
-    from bigviz.run import _result
-    from bigviz.run._runner import Outcome
+    from bigviz.data.recording import Phase, Recording, Series
+    from bigviz.runner import _result
+    from bigviz.runner._runner import Outcome
 
     folder = prepare_checkpoint(MODEL, max_shard_size=SHARD, work_dir=work)
     info = bigviz.inspect_checkpoint(folder / "checkpoint")
@@ -329,12 +329,12 @@ def test_gpu_figures_are_assembled_from_the_phases(work: Path) -> None:
     assert r.predicted is not None and r.predicted.vram == {"cuda:0": info.total_size}
     # CPU RAM ≈ the largest shard when the weights go to the GPU
     assert r.predicted.ram_peak == max(f.bytes for f in info.files)
-    assert r.checks["prediction"]["agrees"]
+    assert r.checks.prediction.agrees
     assert r.device_map == "cuda:0" and r.label.endswith("cuda:0")
 
 
 def test_sigkill_with_a_rising_oom_counter_reads_as_oom() -> None:
-    from bigviz.run._runner import oom_kill_count, sigkill_verdict
+    from bigviz.runner._runner import oom_kill_count, sigkill_verdict
 
     now = oom_kill_count()
     assert now is not None  # Linux >= 4.13 has oom_kill in /proc/vmstat

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bigviz.run.result import Prediction
+from bigviz.data.result import Prediction
 from bigviz.strategies import RunContext, Strategy
 from bigviz.strategies.meta import load_assigned
 

@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("ipywidgets")
 
 from bigviz._errors import ConfigError
-from bigviz.record.model import Phase, Recording
+from bigviz.data.recording import Phase, Recording
 from bigviz.widgets import CUSTOM, Dashboard, phase_table_html
 
 

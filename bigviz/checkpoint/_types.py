@@ -1,4 +1,4 @@
-"""Plain-data results of the checkpoint functions (JSON round-trip through bigviz._serde)."""
+"""Plain-data results of the checkpoint functions (JSON round-trip through bigviz.data.serde)."""
 
 from __future__ import annotations
 

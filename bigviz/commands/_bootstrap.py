@@ -108,7 +108,7 @@ def main(argv: list[str]) -> int:
         return 2
     name = " ".join(argv)[:200]
     try:
-        from bigviz.record import record
+        from bigviz.recorder import record
 
         t_before = time.monotonic()
         recorder = record(instrument=True, name=name)

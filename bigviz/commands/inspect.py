@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bigviz._errors import BigvizError, ConfigError
-from bigviz._serde import to_plain
 from bigviz.commands._output import add_verb, format_table, print_json
+from bigviz.data.serde import to_plain
 from bigviz.units import format_size
 
 if TYPE_CHECKING:

@@ -51,9 +51,9 @@ from typing import Any
 from bigviz._errors import ConfigError
 from bigviz.commands._output import add_verb, format_table
 from bigviz.commands.report import check_out
-from bigviz.record._procfs import read_kib, read_statm, reset_hwm
-from bigviz.record._sources import sidecar_target
-from bigviz.record.model import Mark, Phase, Recording, Series, SourceInfo
+from bigviz.data.recording import Mark, Phase, Recording, Series, SourceInfo
+from bigviz.recorder._procfs import read_kib, read_statm, reset_hwm
+from bigviz.recorder._sources import sidecar_target
 from bigviz.units import format_size
 
 __all__ = ["PHASE_PREFIX", "ProfileResult", "add_parser", "profile_command", "run"]

@@ -13,7 +13,7 @@ from bigviz.commands._output import Progress, add_verb, format_table
 from bigviz.units import format_size, parse_max_memory, parse_size
 
 if TYPE_CHECKING:
-    from bigviz.run.result import RunResult
+    from bigviz.data.result import RunResult
 
 __all__ = ["add_parser", "parse_max_memory", "run", "summary_table"]
 
@@ -143,8 +143,8 @@ def summary_table(results: list[RunResult]) -> str:
     rows = []
     for r in results:
         pred = r.predicted
-        check = r.checks.get("prediction") or {}
-        agrees = "" if not check else ("yes" if check.get("agrees") else "NO")
+        check = r.checks.prediction
+        agrees = "" if check is None else ("yes" if check.agrees else "NO")
         rows.append(
             [
                 r.label,
@@ -201,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
     human = sys.stderr if json_stdout else sys.stdout
 
     from bigviz import report
-    from bigviz.run import sweep_interruptibly
+    from bigviz.runner import sweep_interruptibly
 
     progress: Progress | None = None
     lock = threading.Lock()

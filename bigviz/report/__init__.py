@@ -138,7 +138,7 @@ def dumps(obj: Reportable) -> str:
     """The JSON report text of ``obj`` (what ``write(obj, "x.json")`` writes).
 
     Example:
-        >>> from bigviz.record.model import Recording
+        >>> from bigviz.data.recording import Recording
         >>> dumps(Recording(name="r"))[:20]
         '{"kind":"recording",'
     """

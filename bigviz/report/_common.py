@@ -15,8 +15,8 @@ from typing import Any, Literal
 from bigviz._errors import ConfigError, ReportError
 from bigviz._labels import OUTCOME_TEXT, short_labels
 from bigviz._ranks import is_distributed, node_rss_sum, nproc_of
-from bigviz.record.model import Phase, Recording
-from bigviz.run.result import RunResult, Sweep
+from bigviz.data.recording import Phase, Recording
+from bigviz.data.result import RunResult, Sweep
 from bigviz.units import format_size
 
 #: What a report can be made of.
@@ -134,10 +134,8 @@ def summary_rows(results: Sequence[RunResult]) -> list[Row]:
 
 
 def _agrees(r: RunResult) -> bool | None:
-    verdict = r.checks.get("prediction")
-    if isinstance(verdict, dict) and isinstance(verdict.get("agrees"), bool):
-        return bool(verdict["agrees"])
-    return None
+    verdict = r.checks.prediction
+    return None if verdict is None else verdict.agrees
 
 
 def size(n: int | float | None) -> str:

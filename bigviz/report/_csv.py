@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bigviz.record.model import Recording
+from bigviz.data.recording import Recording
 
 from ._common import Reportable, atomic_write, recordings_of, results_of, sibling, summary_rows
 

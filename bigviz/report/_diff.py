@@ -11,8 +11,8 @@ from typing import Any
 from bigviz._errors import ConfigError, ReportError
 from bigviz._labels import OUTCOME_TEXT, short_labels
 from bigviz._ranks import nproc_of
-from bigviz.record.model import Recording
-from bigviz.run.result import RunResult, Sweep
+from bigviz.data.recording import Recording
+from bigviz.data.result import RunResult, Sweep
 from bigviz.units import format_size
 
 from ._common import percent

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from bigviz.record.model import Recording
-from bigviz.run.result import RunResult
+from bigviz.data.recording import Recording
+from bigviz.data.result import RunResult
 
 from ._common import Reportable, results_of
 

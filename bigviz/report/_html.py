@@ -18,8 +18,8 @@ from typing import Any
 import bigviz
 from bigviz._labels import OUTCOME_TEXT
 from bigviz._ranks import rank_rows
-from bigviz.record.model import Phase, Recording
-from bigviz.run.result import RunResult, Sweep
+from bigviz.data.recording import Phase, Recording
+from bigviz.data.result import RunResult, Sweep
 
 from ._common import (
     Reportable,
@@ -325,7 +325,8 @@ def _run_facts(r: RunResult) -> list[tuple[str, str]]:
 
 def _run_details(r: RunResult) -> str:
     """Checks and parameters: useful to reproduce, too long to lead with."""
-    pairs = [(f"checks.{k}", json.dumps(v, ensure_ascii=False)) for k, v in r.checks.items()]
+    pairs = [(f"checks.{k}", json.dumps(v, ensure_ascii=False))
+             for k, v in r.checks.present().items()]
     pairs += [(f"parameters.{k}", json.dumps(v, ensure_ascii=False)) for k, v in r.params.items()]
     if not pairs:
         return ""

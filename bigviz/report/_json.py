@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from bigviz._errors import ReportError
-from bigviz.record.model import SCHEMA_VERSION, Recording, check_schema
-from bigviz.run.result import RunResult, Sweep
+from bigviz.data.recording import Recording
+from bigviz.data.result import RunResult, Sweep
+from bigviz.data.serde import SCHEMA_VERSION, check_schema
 
 from ._common import Kind, Reportable, kind_of
 

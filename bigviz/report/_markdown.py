@@ -8,8 +8,8 @@ from typing import Any
 
 from bigviz._labels import OUTCOME_TEXT, short_labels
 from bigviz._ranks import rank_rows
-from bigviz.record.model import Recording
-from bigviz.run.result import RunResult, Sweep
+from bigviz.data.recording import Recording
+from bigviz.data.result import RunResult, Sweep
 
 from ._common import (
     Reportable,

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from bigviz._errors import ConfigError, StrategyError
+from bigviz.data.result import Prediction
 from bigviz.models import ModelLike
-from bigviz.run.result import Prediction
 from bigviz.units import format_size, parse_size
 
 if TYPE_CHECKING:

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from bigviz.data.result import Prediction
 from bigviz.models import NO_SPLIT, build_model
-from bigviz.run.result import Prediction
 from bigviz.strategies._base import (
     DeviceMap,
     RunContext,

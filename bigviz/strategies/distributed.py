@@ -2,7 +2,7 @@
 
 "If you use torch.distributed, each process loads the pretrained model and keeps two
 copies in RAM." These strategies run inside every rank (see
-:func:`bigviz.run.distributed.run_distributed`) and show the problem and its remedies:
+:func:`bigviz.runner.distributed.run_distributed`) and show the problem and its remedies:
 
 ====================  ===========================================================  ===============
 name                  what every rank does                                         node RAM (PSS)
@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from bigviz._errors import StrategyError
+from bigviz.data.result import Prediction
 from bigviz.models import build_model
-from bigviz.run.result import Prediction
 from bigviz.strategies._base import (
     DeviceMap,
     RunContext,
@@ -126,7 +126,7 @@ class DistStrategy(Strategy):
         if not isinstance(ctx, DistContext):
             raise StrategyError(
                 f"strategy {self.name!r} runs in the ranks of a distributed job; "
-                "start it with bigviz.run.distributed.run_distributed(...) or torchrun"
+                "start it with bigviz.runner.distributed.run_distributed(...) or torchrun"
             )
         return self.run_rank(ctx)
 

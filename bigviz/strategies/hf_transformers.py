@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bigviz.data.result import Prediction
 from bigviz.models import ModelLike, build_model, parse_spec
-from bigviz.run.result import Prediction
 from bigviz.strategies._base import (
     DeviceMap,
     RunContext,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from bigviz.data.result import Prediction
 from bigviz.models import build_model
-from bigviz.run.result import Prediction
 from bigviz.strategies._base import (
     DeviceMap,
     RunContext,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from bigviz.run.result import Prediction
+from bigviz.data.result import Prediction
 from bigviz.strategies._base import DeviceMap, RunContext, Strategy, model_size
 from bigviz.strategies.meta import load_assigned
 

@@ -11,7 +11,7 @@ with the same time list (``ram.rss``, ``ram.anon`` and ``ram.file`` from one sta
 share one time array for as long as they stay in lockstep, so a 1 ms tick of the RAM
 source costs 32 bytes (+1/16 array over-allocation), ~11 bytes per sample. The plain
 ``Series(t: list[float], v: list[int])`` data model is built only when a
-:class:`~bigviz.record.model.Recording` is asked for; the floats and ints are the same
+:class:`~bigviz.data.recording.Recording` is asked for; the floats and ints are the same
 ones the lists would have held, so the Recording is identical.
 
 Values that do not fit an ``int64`` (floats or huge ints from a custom source) switch
@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from itertools import compress, repeat
 
-from bigviz.record.model import Series
+from bigviz.data.recording import Series
 
 __all__ = ["SampleStore", "SeriesStore", "median"]
 

@@ -43,8 +43,9 @@ from types import TracebackType
 from typing import Any
 
 from bigviz._errors import ConfigError, RecorderError
-from bigviz._serde import to_plain
-from bigviz.record._sources import (
+from bigviz.data.recording import Mark, Phase, Recording, SourceInfo
+from bigviz.data.serde import to_plain
+from bigviz.recorder._sources import (
     SOURCE_NAMES,
     Clock,
     CudaSource,
@@ -53,8 +54,7 @@ from bigviz.record._sources import (
     SampleBatch,
     Source,
 )
-from bigviz.record._store import SampleStore, median
-from bigviz.record.model import Mark, Phase, Recording, SourceInfo
+from bigviz.recorder._store import SampleStore, median
 
 __all__ = ["Recorder", "record"]
 
@@ -144,7 +144,7 @@ def _build_sources(
         else:
             raise ConfigError(
                 f"unknown source {s!r}; known sources are {list(SOURCE_NAMES)} "
-                "(or a bigviz.record.Source instance)"
+                "(or a bigviz.recorder.Source instance)"
             )
     if "ram" in names or "sys" in names:
         objects.append(ProcSource(pid, proc="ram" in names, system="sys" in names))
@@ -311,7 +311,7 @@ class Recorder:
         self._guard(lambda s: s.reset_peaks())
         self._root_peaks = self._read_now()
         if self.instrument:
-            from bigviz.record import _instrument
+            from bigviz.recorder import _instrument
 
             self._patches = _instrument.install(self)
         if self._background:

@@ -61,7 +61,7 @@ def text_records(t: float, code: int, message: str) -> bytes:
 def _kib_fields(text: bytes, names: tuple[bytes, ...]) -> list[int]:
     """Values (bytes) of ``Name:   123 kB`` lines, in the order of ``names`` (-1 if absent).
 
-    The one parser of this format in bigviz: :mod:`bigviz.record._procfs` (which the
+    The one parser of this format in bigviz: :mod:`bigviz.recorder._procfs` (which the
     rest of the package uses) imports it from here, because this file may import
     nothing from bigviz.
     """

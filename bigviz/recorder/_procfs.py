@@ -1,7 +1,7 @@
 """The one reader of Linux's ``/proc`` memory figures that bigviz uses everywhere.
 
 Everything that reads a process's RAM from ``/proc`` goes through here: the recorder's
-:class:`~bigviz.record._sources.ProcSource` (exact peaks), the runner and the
+:class:`~bigviz.recorder._sources.ProcSource` (exact peaks), the runner and the
 distributed launcher (``/proc/PID/status`` and ``smaps_rollup`` snapshots) and
 ``bigviz profile`` (the process-tree sampler).
 
@@ -11,7 +11,7 @@ distributed launcher (``/proc/PID/status`` and ``smaps_rollup`` snapshots) and
 * :func:`reset_hwm` — restart the kernel's RSS high-water mark (``VmHWM``) by writing
   ``5`` to ``/proc/PID/clear_refs``.
 
-The ``kB`` parser itself lives in :mod:`bigviz.record._sidecar`: the sidecar sampler runs
+The ``kB`` parser itself lives in :mod:`bigviz.recorder._sidecar`: the sidecar sampler runs
 as ``python -I -S path/_sidecar.py`` and can import nothing from bigviz, so this module
 imports the parser from it rather than the other way round. Only the standard library
 is used. On a system without ``/proc`` (not Linux) the readers give ``{}`` / ``None``.
@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from bigviz.record._sidecar import _kib_fields as parse_kib
+from bigviz.recorder._sidecar import _kib_fields as parse_kib
 
 __all__ = ["PAGE_SIZE", "parse_kib", "parse_statm", "read_kib", "read_statm", "reset_hwm"]
 

@@ -1,4 +1,4 @@
-"""The fork server's own loop (runs in its process; see :mod:`bigviz.run.forkserver`)."""
+"""The fork server's own loop (runs in its process; see :mod:`bigviz.runner.forkserver`)."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ def _preload() -> None:
     import torch
 
     import bigviz.checkpoint
-    import bigviz.record
-    import bigviz.run._worker
+    import bigviz.recorder
+    import bigviz.runner._worker
     import bigviz.strategies  # noqa: F401
     from bigviz.models import build_model
 
@@ -125,7 +125,7 @@ def _child(ctrl: socket.socket, job: dict[str, Any], fd: int) -> None:
     try:
         ctrl.close()
         signal.signal(signal.SIGINT, signal.SIG_DFL)
-        from bigviz.run._worker import child_main
+        from bigviz.runner._worker import child_main
 
         code = child_main(job, fd)
     except BaseException:  # the worker reports its own errors; this is a last resort

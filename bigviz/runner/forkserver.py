@@ -99,7 +99,7 @@ class ForkServer:
             # CUDA must not be initialised in the server (children could not use it
             # after the fork): make torch's availability checks ask NVML, not the driver
             env.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
-            code = f"from bigviz.run._server import main; main({child_end.fileno()})"
+            code = f"from bigviz.runner._server import main; main({child_end.fileno()})"
             try:
                 self._proc = subprocess.Popen(
                     [sys.executable, "-c", code],

@@ -29,14 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bigviz._errors import ReportError
-from bigviz._serde import from_plain, to_plain
+from bigviz.data.serde import SCHEMA_VERSION, check_schema, from_plain, loads_json, to_plain
 
 __all__ = ["SCHEMA_VERSION", "Mark", "Phase", "Recording", "Series", "SourceInfo"]
 
-#: Version of the JSON schema of Recordings, RunResults and Sweeps. Bump it on any
-#: change that an older reader would misread; readers refuse newer versions.
-SCHEMA_VERSION = 1
 
 
 @dataclass
@@ -210,7 +206,7 @@ class Recording:
     @classmethod
     def from_json(cls, text: str) -> Recording:
         """Rebuild from :meth:`to_json` text."""
-        return cls.from_dict(_loads(text, "Recording"))
+        return cls.from_dict(loads_json(text, "Recording"))
 
     def save(self, path: str | Path) -> Path:
         """Write JSON to ``path`` (see ``bigviz.report.write`` for other formats)."""
@@ -218,28 +214,3 @@ class Recording:
         p.write_text(self.to_json(), encoding="utf-8")
         return p
 
-
-def check_schema(data: Any, what: str) -> None:
-    """Raise ReportError unless ``data`` is an object with a schema this version reads."""
-    if not isinstance(data, dict):
-        raise ReportError(f"{what} JSON must be an object, got {type(data).__name__}")
-    version = data.get("schema", SCHEMA_VERSION)
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise ReportError(f"{what} JSON has a bad schema version {version!r}; expected an integer")
-    if version > SCHEMA_VERSION:
-        raise ReportError(
-            f"{what} JSON has schema version {version}, newer than this bigviz reads "
-            f"({SCHEMA_VERSION}); upgrade bigviz (pip install -U bigviz)"
-        )
-    if version < 1:
-        raise ReportError(f"{what} JSON has an unknown schema version {version}")
-
-
-def _loads(text: str, what: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ReportError(
-            f"{what} JSON is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
-            "was the file truncated? re-export it"
-        ) from exc

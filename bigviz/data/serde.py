@@ -9,6 +9,7 @@ turns one into JSON-ready data and ``from_plain`` rebuilds it from the field typ
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import types
 import typing
@@ -16,7 +17,11 @@ from typing import Any, TypeVar, Union, cast
 
 from bigviz._errors import ReportError
 
-__all__ = ["from_plain", "to_plain"]
+__all__ = ["SCHEMA_VERSION", "check_schema", "from_plain", "loads_json", "to_plain"]
+
+#: Version of the JSON schema of Recordings, RunResults and Sweeps. Bump it on any
+#: change that an older reader would misread; readers refuse newer versions.
+SCHEMA_VERSION = 1
 
 T = TypeVar("T")
 
@@ -155,3 +160,30 @@ def _convert(tp: Any, data: Any, where: str) -> Any:
             raise ReportError(f"{where}: expected null, got {data!r}")
         return None
     raise ReportError(f"{where}: cannot rebuild type {tp!r}")
+
+
+def check_schema(data: Any, what: str) -> None:
+    """Raise ReportError unless ``data`` is an object with a schema this version reads."""
+    if not isinstance(data, dict):
+        raise ReportError(f"{what} JSON must be an object, got {type(data).__name__}")
+    version = data.get("schema", SCHEMA_VERSION)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ReportError(f"{what} JSON has a bad schema version {version!r}; expected an integer")
+    if version > SCHEMA_VERSION:
+        raise ReportError(
+            f"{what} JSON has schema version {version}, newer than this bigviz reads "
+            f"({SCHEMA_VERSION}); upgrade bigviz (pip install -U bigviz)"
+        )
+    if version < 1:
+        raise ReportError(f"{what} JSON has an unknown schema version {version}")
+
+
+def loads_json(text: str, what: str) -> Any:
+    """``json.loads`` whose error names ``what`` and suggests re-exporting a truncated file."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ReportError(
+            f"{what} JSON is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
+            "was the file truncated? re-export it"
+        ) from exc

@@ -12,14 +12,151 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from bigviz._serde import from_plain, to_plain
-from bigviz.record.model import SCHEMA_VERSION, Recording, _loads, check_schema
+from bigviz.data.recording import Recording
+from bigviz.data.serde import SCHEMA_VERSION, check_schema, from_plain, loads_json, to_plain
 
-__all__ = ["OUTCOMES", "Outcome", "Prediction", "RunResult", "Sweep"]
+__all__ = [
+    "OUTCOMES",
+    "TOLERANCE",
+    "Checks",
+    "NodeFigures",
+    "Outcome",
+    "Prediction",
+    "PredictionCheck",
+    "RankFigures",
+    "RunResult",
+    "Sweep",
+]
 
 Outcome = Literal["ok", "oom", "budget_exceeded", "error", "crashed", "cancelled"]
 #: Every outcome a run can have.
 OUTCOMES: tuple[str, ...] = ("ok", "oom", "budget_exceeded", "error", "crashed", "cancelled")
+
+
+#: How far a measured peak may sit from its prediction and still "agree": ``frac × M +
+#: abs`` bytes, once per rank. The one rule: every table, report and finding reads the
+#: verdict :meth:`PredictionCheck.judge` wrote, never a rule of its own.
+TOLERANCE: dict[str, float] = {"frac": 0.25, "abs": 48_000_000}
+
+
+@dataclass
+class PredictionCheck:
+    """Whether a measured peak agrees with its prediction (:data:`TOLERANCE`).
+
+    Example:
+        >>> c = PredictionCheck.judge(110, 100, m_bytes=100)
+        >>> c.agrees, c.ratio
+        (True, 1.1)
+    """
+
+    agrees: bool
+    measured: int
+    predicted: int
+    ratio: float | None = None
+    tolerance: int = 0
+
+    @classmethod
+    def judge(cls, measured: int, predicted: int, m_bytes: int, *, nproc: int = 1
+              ) -> PredictionCheck:
+        """The verdict for ``measured`` against ``predicted`` for a model of ``m_bytes``
+        (the slack grows once per rank for ``nproc`` ranks)."""
+        slack = (TOLERANCE["frac"] * m_bytes + TOLERANCE["abs"]) * nproc
+        return cls(
+            agrees=abs(measured - predicted) <= slack,
+            measured=measured,
+            predicted=predicted,
+            ratio=round(measured / predicted, 3) if predicted else None,
+            tolerance=int(slack),
+        )
+
+
+@dataclass
+class RankFigures:
+    """One rank of a distributed run, in bytes above that rank's own baseline.
+
+    ``ram_peak`` is exact (``VmHWM``) when ``ram_peak_exact``; ``loaded`` is the rank's
+    memory while every rank holds its weights (a barrier snapshot: rss, pss, uss, anon).
+
+    Example:
+        >>> RankFigures(rank=1, ram_peak=10).verify
+        'ok'
+    """
+
+    rank: int | None = None
+    host: str | None = None
+    pid: int | None = None
+    device: str | None = None
+    baseline: dict[str, int] = field(default_factory=dict)
+    ram_peak: int | None = None
+    ram_peak_exact: bool = False
+    ram_anon_peak: int | None = None
+    ram_file_peak: int | None = None
+    pss_peak: int | None = None
+    loaded: dict[str, int] = field(default_factory=dict)
+    vram_peak: dict[str, int] = field(default_factory=dict)
+    verify: str = "ok"
+    phase_reached: str | None = None
+    predicted: int | None = None
+    formula: str = ""
+
+
+@dataclass
+class NodeFigures:
+    """The node's figures of a distributed run: sums over its ranks, above their baselines.
+
+    ``ram_peak`` is the larger of ``pss_peak`` and ``anon_peak``; ``rss_loaded_sum`` is
+    what adding the ranks' RSS would claim (shared pages counted once per rank).
+
+    Example:
+        >>> NodeFigures(ram_peak=5).pss_peak is None
+        True
+    """
+
+    baseline: dict[str, int] = field(default_factory=dict)
+    ram_peak: int | None = None
+    pss_peak: int | None = None
+    pss_loaded: int | None = None
+    uss_loaded: int | None = None
+    rss_loaded_sum: int | None = None
+    anon_peak: int | None = None
+    rss_peak_sum: int | None = None
+
+
+@dataclass
+class Checks:
+    """What the runner checked and measured beside the peaks of a :class:`RunResult`.
+
+    Single-process runs fill the first block; distributed runs add ``ranks``, ``node``
+    and, when they failed, ``failed_rank``, ``rank_phases``, ``exit_codes``, ``log_tail``.
+
+    Example:
+        >>> Checks(weights="ok").prediction is None
+        True
+    """
+
+    weights: str = "unchecked"
+    prediction: PredictionCheck | None = None
+    exit_code: int | None = None
+    spawn_to_first_phase_s: float | None = None
+    after_first_use: dict[str, int] = field(default_factory=dict)
+    baseline_anon: int | None = None
+    baseline_file: int | None = None
+    device_map: dict[str, str] | None = None
+    placement: dict[str, int] | None = None
+    traceback: str | None = None
+    ranks: list[RankFigures] = field(default_factory=list)
+    node: NodeFigures | None = None
+    clock_alignment: str | None = None
+    backend: str | None = None
+    failed_rank: int | None = None
+    rank_phases: dict[str, str | None] = field(default_factory=dict)
+    exit_codes: dict[str, int | None] = field(default_factory=dict)
+    log_tail: str | None = None
+
+    def present(self) -> dict[str, Any]:
+        """The checks that hold a value, as plain data (for a report's details)."""
+        data: dict[str, Any] = to_plain(self)
+        return {k: v for k, v in data.items() if v not in (None, {}, [])}
 
 
 @dataclass
@@ -67,7 +204,7 @@ class RunResult:
     seconds: float = 0.0
     recording: Recording = field(default_factory=Recording)
     params: dict[str, Any] = field(default_factory=dict)
-    checks: dict[str, Any] = field(default_factory=dict)
+    checks: Checks = field(default_factory=Checks)
     schema: int = SCHEMA_VERSION
 
     @property
@@ -110,7 +247,7 @@ class RunResult:
     @classmethod
     def from_json(cls, text: str) -> RunResult:
         """Rebuild from :meth:`to_json` text."""
-        return cls.from_dict(_loads(text, "RunResult"))
+        return cls.from_dict(loads_json(text, "RunResult"))
 
 
 @dataclass
@@ -151,7 +288,7 @@ class Sweep:
     @classmethod
     def from_json(cls, text: str) -> Sweep:
         """Rebuild from :meth:`to_json` text."""
-        return cls.from_dict(_loads(text, "Sweep"))
+        return cls.from_dict(loads_json(text, "Sweep"))
 
     def save(self, path: str | Path) -> Path:
         """Write JSON to ``path``."""

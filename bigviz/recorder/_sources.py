@@ -27,9 +27,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bigviz.record import _procfs
-from bigviz.record import _sidecar as sc
-from bigviz.record.model import SourceInfo
+from bigviz.data.recording import SourceInfo
+from bigviz.recorder import _procfs
+from bigviz.recorder import _sidecar as sc
 
 __all__ = [
     "SOURCE_NAMES",
@@ -103,7 +103,7 @@ class Source:
 
 # --------------------------------------------------------------------------- proc RAM
 #: how the sidecar script's path ends (``/proc`` exists on Linux only: "/" separators)
-_SIDECAR_TAIL = "bigviz/record/_sidecar.py"
+_SIDECAR_TAIL = "bigviz/recorder/_sidecar.py"
 
 
 def sidecar_command(
@@ -117,7 +117,7 @@ def sidecar_command(
     system: bool,
 ) -> list[str]:
     """The command line of a sidecar sampler measuring ``pid`` for this process; the
-    layout is :func:`bigviz.record._sidecar.main`'s, and :func:`sidecar_target` reads
+    layout is :func:`bigviz.recorder._sidecar.main`'s, and :func:`sidecar_target` reads
     it back."""
     return [
         sys.executable,
@@ -147,7 +147,7 @@ def sidecar_target(cmdline: str | Sequence[str]) -> int | None:
         or ``None`` for any other process.
 
     Example:
-        >>> sidecar_target(["python", "-I", "-S", "/x/bigviz/record/_sidecar.py", "42", "1.0"])
+        >>> sidecar_target(["python", "-I", "-S", "/x/bigviz/recorder/_sidecar.py", "42", "1.0"])
         42
     """
     if isinstance(cmdline, str):

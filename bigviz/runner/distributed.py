@@ -3,7 +3,7 @@
 :func:`run_distributed` launches N ranks on this machine (fresh processes, gloo on CPU,
 NCCL when every rank has its own GPU), each running a distributed strategy
 (:mod:`bigviz.strategies.distributed`) under its own recorder. Rank 0 gathers every
-rank's Recording (``gather_object``) into one :class:`~bigviz.record.model.Recording`
+rank's Recording (``gather_object``) into one :class:`~bigviz.data.recording.Recording`
 whose ``ranks`` are the per-rank lanes on one clock, and whose series are node totals:
 
 =============  ======================================================================
@@ -20,19 +20,19 @@ The same module is the rank program: under ``torchrun`` (which sets ``RANK``,
 ``WORLD_SIZE``, ``MASTER_ADDR`` …) it runs one rank, so multi-node jobs need nothing
 extra::
 
-    torchrun --nnodes 2 --nproc_per_node 4 ... -m bigviz.run.distributed shared-mmap \\
+    torchrun --nnodes 2 --nproc_per_node 4 ... -m bigviz.runner.distributed shared-mmap \\
         --model gpt:1GB --out result.json
 
 Without those variables it launches the ranks itself
-(``python -m bigviz.run.distributed shared-mmap --nproc 2 --model gpt:100MB``).
+(``python -m bigviz.runner.distributed shared-mmap --nproc 2 --model gpt:100MB``).
 
 Clocks: on one host every rank's ``t0_monotonic`` is read from the same monotonic clock,
 so lanes are aligned exactly; across hosts each rank's time is taken relative to the exit
 of a barrier all ranks pass together (skew ≈ one network round trip).
 
 A rank that fails stops the job: :func:`run_distributed` kills the other ranks and the
-:class:`~bigviz.run.result.RunResult` names the rank, its phase and how it died
-(``checks["failed_rank"]``); under ``torchrun`` the elastic agent stops the others.
+:class:`~bigviz.data.result.RunResult` names the rank, its phase and how it died
+(``checks.failed_rank``); under ``torchrun`` the elastic agent stops the others.
 """
 
 from __future__ import annotations
@@ -58,17 +58,24 @@ from pathlib import Path
 from typing import Any
 
 from bigviz._errors import ConfigError, RunError
-from bigviz.record._procfs import read_kib
-from bigviz.record.model import Mark, Phase, Recording, Series
-from bigviz.run._runner import (
+from bigviz.data.recording import Mark, Phase, Recording, Series
+from bigviz.data.result import (
+    Checks,
+    NodeFigures,
+    Prediction,
+    PredictionCheck,
+    RankFigures,
+    RunResult,
+)
+from bigviz.recorder._procfs import read_kib
+from bigviz.runner._runner import (
     Timeline,
     _signal_name,
     oom_kill_count,
     sigkill_verdict,
     vram_peaks,
 )
-from bigviz.run._worker import read_status, warm_up_cpu
-from bigviz.run.result import Prediction, RunResult
+from bigviz.runner._worker import read_status, warm_up_cpu
 from bigviz.units import format_size, parse_size
 
 __all__ = ["NODE_SERIES", "main", "merge_ranks", "node_series", "run_distributed"]
@@ -389,9 +396,9 @@ def _rank_body(ns: argparse.Namespace, env: _Env, sink: _Sink) -> int:
     import torch
     import torch.distributed as dist
 
-    import bigviz.record as record
+    import bigviz.recorder as record
     from bigviz.checkpoint import inspect_checkpoint
-    from bigviz.record import CudaSource, NvmlSource, ProcSource
+    from bigviz.recorder import CudaSource, NvmlSource, ProcSource
     from bigviz.strategies import distributed as dstrat
     from bigviz.strategies._base import compare_checksums, first_use
 
@@ -507,7 +514,7 @@ def _checkpoint_folder(ns: argparse.Namespace, env: _Env, dist: Any, ctrl: Any) 
         return Path(ns.checkpoint_root)
     # under torchrun: one rank per node saves (each node may have its own disk); the
     # weights are seeded, so every node's copy is the same checkpoint
-    from bigviz.run import close, prepare_checkpoint
+    from bigviz.runner import close, prepare_checkpoint
 
     kw = {"max_shard_size": ns.max_shard_size, "format": ns.format, "dtype": ns.dtype,
           "work_dir": ns.work_dir, "seed": ns.seed}
@@ -540,26 +547,28 @@ def _measured_from(lanes: Sequence[Recording]) -> float:
     return max((_baseline_t(lane) for lane in lanes), default=0.0)
 
 
-def _rank_figures(part: Mapping[str, Any], lane: Recording, t_base: float) -> dict[str, Any]:
+def _rank_figures(part: Mapping[str, Any], lane: Recording, t_base: float) -> RankFigures:
     base = part.get("baseline") or {}
     loaded = part.get("loaded") or {}
     exact = [p.ram_peak for p in lane.phases if p.ram_peak_exact and p.ram_peak is not None
              and p.start >= t_base]
-    return {
-        "rank": part.get("rank"), "host": part.get("host"), "pid": part.get("pid"),
-        "device": part.get("device"), "baseline": dict(base),
-        "ram_peak": _above(max(exact), base.get("rss", 0)) if exact else None,
-        "ram_peak_exact": bool(exact),
-        "ram_anon_peak": _above(_max_after(lane.series.get("ram.anon"), t_base),
-                                base.get("anon", 0)),
-        "ram_file_peak": _above(_max_after(lane.series.get("ram.file"), t_base),
-                                base.get("file", 0)),
-        "pss_peak": _above(_max_after(lane.series.get("ram.pss"), t_base), base.get("pss", 0)),
-        "loaded": {k: int(v) - int(base.get(k, 0)) for k, v in loaded.items()},
-        "vram_peak": vram_peaks(lane.phases),
-        "verify": part.get("verify") or "ok",
-        "phase_reached": lane.phases[-1].name if lane.phases else None,
-    }
+    device = part.get("device")
+    return RankFigures(
+        rank=part.get("rank"), host=part.get("host"), pid=part.get("pid"),
+        device=None if device is None else str(device),
+        baseline={k: int(v) for k, v in base.items()},
+        ram_peak=_above(max(exact), base.get("rss", 0)) if exact else None,
+        ram_peak_exact=bool(exact),
+        ram_anon_peak=_above(_max_after(lane.series.get("ram.anon"), t_base),
+                             base.get("anon", 0)),
+        ram_file_peak=_above(_max_after(lane.series.get("ram.file"), t_base),
+                             base.get("file", 0)),
+        pss_peak=_above(_max_after(lane.series.get("ram.pss"), t_base), base.get("pss", 0)),
+        loaded={k: int(v) - int(base.get(k, 0)) for k, v in loaded.items()},
+        vram_peak=vram_peaks(lane.phases),
+        verify=part.get("verify") or "ok",
+        phase_reached=lane.phases[-1].name if lane.phases else None,
+    )
 
 
 def _add_barrier_points(rec: Recording, totals: Mapping[str, int]) -> None:
@@ -601,25 +610,24 @@ def build_result(
     the largest of the sampled ``node.pss`` series, the exact PSS snapshot taken while
     every rank holds its weights, and the ``node.anon`` peak (sampled every
     ``interval_ms``; anonymous pages are private, so always part of PSS).
-    ``checks["node"]["pss_peak"]`` is the PSS figure alone. ``ram_file_peak`` is the
+    ``checks.node.pss_peak`` is the PSS figure alone. ``ram_file_peak`` is the
     largest rank's file-backed
     growth (the ranks of a node map the same files). Per-rank figures are in
-    ``checks["ranks"]``; the rank's ``ram_peak`` there is exact (``VmHWM``).
+    ``checks.ranks``; the rank's ``ram_peak`` there is exact (``VmHWM``).
     """
-    from bigviz.run import _prediction_check
     from bigviz.strategies import distributed as dstrat
 
     strat = dstrat.get(strategy)
     merged = merge_ranks(parts, name=f"{strategy} · {model} · {nproc} ranks")
     m_bytes = int(info.total_size)
     gpu = backend == "nccl"
-    ranks: list[dict[str, Any]] = []
+    ranks: list[RankFigures] = []
     for part, lane in zip(parts, merged.ranks, strict=True):
         fig = _rank_figures(part, lane, _baseline_t(lane))
         pred = strat.predict_rank(info, int(part.get("rank") or 0), nproc=nproc,
                                   per_rank=per_rank, device=str(part.get("device")))
-        fig["predicted"] = pred.ram_peak
-        fig["formula"] = pred.formula
+        fig.predicted = pred.ram_peak
+        fig.formula = pred.formula
         ranks.append(fig)
     bases = [p.get("baseline") or {} for p in parts]
     node_base = {k: sum(int(b.get(k, 0)) for b in bases) for k in NODE_SERIES}
@@ -633,44 +641,45 @@ def build_result(
     # spike; anonymous pages are private to a rank, hence part of its PSS at every
     # instant, and node.anon is sampled every interval_ms: the larger is the better bound
     ram_peak = max((v for v in (pss_peak, anon_peak) if v is not None), default=None)
-    node: dict[str, Any] = {
-        "baseline": node_base,
-        "ram_peak": ram_peak,
-        "pss_peak": pss_peak,
-        "pss_loaded": loaded_pss - node_base["pss"] if loaded_pss else None,
-        "uss_loaded": sum(int((p.get("loaded") or {}).get("uss", 0)) for p in parts)
-                      - node_base["uss"],
-        "rss_loaded_sum": sum(int((p.get("loaded") or {}).get("rss", 0)) for p in parts)
-                          - node_base["rss"],
-        "anon_peak": anon_peak,
-        "rss_peak_sum": _above(_max_after(merged.series.get("node.rss"), t_all),
-                               node_base["rss"]),
-    }
+    node = NodeFigures(
+        baseline=node_base,
+        ram_peak=ram_peak,
+        pss_peak=pss_peak,
+        pss_loaded=loaded_pss - node_base["pss"] if loaded_pss else None,
+        uss_loaded=sum(int((p.get("loaded") or {}).get("uss", 0)) for p in parts)
+                   - node_base["uss"],
+        rss_loaded_sum=sum(int((p.get("loaded") or {}).get("rss", 0)) for p in parts)
+                       - node_base["rss"],
+        anon_peak=anon_peak,
+        rss_peak_sum=_above(_max_after(merged.series.get("node.rss"), t_all),
+                            node_base["rss"]),
+    )
     try:
         predicted: Prediction | None = strat.predict(
             info, "cuda" if gpu else "cpu", nproc=nproc, per_rank=per_rank)
     except Exception as exc:  # a prediction must never cost the measurement
         predicted = Prediction(ram_peak=0, formula="unavailable", notes=f"predict failed: {exc}")
-    wrong = [f"rank {f['rank']}: {f['verify']}" for f in ranks if f["verify"] != "ok"]
+    wrong = [f"rank {f.rank}: {f.verify}" for f in ranks if f.verify != "ok"]
     outcome = "ok" if not wrong else "error"
-    checks: dict[str, Any] = {
-        "weights": "ok" if not wrong else "; ".join(wrong),
-        "ranks": ranks,
-        "node": node,
-        "clock_alignment": merged.meta.get("clock_alignment"),
-        "backend": backend,
-    }
-    measured = node["ram_peak"]
+    align = merged.meta.get("clock_alignment")
+    checks = Checks(
+        weights="ok" if not wrong else "; ".join(wrong),
+        ranks=ranks,
+        node=node,
+        clock_alignment=None if align is None else str(align),
+        backend=backend,
+    )
+    measured = node.ram_peak
     if predicted is not None and measured is not None and predicted.formula != "unavailable":
-        checks["prediction"] = _prediction_check(measured, predicted.ram_peak, m_bytes,
-                                                nproc=nproc)
+        checks.prediction = PredictionCheck.judge(measured, predicted.ram_peak, m_bytes,
+                                                  nproc=nproc)
     vram: dict[str, int] = {}
-    hosts = {str(f["host"]) for f in ranks}
+    hosts = {str(f.host) for f in ranks}
     for f in ranks:
-        for dev, v in f["vram_peak"].items():
-            key = dev if len(hosts) == 1 else f"{f['host']}/{dev}"
+        for dev, v in f.vram_peak.items():
+            key = dev if len(hosts) == 1 else f"{f.host}/{dev}"
             vram[key] = max(vram.get(key, 0), int(v))
-    files = [f["ram_file_peak"] for f in ranks if f["ram_file_peak"] is not None]
+    files = [f.ram_file_peak for f in ranks if f.ram_file_peak is not None]
     seconds = max((lane.duration + float(lane.meta.get("clock_offset", 0.0))
                    for lane in merged.ranks), default=0.0)
     return RunResult(
@@ -684,8 +693,8 @@ def build_result(
         format=str(info.format),
         device_map="cuda" if gpu else "cpu",
         baseline=node_base["pss"],
-        ram_peak=node["ram_peak"],
-        ram_anon_peak=node["anon_peak"],
+        ram_peak=node.ram_peak,
+        ram_anon_peak=node.anon_peak,
         ram_file_peak=max(files) if files else None,
         vram_peak=vram,
         predicted=predicted,
@@ -710,7 +719,7 @@ def _free_port() -> int:
 @dataclass
 class _RankProc:
     """The launcher's view of one rank: its process and event stream; the runner's
-    :class:`~bigviz.run._runner.Timeline` rebuilds its phases and samples."""
+    :class:`~bigviz.runner._runner.Timeline` rebuilds its phases and samples."""
 
     rank: int
     proc: subprocess.Popen[bytes]
@@ -762,7 +771,7 @@ def _check_args(
     backend: str | None, interval_ms: float,
 ) -> Any:
     from bigviz.models import parse_spec
-    from bigviz.run import _check_format, _check_ranks
+    from bigviz.runner import _check_format, _check_ranks
     from bigviz.strategies import distributed as dstrat
 
     strat = dstrat.get(strategy)
@@ -804,7 +813,7 @@ def run_distributed(
 ) -> RunResult:
     """Launch ``nproc`` ranks on this machine, each loading with ``strategy``, and measure.
 
-    Each rank is a fresh ``python -m bigviz.run.distributed`` process with the variables
+    Each rank is a fresh ``python -m bigviz.runner.distributed`` process with the variables
     torchrun would set (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR=127.0.0.1``,
     a free ``MASTER_PORT``, ``OMP_NUM_THREADS=1`` unless set). Every rank records its own
     timeline; rank 0 gathers them into ``result.recording`` (``ranks`` holds the lanes,
@@ -835,9 +844,9 @@ def run_distributed(
 
     Returns:
         A :class:`RunResult`: node figures (``ram_peak`` = node PSS above the ranks'
-        baselines), per-rank figures in ``checks["ranks"]``; on failure ``outcome`` is
+        baselines), per-rank figures in ``checks.ranks``; on failure ``outcome`` is
         ``"error"``, ``"crashed"``, ``"oom"`` (a rank killed by the OOM killer), ``"cancelled"``
-        or ``"budget_exceeded"``, with ``checks["failed_rank"]`` and the phase.
+        or ``"budget_exceeded"``, with ``checks.failed_rank`` and the phase.
 
     Raises:
         ConfigError: a bad nproc, model, format, dtype, size or budget.
@@ -848,7 +857,7 @@ def run_distributed(
         >>> # r = run_distributed("shared-mmap", nproc=2, model="gpt:100MB")
         >>> # r.ram_peak / r.model_bytes      # ≈ 1: the page cache is shared
     """
-    from bigviz.run import _budget, prepare_checkpoint
+    from bigviz.runner import _budget, prepare_checkpoint
 
     strat = _check_args(strategy, nproc=nproc, model=model, format=format, dtype=dtype,
                         per_rank=per_rank, backend=backend, interval_ms=interval_ms)
@@ -889,7 +898,7 @@ def _launch(
         for r in range(nproc):
             rfd, wfd = os.pipe()
             env = {**env_base, "RANK": str(r), "LOCAL_RANK": str(r)}
-            args = [sys.executable, "-m", "bigviz.run.distributed", strategy,
+            args = [sys.executable, "-m", "bigviz.runner.distributed", strategy,
                     "--model", model, "--max-shard-size", str(shard), "--format", format,
                     "--dtype", dtype, "--per-rank", per_rank, "--interval-ms",
                     repr(interval_ms), "--seed", str(seed), "--out", str(out),
@@ -927,7 +936,7 @@ def _launch(
     if state is None and all(c == 0 for c in codes.values()) and out.exists():
         res = RunResult.from_json(out.read_text(encoding="utf-8"))
         res.seconds = round(seconds, 6)
-        res.checks["exit_codes"] = codes
+        res.checks.exit_codes = codes
         sampler.apply(res)
         if budget is not None:
             res.params["ram_budget"] = budget
@@ -979,8 +988,6 @@ class _NodeSampler:
 
     def apply(self, res: RunResult) -> None:
         """Replace ``node.pss`` by these samples and update the node peak from them."""
-        from bigviz.run import _prediction_check
-
         rec = res.recording
         lanes = rec.ranks
         if not self.t or not lanes:
@@ -990,28 +997,28 @@ class _NodeSampler:
             return
         rec.series["node.pss"] = Series("node.pss", t=[t - t0 for t in self.t], v=self.v,
                                         source="launcher: all ranks' smaps_rollup in one go")
-        node = res.checks.get("node")
-        if isinstance(node, dict):
-            base = int((node.get("baseline") or {}).get("pss", 0))
-            loaded = node.get("pss_loaded")
+        node = res.checks.node
+        if node is not None:
+            base = int(node.baseline.get("pss", 0))
+            loaded = node.pss_loaded
             _add_barrier_points(rec, {"baseline": base,
                                       "loaded": base + int(loaded) if loaded else 0})
         rec.meta["node_pss"] = (f"sampled by the launcher, all ranks within "
                                 f"{self.spread * 1000:.1f} ms, plus the barrier snapshots")
-        if not isinstance(node, dict):
+        if node is None:
             return
         t_all = _measured_from(lanes)
-        base = int((node.get("baseline") or {}).get("pss", 0))
+        base = int(node.baseline.get("pss", 0))
         sampled = _above(_max_after(rec.series["node.pss"], t_all), base)
-        cands = [v for v in (sampled, node.get("pss_loaded")) if v is not None]
-        node["pss_peak"] = max(cands) if cands else None
-        peaks = [v for v in (node["pss_peak"], node.get("anon_peak")) if v is not None]
-        node["ram_peak"] = max(peaks) if peaks else None
-        res.ram_peak = node["ram_peak"]
-        pred = res.checks.get("prediction")
-        if isinstance(pred, dict) and res.ram_peak is not None:
-            res.checks["prediction"] = _prediction_check(
-                res.ram_peak, int(pred["predicted"]), res.model_bytes,
+        cands = [v for v in (sampled, node.pss_loaded) if v is not None]
+        node.pss_peak = max(cands) if cands else None
+        peaks = [v for v in (node.pss_peak, node.anon_peak) if v is not None]
+        node.ram_peak = max(peaks) if peaks else None
+        res.ram_peak = node.ram_peak
+        pred = res.checks.prediction
+        if pred is not None and res.ram_peak is not None:
+            res.checks.prediction = PredictionCheck.judge(
+                res.ram_peak, pred.predicted, res.model_bytes,
                 nproc=int(res.params.get("nproc") or 1))
 
 
@@ -1198,18 +1205,16 @@ def _failure(
         info = inspect_checkpoint(folder / "checkpoint")
         m_bytes = int(info.total_size)
         predicted = dstrat.get(strategy).predict(info, "cpu", nproc=nproc, per_rank=per_rank)
-    checks: dict[str, Any] = {
-        "weights": "unchecked",
-        "failed_rank": culprit.rank if culprit is not None else None,
-        "rank_phases": phases,
-        "exit_codes": codes,
-    }
+    checks = Checks(
+        weights="unchecked",
+        failed_rank=culprit.rank if culprit is not None else None,
+        rank_phases=phases,
+        exit_codes=codes,
+    )
     if culprit is not None:
         if culprit.error and culprit.error.get("traceback"):
-            checks["traceback"] = culprit.error["traceback"]
-        tail = _tail(culprit.log)
-        if tail:
-            checks["log_tail"] = tail
+            checks.traceback = str(culprit.error["traceback"])
+        checks.log_tail = _tail(culprit.log) or None
     return RunResult(
         strategy=strategy,
         outcome=outcome,  # type: ignore[arg-type]
@@ -1236,7 +1241,7 @@ def _parser() -> argparse.ArgumentParser:
     from bigviz.strategies import distributed as dstrat
 
     p = argparse.ArgumentParser(
-        prog="python -m bigviz.run.distributed",
+        prog="python -m bigviz.runner.distributed",
         description="Per-rank RAM/VRAM timelines of a torch.distributed load. Under torchrun "
                     "this is one rank; otherwise it launches --nproc ranks itself.",
     )
@@ -1266,24 +1271,24 @@ def _summary(r: RunResult) -> str:
     m = r.model_bytes or 1
     lines = [f"{r.strategy} · {r.model} · {r.params.get('nproc')} ranks: {r.outcome}"
              + (f" — {r.error}" if r.error else "")]
-    node = r.checks.get("node") or {}
+    node = r.checks.node
     if r.ram_peak is not None:
         lines.append(f"  node RAM peak {format_size(r.ram_peak)} ({r.ram_peak / m:.2f} × model)"
                      + (f", predicted {r.predicted.ram_peak / m:.2f} × ({r.predicted.formula})"
                         if r.predicted else ""))
-    if node.get("pss_loaded") is not None:
-        lines.append(f"  node PSS with weights loaded {node['pss_loaded'] / m:.2f} × model; "
-                     f"Σ RSS would say {node['rss_loaded_sum'] / m:.2f} ×")
-    for f in r.checks.get("ranks") or []:
-        peak = f.get("ram_peak")
-        lines.append(f"  rank {f['rank']}: peak {'?' if peak is None else f'{peak / m:.2f}'} × "
-                     f"model (predicted {f['predicted'] / m:.2f} ×, {f['formula']}), weights "
-                     f"{f['verify']}")
+    if node is not None and node.pss_loaded is not None:
+        lines.append(f"  node PSS with weights loaded {node.pss_loaded / m:.2f} × model; "
+                     f"Σ RSS would say {(node.rss_loaded_sum or 0) / m:.2f} ×")
+    for f in r.checks.ranks:
+        peak = f.ram_peak
+        lines.append(f"  rank {f.rank}: peak {'?' if peak is None else f'{peak / m:.2f}'} × "
+                     f"model (predicted {(f.predicted or 0) / m:.2f} ×, {f.formula}), weights "
+                     f"{f.verify}")
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry of ``python -m bigviz.run.distributed``: one rank under torchrun, else launch.
+    """Entry of ``python -m bigviz.runner.distributed``: one rank under torchrun, else launch.
 
     Returns:
         The exit code: 0 when the job finished and every rank's weights checked out.

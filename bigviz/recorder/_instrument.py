@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from bigviz.units import format_size
 
 if TYPE_CHECKING:
-    from bigviz.record._recorder import Recorder
+    from bigviz.recorder._recorder import Recorder
 
 __all__ = ["Patches", "install"]
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bigviz.record._procfs import read_kib
+from bigviz.recorder._procfs import read_kib
 
 __all__ = ["STATUS_FIELDS", "Channel", "child_main", "read_status", "recv_messages"]
 
@@ -63,7 +63,7 @@ STATUS_FIELDS: tuple[str, ...] = ("VmRSS", "RssAnon", "RssFile", "VmHWM")
 def read_status(pid: int | str = "self", names: Sequence[str] = STATUS_FIELDS) -> dict[str, int]:
     """VmRSS, RssAnon, RssFile, VmHWM (or the fields ``names``) of a process in bytes,
     from Linux's ``/proc/PID/status``; ``{}`` where it cannot be read
-    (:func:`bigviz.record._procfs.read_kib`)."""
+    (:func:`bigviz.recorder._procfs.read_kib`)."""
     return read_kib(pid, names)
 
 
@@ -118,7 +118,7 @@ def _max_memory(pairs: list[list[Any]] | None) -> dict[int | str, int] | None:
 
 
 def _run(job: dict[str, Any], chan: Channel) -> int:
-    import bigviz.record as record
+    import bigviz.recorder as record
     import bigviz.strategies as strategies
     from bigviz.checkpoint import inspect_checkpoint
     from bigviz.strategies._base import RunContext, compare_checksums, first_use

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bigviz._errors import RunError
-from bigviz._serde import from_plain
-from bigviz.record.model import Mark, Phase, Recording, Series
-from bigviz.run import forkserver
-from bigviz.run._worker import read_status, recv_messages
+from bigviz.data.recording import Mark, Phase, Recording, Series
+from bigviz.data.serde import from_plain
+from bigviz.runner import forkserver
+from bigviz.runner._worker import read_status, recv_messages
 from bigviz.units import format_size
 
 __all__ = ["Outcome", "Timeline", "execute", "vram_peaks"]

@@ -1,8 +1,8 @@
 """Run strategies in fresh processes and compare them: :func:`run` and :func:`sweep`.
 
-Each run forks a clean worker from a warm fork server (:mod:`bigviz.run.forkserver`),
+Each run forks a clean worker from a warm fork server (:mod:`bigviz.runner.forkserver`),
 runs one strategy under the recorder there, streams the timeline back while it runs,
-and returns a plain-data :class:`~bigviz.run.result.RunResult` whatever happens to the
+and returns a plain-data :class:`~bigviz.data.result.RunResult` whatever happens to the
 worker: an exception, a segfault, the kernel's OOM killer, or the parent's RAM-budget
 watchdog all become an outcome with the phase reached and the partial timeline.
 
@@ -32,17 +32,16 @@ import sys
 import tempfile
 import threading
 import time
-import types
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bigviz._errors import ConfigError, StrategyError
+from bigviz.data.result import TOLERANCE, Checks, Prediction, PredictionCheck, RunResult, Sweep
 from bigviz.models import ModelLike, model_bytes, parse_spec, spec_name
-from bigviz.run import forkserver
-from bigviz.run._runner import Outcome, execute, raise_if_failed, vram_peaks
-from bigviz.run.result import Prediction, RunResult, Sweep
+from bigviz.runner import forkserver
+from bigviz.runner._runner import Outcome, execute, raise_if_failed, vram_peaks
 from bigviz.units import format_size, parse_size
 
 if TYPE_CHECKING:
@@ -52,11 +51,6 @@ __all__ = ["TOLERANCE", "close", "prepare_checkpoint", "run", "sweep"]
 
 EventCallback = Callable[[dict[str, Any]], None]
 
-#: A measured peak agrees with its prediction when within ``frac × M + abs`` bytes
-#: (M = model bytes). Small models carry a fixed overhead (allocator arenas, Python
-#: objects, the recorder) that the formulas leave out; hence the absolute slack.
-TOLERANCE: dict[str, float] = {"frac": 0.25, "abs": 48_000_000}
-
 _FORMATS = ("safetensors", "bin")
 _DTYPES = ("float32", "bfloat16", "float16")
 
@@ -65,8 +59,8 @@ def close() -> None:
     """Stop the warm fork server now (it also stops at interpreter exit).
 
     Example:
-        >>> import bigviz.run
-        >>> bigviz.run.close()
+        >>> import bigviz.runner
+        >>> bigviz.close()
     """
     forkserver.close()
 
@@ -239,7 +233,7 @@ def run(
         seed: seed of the synthetic weights.
         nproc: launch this many ``torch.distributed`` ranks instead of one worker, with a
             distributed strategy (``every-rank-loads``, ``rank0-broadcast``,
-            ``shared-mmap``); see :func:`bigviz.run.distributed.run_distributed`.
+            ``shared-mmap``); see :func:`bigviz.runner.distributed.run_distributed`.
 
     Returns:
         A :class:`RunResult`; its ``outcome`` says how the run ended.
@@ -255,7 +249,7 @@ def run(
         >>> # r.outcome, r.ram_peak / r.model_bytes
     """
     if nproc is not None:
-        from bigviz.run.distributed import run_distributed  # not at import: see its module
+        from bigviz.runner.distributed import run_distributed  # not at import: see its module
 
         _check_ranks_options(nproc, device_map, max_memory, model)
         return run_distributed(
@@ -374,24 +368,21 @@ def _result(
         error = (f"would not fit in {format_size(budget, binary=False)}: reached "
                  f"{format_size(ram_abs, binary=False)}"
                  + (f" in phase {worst.name!r}" if worst else ""))
-    checks: dict[str, Any] = {
-        "weights": "ok" if outcome == "ok" else ((out.result or {}).get("verify") or "unchecked"),
-        "exit_code": out.exit_code,
-        "spawn_to_first_phase_s": _overhead(out),
-        "after_first_use": {k: max(0, int(v) - int(base.get(k, 0)))
-                            for k, v in ((out.result or {}).get("after") or {}).items()},
-        "baseline_anon": int(base.get("anon", 0)),
-        "baseline_file": int(base.get("file", 0)),
-    }
-    if notes.get("device_map"):
-        checks["device_map"] = notes["device_map"]
-    if placement:
-        checks["placement"] = placement
-    if outcome == "ok" and pred is not None and ram_peak is not None and pred.ram_peak:
-        checks["prediction"] = _prediction_check(ram_peak, pred.ram_peak, m_bytes)
     tb = (out.result or {}).get("traceback") or out.traceback
-    if tb:
-        checks["traceback"] = tb
+    checks = Checks(
+        weights="ok" if outcome == "ok" else ((out.result or {}).get("verify") or "unchecked"),
+        exit_code=out.exit_code,
+        spawn_to_first_phase_s=_overhead(out),
+        after_first_use={k: max(0, int(v) - int(base.get(k, 0)))
+                         for k, v in ((out.result or {}).get("after") or {}).items()},
+        baseline_anon=int(base.get("anon", 0)),
+        baseline_file=int(base.get("file", 0)),
+        device_map=notes.get("device_map") or None,
+        placement=placement or None,
+        traceback=tb or None,
+    )
+    if outcome == "ok" and pred is not None and ram_peak is not None and pred.ram_peak:
+        checks.prediction = PredictionCheck.judge(ram_peak, pred.ram_peak, m_bytes)
     return RunResult(
         strategy=strat.name,
         outcome=outcome,  # type: ignore[arg-type]
@@ -413,19 +404,6 @@ def _result(
         params=params,
         checks=checks,
     )
-
-
-def _prediction_check(measured: int, predicted: int, m_bytes: int, *, nproc: int = 1
-                     ) -> dict[str, Any]:
-    """``checks["prediction"]``: whether a measured peak agrees with its prediction
-    within :data:`TOLERANCE` (``frac × M + abs``, once per rank for ``nproc`` ranks)."""
-    slack = (TOLERANCE["frac"] * m_bytes + TOLERANCE["abs"]) * nproc
-    return {
-        "agrees": abs(measured - predicted) <= slack,
-        "measured": measured, "predicted": predicted,
-        "ratio": round(measured / predicted, 3) if predicted else None,
-        "tolerance": int(slack),
-    }
 
 
 def _peak(rec: Any, series: str, phase_vals: list[int | None]) -> int | None:
@@ -652,7 +630,7 @@ def _sweep_ranks(
     cancel: threading.Event | None, timeout: float | None, seed: int, nproc: int,
 ) -> Sweep:
     """:func:`sweep` over distributed strategies, each combination on ``nproc`` ranks."""
-    from bigviz.run.distributed import run_distributed
+    from bigviz.runner.distributed import run_distributed
     from bigviz.strategies import distributed as dist
 
     for dm in device_maps:
@@ -715,14 +693,3 @@ def _tag(on_event: EventCallback | None, label: str, index: int) -> EventCallbac
 
     return tagged
 
-
-class _CallableModule(types.ModuleType):
-    """``bigviz.run`` is both this package and the :func:`run` function: importing
-    ``bigviz.run.result`` makes the attribute ``bigviz.run`` the package, so the package
-    itself must be callable for ``bigviz.run("meta", ...)`` to keep working."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> RunResult:
-        return run(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
