@@ -314,7 +314,7 @@ def distributed_recording(
     samples, a ``baseline`` mark holding its baseline snapshot, and phases ``build``,
     ``load`` > ``shard i/3``, ``first use``, ``loaded``. The parent holds ``node.pss``,
     ``node.uss``, ``node.anon`` and ``node.rss`` and rank 0's phases, like
-    ``bigviz.runner.distributed.merge_ranks``.
+    ``bigviz.recorder.merge.merge_ranks``.
 
     Args:
         stop_at: fraction of the run after which ``failed_rank``'s samples stop (an OOM

@@ -23,7 +23,8 @@ import bigviz
 from bigviz._errors import ConfigError, StrategyError
 from bigviz.data.recording import Recording, Series
 from bigviz.data.result import RunResult
-from bigviz.runner.distributed import merge_ranks, node_series, run_distributed
+from bigviz.recorder.merge import merge_ranks, node_series
+from bigviz.runner.distributed import run_distributed
 from bigviz.strategies import distributed as dstrat
 
 MODEL = "mlp:40MB"
