@@ -94,7 +94,8 @@ def test_memory_orderings_of_the_design_table_hold(cpu_sweep: Sweep) -> None:
 def test_predictions_agree_within_the_documented_tolerance(cpu_sweep: Sweep) -> None:
     for r in cpu_sweep.results:
         pred = r.checks.prediction
-        assert pred is not None and pred.tolerance == int(TOLERANCE["frac"] * r.model_bytes + TOLERANCE["abs"])
+        assert pred is not None
+        assert pred.tolerance == int(TOLERANCE["frac"] * r.model_bytes + TOLERANCE["abs"])
         assert pred.agrees, (r.strategy, pred)
 
 
