@@ -24,6 +24,7 @@ from bigviz.checkpoint._format import (
     read_index,
     read_safetensors_header,
 )
+from bigviz.checkpoint._match import check_against_model
 from bigviz.checkpoint._types import CheckpointInfo, ShardInfo, TensorInfo
 
 
@@ -424,7 +425,5 @@ def validate_checkpoint(
     """
     info, _ = scan(path, format=format)
     if model is not None:
-        from bigviz.checkpoint._load import check_against_model
-
         check_against_model(model, info, strict=strict, allow_dtype_cast=False)
     return info
