@@ -11,6 +11,9 @@ Specs:
 ``"package.module:function"``  a user factory, called with no arguments
 a callable                     the same, passed directly (must be importable by name so
                                a worker process can find it)
+``"./checkpoint"``             a checkpoint folder on disk: a Transformers folder is built
+                               from its ``config.json``; any other takes a ``factory``
+``"hf:ORG/NAME[@REVISION]"``   a model in the local Hugging Face cache (never downloaded)
 =============================  =========================================================
 
 The ``gpt`` model uses GPT-2's parameter names and shapes, so its checkpoints load in
@@ -29,9 +32,16 @@ import re
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bigviz._errors import ConfigError
+from bigviz.models.folders import (
+    is_folder_spec,
+    read_config,
+    resolve_folder,
+    skeleton_from_config,
+)
 from bigviz.models.zoo import NO_SPLIT, zoo_classes
 from bigviz.units import parse_size
 
@@ -58,7 +68,8 @@ ModelLike = str | Callable[[], Any]
 
 _VALID_FORMS = (
     "'gpt:<size>' (e.g. 'gpt:1GB'), 'mlp:<size>' (e.g. 'mlp:500MB'), 'bert-base', "
-    "'package.module:function' (a factory returning an nn.Module), or a callable"
+    "'package.module:function' (a factory returning an nn.Module), a checkpoint folder "
+    "('./ckpt'), 'hf:ORG/NAME' from the local Hugging Face cache, or a callable"
 )
 _FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
@@ -75,11 +86,12 @@ class ModelSpec:
         'mlp'
     """
 
-    kind: str  # "gpt", "mlp", "bert", "factory"
+    kind: str  # "gpt", "mlp", "bert", "factory", "folder"
     spec: str
     target_bytes: int | None = None
     config: dict[str, int] = field(default_factory=dict)
     factory: str | None = None
+    path: str | None = None  # kind "folder": the resolved folder holding the weights
 
 
 def spec_name(model: ModelLike) -> str:
@@ -93,14 +105,19 @@ def spec_name(model: ModelLike) -> str:
     return repr(model)
 
 
-def parse_spec(model: ModelLike, dtype: str = "float32") -> ModelSpec:
+def parse_spec(
+    model: ModelLike, dtype: str | None = "float32", *, factory: str | None = None
+) -> ModelSpec:
     """Parse a model spec, checking it fully before anything is built.
 
     Args:
         model: a zoo spec (``"gpt:1GB"``, ``"mlp:500MB"``, ``"bert-base"``), a factory
-            path ``"package.module:function"`` or a callable.
+            path ``"package.module:function"``, a callable, a checkpoint folder or
+            ``"hf:ORG/NAME[@REVISION]"`` (local cache only).
         dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``; zoo shapes are chosen so
-            the bytes in this dtype hit the target.
+            the bytes in this dtype hit the target (``None``: float32).
+        factory: for a folder without ``config.json``, the ``"package.module:function"``
+            that builds its model.
 
     Returns:
         The :class:`ModelSpec`.
@@ -112,7 +129,9 @@ def parse_spec(model: ModelLike, dtype: str = "float32") -> ModelSpec:
         >>> parse_spec("gpt:100MB").config["layers"] >= 1
         True
     """
-    itemsize = _itemsize(dtype)
+    itemsize = _itemsize(dtype or "float32")
+    if factory is not None and (not isinstance(factory, str) or not _FACTORY_RE.match(factory)):
+        raise ConfigError(f"factory {factory!r} is not valid; use 'package.module:function'")
     if callable(model) and not isinstance(model, str):
         name = spec_name(model)
         if "<lambda>" in name or "<locals>" in name:
@@ -124,6 +143,9 @@ def parse_spec(model: ModelLike, dtype: str = "float32") -> ModelSpec:
     if not isinstance(model, str) or not model.strip():
         raise ConfigError(f"model spec {model!r} is not valid; use {_VALID_FORMS}")
     text = model.strip()
+    if factory is not None and not is_folder_spec(text):
+        raise ConfigError(f"factory {factory!r} goes with a checkpoint folder; model {text!r} "
+                          "is not one (give a factory alone as the model)")
     if text == "bert-base":
         return ModelSpec(kind="bert", spec=text, config=dict(_BERT_BASE))
     kind, sep, rest = text.partition(":")
@@ -141,6 +163,9 @@ def parse_spec(model: ModelLike, dtype: str = "float32") -> ModelSpec:
             )
         cfg = _gpt_config(n_params) if kind == "gpt" else _mlp_config(n_params)
         return ModelSpec(kind=kind, spec=text, target_bytes=target, config=cfg)
+    if is_folder_spec(text):
+        folder = resolve_folder(text)
+        return ModelSpec(kind="folder", spec=text, factory=factory, path=str(folder))
     if _FACTORY_RE.match(text) and kind not in ("gpt", "mlp"):
         return ModelSpec(kind="factory", spec=text, factory=text)
     raise ConfigError(f"model spec {text!r} is not valid; use {_VALID_FORMS}")
@@ -196,10 +221,13 @@ def _param_count(spec: ModelSpec) -> int:
     raise AssertionError(spec.kind)
 
 
-def model_bytes(model: ModelLike, dtype: str = "float32") -> int:
+def model_bytes(
+    model: ModelLike, dtype: str | None = "float32", *, factory: str | None = None
+) -> int:
     """Unique parameter bytes of a model (tied weights counted once), without building it.
 
-    Zoo specs are computed from their shapes; a factory is built on the meta device.
+    Zoo specs are computed from their shapes; a factory is built on the meta device; a
+    checkpoint folder counts its files' unique tensor bytes as saved (``dtype`` ignored).
 
     Raises:
         ConfigError: for a bad spec or dtype.
@@ -208,9 +236,13 @@ def model_bytes(model: ModelLike, dtype: str = "float32") -> int:
         >>> abs(model_bytes("gpt:100MB") - 100_000_000) < 100_000
         True
     """
-    spec = parse_spec(model, dtype)
+    spec = parse_spec(model, dtype, factory=factory)
+    if spec.kind == "folder":
+        from bigviz.checkpoint import inspect_checkpoint
+
+        return int(inspect_checkpoint(spec.path or "").total_size)
     if spec.kind != "factory":
-        return _param_count(spec) * DTYPES[dtype]
+        return _param_count(spec) * DTYPES[dtype or "float32"]
     m = build_model(model, dtype=dtype, device="meta")
     unique = {id(t): t for t in [*m.parameters(), *m.buffers()]}  # a tied tensor once
     return sum(t.numel() * t.element_size() for t in unique.values())
@@ -237,20 +269,25 @@ def _load_factory(path: str) -> Callable[[], Any]:
 def build_model(
     model: ModelLike,
     *,
-    dtype: str = "float32",
+    dtype: str | None = "float32",
     device: str = "cpu",
     seed: int = 0,
+    factory: str | None = None,
 ) -> nn.Module:
-    """Build a zoo model or call a factory, on ``"meta"`` (no memory) or ``"cpu"``.
+    """Build a zoo model, call a factory, or build a checkpoint folder's skeleton, on
+    ``"meta"`` (no memory) or ``"cpu"``.
 
     On ``"cpu"`` the weights are filled by :func:`materialize` (fast, seeded), not by
     the layers' own random init: the content only has to be deterministic and varied.
 
     Args:
         model: a spec or factory (see :func:`parse_spec`).
-        dtype: parameter dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``.
+        dtype: parameter dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``; ``None``
+            keeps a folder's dtype (its config's) and means float32 for the zoo.
         device: ``"meta"`` or ``"cpu"``.
         seed: seed of the fill pattern.
+        factory: for a checkpoint folder, the ``"package.module:function"`` that builds
+            its model (needed when the folder has no ``config.json``).
 
     Returns:
         The ``nn.Module`` (in eval mode).
@@ -267,27 +304,33 @@ def build_model(
     import torch
     from torch import nn
 
-    spec = parse_spec(model, dtype)
+    spec = parse_spec(model, dtype, factory=factory)
     if device not in ("meta", "cpu"):
         raise ConfigError(f"build_model device {device!r} is not supported; use 'meta' or 'cpu'")
-    torch_dtype = getattr(torch, dtype)
-    with torch.device("meta"):
-        if spec.kind == "factory":
-            fn = model if callable(model) and not isinstance(model, str) else None
-            made = (fn or _load_factory(spec.factory or ""))()
-        else:
-            made = zoo_classes()[spec.kind](spec.config)
+    if spec.kind == "folder" and spec.factory is None:
+        made: Any = skeleton_from_config(Path(spec.path or ""), spec.spec, dtype)
+    else:
+        with torch.device("meta"):
+            if spec.kind in ("factory", "folder"):
+                fn = model if callable(model) and not isinstance(model, str) else None
+                made = (fn or _load_factory(spec.factory or ""))()
+            else:
+                made = zoo_classes()[spec.kind](spec.config)
     if not isinstance(made, nn.Module):
         raise ConfigError(
-            f"model factory {spec.spec!r} returned {type(made).__name__}, not an nn.Module"
+            f"model factory {spec.factory or spec.spec!r} returned {type(made).__name__}, "
+            "not an nn.Module"
         )
-    made = made.to(torch_dtype).eval()
-    tie = getattr(made, "tie_weights", None)
+    built: nn.Module = made
+    if dtype is not None or spec.kind != "folder":
+        built = built.to(getattr(torch, dtype or "float32"))
+    built = built.eval()
+    tie = getattr(built, "tie_weights", None)
     if callable(tie):
         tie()
     if device == "cpu":
-        materialize(made, seed=seed)
-    return made
+        materialize(built, seed=seed)
+    return built
 
 
 def _fill(t: torch.Tensor, name: str, seed: int) -> None:
@@ -342,7 +385,8 @@ def materialize(model: nn.Module, *, seed: int = 0, device: str = "cpu") -> nn.M
 
 
 def transformers_config(model: ModelLike, dtype: str = "float32") -> dict[str, Any] | None:
-    """A Transformers ``config.json`` (GPT-2) for a ``gpt:`` spec, else ``None``.
+    """A Transformers ``config.json`` (GPT-2) for a ``gpt:`` spec, a folder's own
+    ``config.json``, else ``None``.
 
     The zoo's GPT uses GPT-2's names and shapes, so ``GPT2LMHeadModel.from_pretrained``
     loads its checkpoints with this config written beside them.
@@ -352,6 +396,8 @@ def transformers_config(model: ModelLike, dtype: str = "float32") -> dict[str, A
         'gpt2'
     """
     spec = parse_spec(model, dtype)
+    if spec.kind == "folder":
+        return read_config(Path(spec.path or ""))
     if spec.kind != "gpt":
         return None
     c = spec.config

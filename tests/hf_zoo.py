@@ -1,0 +1,89 @@
+"""Real Transformers checkpoints for tests, built from configs (random init, no download).
+
+``save_hf(kind, folder, size=...)`` writes what ``save_pretrained`` writes for a GPT-2,
+Llama, BERT or T5 model of about ``size`` bytes; ``hub_cache(home, repo, folder)`` lays
+a folder out as a model in huggingface_hub's cache (``refs/``, ``snapshots/``, ``blobs/``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+KINDS = ("gpt2", "llama", "bert", "t5")
+
+
+def config(kind: str, size: int = 2_000_000) -> Any:
+    """A config of ``kind`` whose fp32 weights are roughly ``size`` bytes."""
+    import transformers
+
+    # width d, layers L: ~12·d²·L block bytes/4; a vocabulary of 1024 adds 4·1024·d bytes
+    d = 64
+    while 4 * (12 * d * d * 2 + 1024 * d) < size and d < 2048:
+        d += 64
+    layers = max(2, min(8, size // (4 * (12 * d * d + 1024 * d) // 1)))
+    heads = max(1, d // 64)
+    if kind == "gpt2":
+        return transformers.GPT2Config(n_layer=layers, n_embd=d, n_head=heads, vocab_size=1024,
+                                       n_positions=64, bos_token_id=0, eos_token_id=0)
+    if kind == "llama":
+        return transformers.LlamaConfig(hidden_size=d, intermediate_size=4 * d,
+                                        num_hidden_layers=layers, num_attention_heads=heads,
+                                        num_key_value_heads=heads, vocab_size=1024,
+                                        max_position_embeddings=64, tie_word_embeddings=False)
+    if kind == "bert":
+        return transformers.BertConfig(hidden_size=d, intermediate_size=4 * d,
+                                       num_hidden_layers=layers, num_attention_heads=heads,
+                                       vocab_size=1024, max_position_embeddings=64)
+    if kind == "t5":
+        return transformers.T5Config(d_model=d, d_ff=4 * d, d_kv=64, num_layers=layers,
+                                     num_decoder_layers=layers, num_heads=heads, vocab_size=1024)
+    raise ValueError(kind)
+
+
+def model_class(kind: str) -> Any:
+    import transformers
+
+    return {
+        "gpt2": transformers.GPT2LMHeadModel,
+        "llama": transformers.LlamaForCausalLM,
+        "bert": transformers.BertModel,
+        "t5": transformers.T5ForConditionalGeneration,
+    }[kind]
+
+
+def save_hf(kind: str, folder: Path, *, size: int = 2_000_000, max_shard_size: str = "1MB",
+            seed: int = 0) -> torch.nn.Module:
+    """Build a ``kind`` model with random weights and ``save_pretrained`` it sharded."""
+    torch.manual_seed(seed)
+    model = model_class(kind)(config(kind, size)).eval()
+    model.save_pretrained(folder, max_shard_size=max_shard_size)
+    return model
+
+
+def hub_cache(home: Path, repo: str, folder: Path, *, revision: str = "main") -> Path:
+    """Lay ``folder``'s files out as ``repo`` at ``revision`` in a hub cache under
+    ``home`` (the ``HF_HOME``), the way huggingface_hub stores a download: content in
+    ``blobs/``, ``snapshots/COMMIT/`` of relative symlinks, ``refs/REVISION`` = COMMIT.
+    Returns the snapshot folder."""
+    storage = home / "hub" / ("models--" + repo.replace("/", "--"))
+    commit = hashlib.sha1(f"{repo}@{revision}".encode()).hexdigest()
+    snap = storage / "snapshots" / commit
+    (storage / "blobs").mkdir(parents=True, exist_ok=True)
+    snap.mkdir(parents=True, exist_ok=True)
+    for f in sorted(folder.iterdir()):
+        digest = hashlib.sha256(f.read_bytes()).hexdigest()
+        blob = storage / "blobs" / digest
+        if not blob.exists():
+            shutil.copyfile(f, blob)
+        link = snap / f.name
+        if not link.exists():
+            os.symlink(os.path.relpath(blob, snap), link)
+    (storage / "refs").mkdir(exist_ok=True)
+    (storage / "refs" / revision).write_text(commit)
+    return snap
