@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work-dir", default=None)
     ns = p.parse_args(argv)
 
-    from bigviz.runner.distributed import run_distributed
+    from bigviz.runner.launcher import run_distributed
 
     counts = [int(x) for x in ns.nproc.split(",") if x]
     strategies = [s for s in ns.strategies.split(",") if s]

@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     import bigviz
-    from bigviz.strategies._base import cuda_device_count
+    from bigviz.strategies.devices import cuda_device_count
     from bigviz.units import format_size
 
     n = cuda_device_count()

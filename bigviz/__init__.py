@@ -43,6 +43,7 @@ _LAZY: dict[str, str] = {
     "inspect_checkpoint": "bigviz.checkpoint",
     "validate_checkpoint": "bigviz.checkpoint",
     "plan_shards": "bigviz.checkpoint",
+    "reshard": "bigviz.checkpoint",
     "CheckpointInfo": "bigviz.checkpoint",
     "ShardInfo": "bigviz.checkpoint",
     "TensorInfo": "bigviz.checkpoint",
@@ -62,7 +63,7 @@ _LAZY: dict[str, str] = {
 
 _SUBMODULES = {
     "report", "testing", "units", "checkpoint", "models", "strategies", "plots", "widgets",
-    "data", "recorder", "runner",
+    "data", "recorder", "runner", "options", "progress", "tables",
 }
 
 __all__ = sorted([*_LAZY, "__version__"])

@@ -1,4 +1,4 @@
-"""The ``bigviz`` command: ``sweep``, ``profile``, ``inspect``, ``report``, ``diff``.
+"""The ``bigviz`` command: ``sweep``, ``profile``, ``inspect``, ``reshard``, ``report``, ``diff``.
 
 A thin front end on the core: each verb lives in its own module under
 :mod:`bigviz.commands` (the memray layout) and only parses, calls the library and prints.
@@ -48,6 +48,7 @@ examples:
   bigviz sweep --model gpt:400MB --strategies naive,meta --out report.html
   bigviz profile --out load.json -- python load.py
   bigviz inspect ./checkpoint
+  bigviz reshard ./checkpoint ./checkpoint-2GB --max-shard-size 2GB
   bigviz report sweep.json --out sweep.md
   bigviz diff base.json new.json --threshold 5%
 
@@ -91,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         ('inspect', 'ckpt/')
     """
     from bigviz import __version__
-    from bigviz.commands import diff, inspect, profile, report, sweep
+    from bigviz.commands import diff, inspect, profile, report, reshard, sweep
 
     parser = _Parser(
         prog=PROG,
@@ -101,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"bigviz {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
-    for module in (sweep, profile, inspect, report, diff):
+    for module in (sweep, profile, inspect, reshard, report, diff):
         module.add_parser(sub)
     return parser
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
+import html
 import shlex
 import sys
 from dataclasses import dataclass
@@ -32,12 +34,14 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from bigviz._errors import BigvizError, ConfigError, StrategyError
+from bigviz.units import format_size
 
 if TYPE_CHECKING:
     from bigviz.data.recording import Recording
     from bigviz.data.result import RunResult, Sweep
+    from bigviz.progress import RunProgress
 
-__all__ = ["BigvizMagics", "load_ipython_extension"]
+__all__ = ["BigvizMagics", "load_ipython_extension", "parser"]
 
 # IPython's display helpers are untyped; give them one typed name each
 display: Any = _ipd.display
@@ -84,29 +88,28 @@ def _cell_parser() -> _Parser:
     return p
 
 
-def _line_parser() -> _Parser:
-    from bigviz.commands import sweep as sweep_cmd
+def _line_parser() -> tuple[_Parser, dict[str, _Parser]]:
+    """``%bigviz`` and its commands' parsers, by command name."""
+    from bigviz import options
 
     p = _Parser(prog="%bigviz", description="bigviz line magics (the cell magic is %%bigviz).")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser, required=True)
     d = sub.add_parser("dashboard", help="the interactive dashboard (model, shard size, run)")
-    d.add_argument("--model", default="gpt:100MB", metavar="SPEC",
+    d.add_argument("--model", default=options.NOTEBOOK_DEFAULTS["model"], metavar="SPEC",
                    help="gpt:SIZE, mlp:SIZE, bert-base or package.module:function")
-    # the same options as `bigviz sweep`, from the CLI's own parser code
-    sweep_cmd.add_parser(sub)
-    s = sub.choices["sweep"]
-    s.prog = "%bigviz sweep"
-    s.epilog = ("examples:\n  %bigviz sweep --model gpt:100MB --strategies naive,meta "
-                "--shard-sizes 20MB,50MB\n  %bigviz sweep --model gpt:1GB --ram-budget 8GB "
-                "--out sweep.html")
-    s.description = ("Save the model once per (shard size, format), then load it with every\n"
+    s = sub.add_parser(
+        "sweep", help="run loading strategies, each in a fresh process, and compare their peaks",
+        description=("Save the model once per (shard size, format), then load it with every\n"
                      "strategy, each in its own fresh process under the recorder; show the peaks,\n"
                      "peak vs shard size, and measured vs predicted. The same options as\n"
-                     "`bigviz sweep`; no report file unless --out/--json/--md is given.")
-    s.set_defaults(out=None)  # in a notebook the figures are the output; a file on request
-    for action in s._actions:
-        if action.dest == "out":
-            action.help = "also write a report, format by suffix (.html, .json, .md, .csv)"
+                     "`bigviz sweep`; no report file unless --out/--json/--md is given."),
+        epilog=("examples:\n  %bigviz sweep --model gpt:100MB --strategies naive,meta "
+                "--shard-sizes 20MB,50MB\n  %bigviz sweep --model gpt:1GB --ram-budget 8GB "
+                "--out sweep.html"),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    # the same options as `bigviz sweep`, from the one spec; in a notebook the figures are
+    # the output, so a report file only on request
+    options.add_arguments(s, report=None)
     c = sub.add_parser("compare", help="the last profiled cells on one time axis")
     c.add_argument("--last", type=int, default=5, metavar="N", help="how many cells (default 5)")
     c.add_argument("--series", default="ram.rss", choices=["ram.rss", "ram.anon", "ram.file"],
@@ -114,10 +117,10 @@ def _line_parser() -> _Parser:
     e = sub.add_parser("export", help="a report of this kernel's profiled cells")
     e.add_argument("path", metavar="PATH", help="output file: .html, .json, .md or .csv")
     e.add_argument("--sweep", action="store_true", help="export the last %%bigviz sweep instead")
-    return p
+    return p, {"dashboard": d, "sweep": s, "compare": c, "export": e}
 
 
-def _parse(parser: _Parser, line: str) -> argparse.Namespace | None:
+def _parse(parser: argparse.ArgumentParser, line: str) -> argparse.Namespace | None:
     try:
         argv = shlex.split(line)
     except ValueError as exc:  # an unclosed quote
@@ -132,13 +135,6 @@ def _usage(exc: BigvizError) -> UsageError:
     return UsageError(str(exc))
 
 
-def _list(text: str, flag: str) -> list[str]:
-    items = [x.strip() for x in text.split(",") if x.strip()]
-    if not items:
-        raise UsageError(f"{flag} {text!r} is empty; give a comma-separated list")
-    return items
-
-
 def _preimport(*names: str) -> None:
     import contextlib
     import importlib
@@ -149,26 +145,24 @@ def _preimport(*names: str) -> None:
 
 
 def _check_report_path(path: str) -> None:
-    from bigviz.report import _ALIASES, FORMATS
+    from bigviz.report import check_output_path
 
-    p = Path(path)
-    if p.suffix.lower() not in (*FORMATS, *_ALIASES):
-        raise UsageError(f"--report {path!r}: name the file with one of {', '.join(FORMATS)}")
-    if not p.resolve().parent.is_dir():
-        raise UsageError(f"--report {path!r}: folder {str(p.resolve().parent)!r} does not exist; "
-                         "create it first")
+    try:
+        check_output_path(path)  # the one check of report.write and the CLI
+    except BigvizError as exc:
+        raise UsageError(f"--report: {exc}") from None
 
 
 def _show_figure(fig: Any) -> None:
-    from bigviz.widgets import figure_png
+    from bigviz.plots import to_png
 
-    display(Image(data=figure_png(fig, dpi=100), format="png"))
+    display(Image(data=to_png(fig, dpi=100), format="png"))
 
 
 def _show_link(path: Path) -> None:
-    from bigviz.widgets import _link_html
+    from bigviz.report.notebook import link_html
 
-    display(HTML(f"<div>report written: {_link_html(path)}</div>"))
+    display(HTML(f"<div>report written: {link_html(path)}</div>"))
 
 
 @dataclass
@@ -202,6 +196,7 @@ class BigvizMagics(Magics):
 
     def __init__(self, shell: Any) -> None:
         super().__init__(shell)
+        _parsers()  # builds the parsers, and with them the help of `%bigviz?`
         self.cells: list[_Cell] = []
         self.sweeps: list[Sweep] = []
         self.dashboards: list[Any] = []
@@ -213,10 +208,14 @@ class BigvizMagics(Magics):
 
     @line_cell_magic
     def bigviz(self, line: str, cell: str | None = None) -> Any:
+        """Profile a cell (%%bigviz) or run a bigviz command (%bigviz COMMAND).
+
+        (The magics' options follow here once the extension is loaded.)
+        """
         __tracebackhide__ = True  # the user's traceback, not ours
         if cell is not None:
             return self._profile(line, cell)
-        args = _parse(_LINE_PARSER, line)
+        args = _parse(parser("%bigviz"), line)
         if args is None:
             return None
         args.line = line
@@ -230,7 +229,7 @@ class BigvizMagics(Magics):
         __tracebackhide__ = True
         from bigviz.recorder import record
 
-        args = _parse(_CELL_PARSER, line)
+        args = _parse(parser("%%bigviz"), line)
         if args is None:
             return None
         shell: Any = self.shell
@@ -282,7 +281,7 @@ class BigvizMagics(Magics):
 
     def _show_recording(self, recording: Recording, report_path: str | None) -> None:
         from bigviz import plots, report
-        from bigviz.widgets import phase_table_html
+        from bigviz.report.notebook import phase_table_html
 
         try:
             _show_figure(plots.timeline(recording))
@@ -301,25 +300,11 @@ class BigvizMagics(Magics):
         display(dash)
 
     def _sweep(self, args: argparse.Namespace) -> None:
-        from bigviz import plots, report
-        from bigviz.report._html import e
-        from bigviz.units import parse_max_memory
-        from bigviz.widgets import results_table_html
+        from bigviz import options, plots, report
+        from bigviz.report.notebook import results_table_html
 
-        # the CLI's defaults: its parser leaves --strategies unset so that --nproc can pick
-        # the distributed strategies
-        default = ("every-rank-loads,rank0-broadcast,shared-mmap" if args.nproc is not None
-                   else "naive,sharded,meta,mmap")
-        kwargs = {
-            "strategies": _list(args.strategies or default, "--strategies"),
-            "shard_sizes": _list(args.shard_sizes, "--shard-sizes"),
-            "device_maps": _list(args.device_map, "--device-map"),
-            "formats": _list(args.format, "--format"),
-            "dtype": args.dtype, "nproc": args.nproc, "timeout": args.timeout,
-            "max_memory": parse_max_memory(args.max_memory), "ram_budget": args.ram_budget,
-            "work_dir": args.work_dir,
-        }
-        sweep, interrupted = _sweep_interruptibly(args.model, kwargs)
+        kwargs = options.from_namespace(args)
+        sweep, interrupted = _sweep_interruptibly(kwargs.pop("model"), kwargs)
         sweep.command = f"%bigviz {args.line.strip()}"
         self.sweeps.append(sweep)
         if sweep.results:
@@ -329,7 +314,7 @@ class BigvizMagics(Magics):
             display(HTML(results_table_html(sweep.results)))
         finding = report.key_finding(sweep.results)
         if finding:
-            display(HTML(f"<p><b>{e(finding)}</b></p>"))
+            display(HTML(f"<p><b>{html.escape(finding)}</b></p>"))
         for path in (args.out, args.md, args.json):
             if path == "-":
                 print(report.dumps(sweep))
@@ -345,7 +330,7 @@ class BigvizMagics(Magics):
             raise UsageError("nothing to compare yet: profile a cell with %%bigviz first")
         if args.last < 1:
             raise UsageError(f"--last {args.last}: give a positive number of cells, e.g. --last 3")
-        from bigviz.widgets import results_table_html
+        from bigviz.report.notebook import results_table_html
 
         # each cell from its own start: what it added, not what earlier cells left behind
         runs = _cell_runs(self.cells[-args.last:])
@@ -368,35 +353,53 @@ class BigvizMagics(Magics):
         _show_link(report.write(obj, args.path))
 
 
+def _print_finished(kind: str, run: RunProgress) -> None:
+    """One line per finished run of a sweep: the magic's view of its progress."""
+    r = run.result
+    if kind == "done" and r is not None:
+        peak = "" if r.ram_peak is None else f", peak {format_size(r.ram_peak)}"
+        print(f"[{run.index + 1}/{run.total}] {run.label}: {r.outcome}{peak}", flush=True)
+
+
 def _sweep_interruptibly(model: str, kwargs: dict[str, Any]) -> tuple[Sweep, bool]:
     """Run bigviz.sweep on a helper thread so that Interrupt kernel cancels it cleanly.
 
     Returns the sweep (the runs that finished) and whether it was interrupted.
     """
+    from bigviz.progress import SweepProgress
     from bigviz.runner import sweep_interruptibly
-    from bigviz.units import format_size
 
-    def progress(ev: dict[str, Any]) -> None:
-        r = ev.get("result")
-        if ev.get("stage") == "done" and r is not None:
-            peak = "" if r.ram_peak is None else f", peak {format_size(r.ram_peak)}"
-            print(f"[{ev['index'] + 1}/{ev['total']}] {ev['label']}: {r.outcome}{peak}",
-                  flush=True)
-
+    progress = SweepProgress(listener=_print_finished)
     return sweep_interruptibly(model, thread_name="bigviz-magic-sweep", **kwargs,
-                               on_progress=progress)
+                               on_progress=progress.on_progress)
 
 
-_CELL_PARSER = _cell_parser()
-_LINE_PARSER = _line_parser()
+@functools.cache
+def _parsers() -> dict[str, _Parser]:
+    # built on first use: the sweep's options spec lives in the runner, which importing
+    # this module must not load
+    line, commands = _line_parser()
+    parsers = {"%%bigviz": _cell_parser(), "%bigviz": line, **commands}
+    # `%bigviz?` shows the real options: the parsers' help follows the docstring
+    BigvizMagics.bigviz.__doc__ = (
+        "Profile a cell (%%bigviz) or run a bigviz command (%bigviz COMMAND).\n\n"
+        + parsers["%%bigviz"].format_help() + "\n" + line.format_help() + "\n"
+        + "\n".join(f"--- %bigviz {n} ---\n{p.format_help()}" for n, p in commands.items())
+    )
+    return parsers
 
-# `%bigviz?` shows the real options: the parsers' help follows the docstring
-BigvizMagics.bigviz.__doc__ = (
-    "Profile a cell (%%bigviz) or run a bigviz command (%bigviz COMMAND).\n\n"
-    + _CELL_PARSER.format_help() + "\n" + _LINE_PARSER.format_help() + "\n"
-    + "\n".join(f"--- %bigviz {n} ---\n{p.format_help()}"
-                for n, p in _LINE_PARSER._subparsers._group_actions[0].choices.items())  # type: ignore[union-attr]
-)
+
+def parser(name: str = "%bigviz") -> argparse.ArgumentParser:
+    """The argument parser of a magic: ``"%%bigviz"``, ``"%bigviz"`` or one of its commands.
+
+    Raises:
+        KeyError: no such magic or command.
+
+    Example:
+        >>> parser("sweep").prog
+        '%bigviz sweep'
+    """
+    return _parsers()[name]
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -26,9 +26,9 @@ import builtins
 from typing import Any
 
 from bigviz.data.recording import SourceInfo
-from bigviz.recorder._sources import Clock, Samples, Source
+from bigviz.recorder.sources import Clock, Samples, Source
 
-__all__ = ["FakeClock", "FakeSource"]
+__all__ = ["FakeChild", "FakeClock", "FakeSource"]
 
 
 class FakeClock:
@@ -214,3 +214,85 @@ class FakeSource(Source):
     def sample_now(self) -> None:
         """Record one sample of every current value (a sampler tick)."""
         self._update(dict(self.values), sample=True)
+
+
+class FakeChild:
+    """A scripted process for :func:`bigviz.runner.supervisor.supervise`: it sends events,
+    holds memory and exits at set times of a :class:`FakeClock`, and dies of SIGKILL
+    (exit code ``-9``) when killed. Pass ``sleep=clock.advance`` to the supervisor.
+
+    Args:
+        clock: the fake clock the supervisor also reads.
+        pid: the process id it claims.
+
+    Example:
+        >>> clock = FakeClock()
+        >>> child = FakeChild(clock)
+        >>> child.memory_at(0.0, rss=100)
+        >>> child.exit_at(1.0, 0)
+        >>> (child.poll(), child.memory()["rss"])
+        (None, 100)
+    """
+
+    def __init__(self, clock: FakeClock, *, pid: int = 4242) -> None:
+        self.clock = clock
+        self.pid = pid
+        self.t0 = clock()
+        self.killed = False
+        self._events: list[tuple[float, dict[str, Any]]] = []
+        self._memory: list[tuple[float, dict[str, int]]] = []
+        self._exit: tuple[float, int] | None = None
+        self._code: int | None = None
+
+    def send_at(self, t: float, *events: dict[str, Any]) -> None:
+        """Send ``events`` ``t`` seconds after the child was made."""
+        self._events.extend((t, ev) for ev in events)
+        self._events.sort(key=lambda p: p[0])
+
+    def memory_at(self, t: float, **values: int) -> None:
+        """From ``t`` on, :meth:`memory` reads ``values`` (``rss``, ``anon``, ``file``,
+        ``shmem``)."""
+        self._memory.append((t, dict(values)))
+        self._memory.sort(key=lambda p: p[0])
+
+    def exit_at(self, t: float, code: int) -> None:
+        """Exit with ``code`` (negative: that signal) at ``t``."""
+        self._exit = (t, code)
+
+    def _now(self) -> float:
+        return self.clock() - self.t0
+
+    def fileno(self) -> int | None:
+        """No descriptor: the supervisor polls :meth:`read`."""
+        return None
+
+    def read(self) -> bytes | None:
+        """The frames of every event due by now; ``None`` once it exited and sent all."""
+        from bigviz.runner.events import encode
+
+        due = [ev for t, ev in self._events if t <= self._now()]
+        self._events = [(t, ev) for t, ev in self._events if t > self._now()]
+        if self.poll() is not None:
+            self._events.clear()  # a dead process sends nothing more
+            if not due:
+                return None
+        return b"".join(encode(ev) for ev in due)
+
+    def poll(self) -> int | None:
+        """The exit code once it exited."""
+        if self._code is None and self._exit is not None and self._now() >= self._exit[0]:
+            self._code = self._exit[1]
+        return self._code
+
+    def kill(self) -> None:
+        """Die of SIGKILL now (if still running)."""
+        self.killed = True
+        if self.poll() is None:
+            self._code = -9
+
+    def memory(self) -> dict[str, int]:
+        """The memory set by :meth:`memory_at` for now; ``{}`` once it exited."""
+        if self.poll() is not None:
+            return {}
+        now = [v for t, v in self._memory if t <= self._now()]
+        return dict(now[-1]) if now else {}

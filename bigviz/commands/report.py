@@ -6,12 +6,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from bigviz._errors import ConfigError
+from bigviz._errors import BigvizError, ConfigError
 from bigviz.commands._output import add_verb
 
 __all__ = ["add_parser", "run"]
-
-SUFFIXES = (".html", ".md", ".csv", ".json")
 
 EXAMPLES = """\
   bigviz report sweep.json --out sweep.html      # one self-contained page, opens offline
@@ -41,22 +39,25 @@ def add_parser(subparsers: Any) -> None:
 
 
 def check_out(out: str, *, flag: str = "--out") -> Path:
-    """Validate an output path before any work: a known suffix and an existing folder.
+    """Validate an output path before any work, with the one check of
+    :func:`bigviz.report.check_output_path` (a known suffix; an existing, writable
+    folder; not a folder itself), as a usage error that names the option.
 
     Raises:
-        ConfigError: naming the path and the fix.
+        ConfigError: naming the option, the path and the fix.
+
+    Example:
+        >>> check_out("sweep.txt")
+        Traceback (most recent call last):
+        ...
+        bigviz._errors.ConfigError: --out: unknown report format '.txt' for 'sweep.txt'; ...
     """
-    path = Path(out)
-    if path.suffix.lower() not in SUFFIXES:
-        raise ConfigError(
-            f"{flag} {out!r} has an unknown suffix {path.suffix or '(none)'!r}; "
-            f"use one of {', '.join(SUFFIXES)}"
-        )
-    if not path.parent.exists():
-        raise ConfigError(
-            f"{flag} {out!r}: folder {str(path.parent)!r} does not exist; create it first"
-        )
-    return path
+    from bigviz.report import check_output_path
+
+    try:
+        return check_output_path(out)
+    except BigvizError as exc:
+        raise ConfigError(f"{flag}: {exc}") from None
 
 
 def check_in(path_text: str) -> Path:

@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-import threading
 from typing import TYPE_CHECKING, Any
 
-from bigviz._errors import ConfigError
+from bigviz import options
 from bigviz.commands._output import Progress, add_verb, format_table
-from bigviz.units import format_size, parse_max_memory, parse_size
+from bigviz.units import format_size, parse_max_memory
 
 if TYPE_CHECKING:
     from bigviz.data.result import RunResult
+    from bigviz.progress import RunProgress
 
 __all__ = ["add_parser", "parse_max_memory", "run", "summary_table"]
 
@@ -41,87 +41,8 @@ def add_parser(subparsers: Any) -> None:
         ),
         examples=EXAMPLES,
     )
-    p.add_argument(
-        "--model",
-        default="gpt:400MB",
-        metavar="SPEC",
-        help="gpt:SIZE, mlp:SIZE, bert-base, or package.module:function (default: gpt:400MB)",
-    )
-    p.add_argument(
-        "--strategies",
-        default=None,
-        metavar="LIST",
-        help="comma-separated strategy names (default: naive,sharded,meta,mmap; with "
-        "--nproc: every-rank-loads,rank0-broadcast,shared-mmap)",
-    )
-    p.add_argument(
-        "--shard-sizes",
-        default="200MB",
-        metavar="LIST",
-        help="comma-separated max shard sizes, e.g. 100MB,500MB,2GB (default: 200MB)",
-    )
-    p.add_argument(
-        "--device-map",
-        default="cpu",
-        metavar="LIST",
-        help="comma-separated device maps: cpu, cuda, cuda:N, auto, balanced, sequential, disk",
-    )
-    p.add_argument(
-        "--format",
-        default="safetensors",
-        metavar="LIST",
-        help="comma-separated checkpoint formats: safetensors, bin (default: safetensors)",
-    )
-    p.add_argument(
-        "--dtype",
-        default="float32",
-        metavar="DTYPE",
-        help="parameter dtype of the model: float32, bfloat16, float16 (default: float32)",
-    )
-    p.add_argument(
-        "--ram-budget",
-        default=None,
-        metavar="SIZE",
-        help="kill a run whose RAM exceeds this (e.g. 8GB); it is reported as budget_exceeded",
-    )
-    p.add_argument(
-        "--max-memory",
-        default=None,
-        metavar="MAP",
-        help="per-device caps for dispatch, e.g. cpu=2GB,0=10GB",
-    )
-    p.add_argument(
-        "--nproc",
-        default=None,
-        type=int,
-        metavar="N",
-        help="run distributed strategies (every-rank-loads, rank0-broadcast, shared-mmap) "
-        "on N torch.distributed ranks",
-    )
-    p.add_argument(
-        "--timeout",
-        default=None,
-        type=float,
-        metavar="SECONDS",
-        help="stop a run (or a distributed job) that takes longer than this; outcome error",
-    )
-    p.add_argument("--work-dir", default=None, metavar="DIR", help="where checkpoints are saved")
-    p.add_argument(
-        "--out",
-        default="bigviz-sweep.html",
-        metavar="FILE",
-        help="report file, format by suffix (default: bigviz-sweep.html)",
-    )
-    p.add_argument("--json", default=None, metavar="FILE", help="also write JSON ('-' = stdout)")
-    p.add_argument("--md", default=None, metavar="FILE", help="also write a Markdown summary")
+    options.add_arguments(p)  # the options spec the magic and the dashboard share too
     p.set_defaults(func=run)
-
-
-def _list(text: str, what: str) -> list[str]:
-    items = [x.strip() for x in text.split(",") if x.strip()]
-    if not items:
-        raise ConfigError(f"{what} {text!r} is empty; give a comma-separated list")
-    return items
 
 
 def _run_text(r: RunResult) -> str:
@@ -134,30 +55,32 @@ def _run_text(r: RunResult) -> str:
 
 
 def summary_table(results: list[RunResult]) -> str:
-    """The end-of-sweep table: one row per run, peaks above baseline beside predictions.
+    """The end-of-sweep table: one row per run, peaks above baseline beside predictions
+    (the cells of :func:`bigviz.tables.run_rows`, written for a terminal).
 
     Example:
         >>> print(summary_table([]).splitlines()[0].split()[:3])
         ['run', 'outcome', 'peak']
     """
-    rows = []
-    for r in results:
-        pred = r.predicted
-        check = r.checks.prediction
-        agrees = "" if check is None else ("yes" if check.agrees else "NO")
-        rows.append(
-            [
-                r.label,
-                r.outcome,
-                format_size(r.ram_peak),
-                format_size(r.ram_anon_peak),
-                format_size(r.ram_file_peak),
-                ", ".join(f"{d} {format_size(v)}" for d, v in r.vram_peak.items()) or "—",
-                f"{format_size(pred.ram_peak)} ({_short_formula(pred.formula)})" if pred else "—",
-                agrees,
-                f"{r.seconds:.1f}",
-            ]
-        )
+    from bigviz.tables.labels import vram_text
+    from bigviz.tables.runs import run_rows
+
+    rows = [
+        [
+            r.full_label,
+            r.outcome,
+            format_size(r.ram_peak),
+            format_size(r.ram_anon_peak),
+            format_size(r.ram_file_peak),
+            vram_text(r.vram),
+            f"{format_size(r.predicted)} ({_short_formula(r.formula)})"
+            if r.predicted is not None
+            else "—",
+            "" if r.agrees is None else ("yes" if r.agrees else "NO"),
+            f"{r.seconds:.1f}",
+        ]
+        for r in run_rows(results)
+    ]
     headers = ["run", "outcome", "peak RAM", "anon", "file", "VRAM", "predicted", "agrees", "s"]
     return format_table(headers, rows, right=[2, 3, 4, 8])
 
@@ -169,28 +92,32 @@ def _short_formula(formula: str, width: int = 24) -> str:
     return head if len(head) <= width else head[: width - 1] + "…"
 
 
+class _Terminal:
+    """Shows a sweep's :class:`~bigviz.progress.SweepProgress` as text on stderr."""
+
+    def __init__(self) -> None:
+        self.bar: Progress | None = None
+
+    def __call__(self, kind: str, run: RunProgress) -> None:
+        if self.bar is None:
+            self.bar = Progress(run.total)
+        i = run.index + 1
+        if kind == "prepare":
+            self.bar.start(i, run.preparing)
+        elif kind == "run":
+            self.bar.start(i, run.label)
+        elif kind == "done" and run.result is not None:
+            self.bar.finish(i, run.label, _run_text(run.result))
+        elif kind in ("phase_start", "baseline", "samples"):
+            above = format_size(run.above_baseline)
+            self.bar.update(f"{run.phase or 'starting'} · {above} above baseline")
+
+
 def run(args: argparse.Namespace) -> int:
     """``bigviz sweep``: run, show progress on stderr, print the table, write the reports."""
     from bigviz.commands.report import check_out
 
-    if args.timeout is not None and not args.timeout > 0:
-        raise ConfigError(f"--timeout {args.timeout} must be a positive number of seconds")
-    if args.nproc is not None and args.nproc < 1:
-        raise ConfigError(f"--nproc {args.nproc} must be a number of ranks >= 1, e.g. --nproc 2")
-    default = (
-        "every-rank-loads,rank0-broadcast,shared-mmap"
-        if args.nproc is not None
-        else "naive,sharded,meta,mmap"
-    )
-    strategies = _list(args.strategies or default, "--strategies")
-    shard_sizes = _list(args.shard_sizes, "--shard-sizes")
-    for size in shard_sizes:
-        parse_size(size)
-    device_maps = _list(args.device_map, "--device-map")
-    formats = _list(args.format, "--format")
-    max_memory = parse_max_memory(args.max_memory)
-    if args.ram_budget is not None:
-        parse_size(args.ram_budget)
+    kwargs = options.from_namespace(args)
     outputs = [check_out(args.out)]
     json_stdout = args.json == "-"
     if args.json and not json_stdout:
@@ -201,61 +128,14 @@ def run(args: argparse.Namespace) -> int:
     human = sys.stderr if json_stdout else sys.stdout
 
     from bigviz import report
+    from bigviz.progress import SweepProgress
     from bigviz.runner import sweep_interruptibly
 
-    progress: Progress | None = None
-    lock = threading.Lock()
-    live: dict[str, Any] = {"phase": "", "baseline": 0, "rss": 0}
-
-    def on_progress(ev: dict[str, Any]) -> None:
-        nonlocal progress
-        with lock:
-            if progress is None:
-                progress = Progress(int(ev.get("total", 1)))
-            i = int(ev.get("index", 0)) + 1
-            stage = ev.get("stage")
-            if stage == "prepare":
-                progress.start(i, str(ev.get("label", "")))
-            elif stage == "run":
-                live.update(phase="starting", rss=0, baseline=0)
-                progress.start(i, str(ev.get("label", "")))
-            elif stage == "done" and ev.get("result") is not None:
-                progress.finish(i, str(ev.get("label", "")), _run_text(ev["result"]))
-
-    def on_event(ev: dict[str, Any]) -> None:
-        kind = ev.get("type")
-        with lock:
-            if kind == "phase_start":
-                live["phase"] = str(ev.get("name", ""))
-            elif kind == "baseline":
-                live["baseline"] = int(ev.get("rss") or 0)
-            elif kind == "samples":
-                rss = (ev.get("series") or {}).get("ram.rss")
-                if rss and rss[1]:
-                    live["rss"] = int(rss[1][-1])
-            else:
-                return
-            if progress is not None:
-                above = max(live["rss"] - live["baseline"], 0) if live["rss"] else 0
-                progress.update(f"{live['phase']} · {format_size(above)} above baseline")
-
+    progress = SweepProgress(listener=_Terminal())
     # the sweep runs on a helper thread so that Ctrl-C cancels it cleanly: the running
     # worker is killed, finished runs are kept and reported
     sweep, interrupted = sweep_interruptibly(
-        args.model,
-        thread_name="bigviz-cli-sweep",
-        strategies=strategies,
-        shard_sizes=shard_sizes,
-        device_maps=device_maps,
-        formats=formats,
-        dtype=args.dtype,
-        max_memory=max_memory,
-        ram_budget=args.ram_budget,
-        work_dir=args.work_dir,
-        nproc=args.nproc,
-        timeout=args.timeout,
-        on_progress=on_progress,
-        on_event=on_event,
+        kwargs.pop("model"), thread_name="bigviz-cli-sweep", **kwargs, **progress.callbacks()
     )
     argv = getattr(args, "argv", None)
     if argv:

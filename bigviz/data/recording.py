@@ -24,12 +24,10 @@ Series names used by the built-in sources:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from bigviz.data.serde import SCHEMA_VERSION, check_schema, from_plain, loads_json, to_plain
+from bigviz.data.serde import SCHEMA_VERSION, Document
 
 __all__ = ["SCHEMA_VERSION", "Mark", "Phase", "Recording", "Series", "SourceInfo"]
 
@@ -142,7 +140,7 @@ class SourceInfo:
 
 
 @dataclass
-class Recording:
+class Recording(Document):
     """RAM and VRAM of one process over time, with named phases and marks.
 
     Example:
@@ -150,6 +148,8 @@ class Recording:
         >>> Recording.from_json(r.to_json()) == r
         True
     """
+
+    KIND: ClassVar[str] = "recording"
 
     name: str = ""
     pid: int = 0
@@ -186,31 +186,4 @@ class Recording:
         """Largest value of a series over the whole recording (``None`` if absent/empty)."""
         s = self.series.get(series)
         return s.max() if s else None
-
-    # -- (de)serialisation -----------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready data."""
-        data: dict[str, Any] = to_plain(self)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Recording:
-        """Rebuild from :meth:`to_dict` data; refuses a newer schema version."""
-        check_schema(data, "Recording")
-        return from_plain(cls, data)
-
-    def to_json(self, *, indent: int | None = None) -> str:
-        """JSON text (strict: no NaN literals)."""
-        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
-
-    @classmethod
-    def from_json(cls, text: str) -> Recording:
-        """Rebuild from :meth:`to_json` text."""
-        return cls.from_dict(loads_json(text, "Recording"))
-
-    def save(self, path: str | Path) -> Path:
-        """Write JSON to ``path`` (see ``bigviz.report.write`` for other formats)."""
-        p = Path(path)
-        p.write_text(self.to_json(), encoding="utf-8")
-        return p
 

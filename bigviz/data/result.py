@@ -7,13 +7,11 @@ Python and torch cost to import. The baseline is kept beside them.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from bigviz.data.recording import Recording
-from bigviz.data.serde import SCHEMA_VERSION, check_schema, from_plain, loads_json, to_plain
+from bigviz.data.serde import SCHEMA_VERSION, Document, to_plain
 
 __all__ = [
     "OUTCOMES",
@@ -177,7 +175,7 @@ class Prediction:
 
 
 @dataclass
-class RunResult:
+class RunResult(Document):
     """One strategy run in its own process: outcome, peaks, prediction and timeline.
 
     Example:
@@ -185,6 +183,8 @@ class RunResult:
         >>> RunResult.from_json(r.to_json()) == r
         True
     """
+
+    KIND: ClassVar[str] = "run"
 
     strategy: str
     outcome: Outcome
@@ -229,29 +229,8 @@ class RunResult:
             parts.append(f"{nproc} rank{'s' if nproc != 1 else ''}")
         return " · ".join(parts)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready data."""
-        data: dict[str, Any] = to_plain(self)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunResult:
-        """Rebuild from :meth:`to_dict` data; refuses a newer schema version."""
-        check_schema(data, "RunResult")
-        return from_plain(cls, data)
-
-    def to_json(self, *, indent: int | None = None) -> str:
-        """JSON text."""
-        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
-
-    @classmethod
-    def from_json(cls, text: str) -> RunResult:
-        """Rebuild from :meth:`to_json` text."""
-        return cls.from_dict(loads_json(text, "RunResult"))
-
-
 @dataclass
-class Sweep:
+class Sweep(Document):
     """Several RunResults from one comparison, with the settings that produced them.
 
     ``config`` records the call (model, strategies, shard sizes, ...) and ``command`` the
@@ -263,35 +242,11 @@ class Sweep:
         True
     """
 
+    KIND: ClassVar[str] = "sweep"
+
     results: list[RunResult] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     command: str = ""
     started_at: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
     schema: int = SCHEMA_VERSION
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready data."""
-        data: dict[str, Any] = to_plain(self)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Sweep:
-        """Rebuild from :meth:`to_dict` data; refuses a newer schema version."""
-        check_schema(data, "Sweep")
-        return from_plain(cls, data)
-
-    def to_json(self, *, indent: int | None = None) -> str:
-        """JSON text."""
-        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
-
-    @classmethod
-    def from_json(cls, text: str) -> Sweep:
-        """Rebuild from :meth:`to_json` text."""
-        return cls.from_dict(loads_json(text, "Sweep"))
-
-    def save(self, path: str | Path) -> Path:
-        """Write JSON to ``path``."""
-        p = Path(path)
-        p.write_text(self.to_json(), encoding="utf-8")
-        return p

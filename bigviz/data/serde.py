@@ -13,11 +13,19 @@ import json
 import math
 import types
 import typing
-from typing import Any, TypeVar, Union, cast
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar, Union, cast
 
 from bigviz._errors import ReportError
 
-__all__ = ["SCHEMA_VERSION", "check_schema", "from_plain", "loads_json", "to_plain"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "check_schema",
+    "dumps_document",
+    "from_plain",
+    "loads_json",
+    "to_plain",
+]
 
 #: Version of the JSON schema of Recordings, RunResults and Sweeps. Bump it on any
 #: change that an older reader would misread; readers refuse newer versions.
@@ -187,3 +195,73 @@ def loads_json(text: str, what: str) -> Any:
             f"{what} JSON is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
             "was the file truncated? re-export it"
         ) from exc
+
+
+def dumps_document(kind: str, data: dict[str, Any]) -> str:
+    """The text of a bigviz JSON file: ``{"kind": kind, ...data}``, compact strict JSON,
+    UTF-8, newline-terminated. The one layout that ``Recording.save``, ``Sweep.save`` and
+    ``bigviz.report.write`` write (compact: a timeline holds ~1000 samples per second per
+    series); ``from_dict`` ignores the ``kind`` field, so either reader loads it.
+
+    Example:
+        >>> dumps_document("recording", {"name": "r", "schema": 1})
+        '{"kind":"recording","name":"r","schema":1}\\n'
+    """
+    return (
+        json.dumps(
+            {"kind": kind, **data}, ensure_ascii=False, allow_nan=False, separators=(",", ":")
+        )
+        + "\n"
+    )
+
+
+_Doc = TypeVar("_Doc", bound="Document")
+
+
+class Document:
+    """The one JSON path of bigviz's top-level dataclasses (Recording, RunResult, Sweep).
+
+    ``to_dict``/``from_dict`` (plain data), ``to_json``/``from_json`` (text) and ``save``
+    (a file in the layout :func:`dumps_document` writes, the same as
+    ``bigviz.report.write``): flat pairs, as safetensors has them. ``from_dict`` refuses a
+    schema newer than this bigviz reads; schema-1 data without ``kind`` loads.
+
+    Example:
+        >>> from dataclasses import dataclass
+        >>> @dataclass
+        ... class Note(Document):
+        ...     KIND = "note"
+        ...     text: str = ""
+        >>> Note.from_json(Note("hi").to_json())
+        Note(text='hi')
+    """
+
+    #: the ``kind`` a saved file names (``"recording"``, ``"run"``, ``"sweep"``)
+    KIND: ClassVar[str] = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data."""
+        data: dict[str, Any] = to_plain(self)
+        return data
+
+    @classmethod
+    def from_dict(cls: type[_Doc], data: dict[str, Any]) -> _Doc:
+        """Rebuild from :meth:`to_dict` data; refuses a newer schema version."""
+        check_schema(data, cls.__name__)
+        return from_plain(cls, data)
+
+    def to_json(self, *, indent: int | None = None) -> str:
+        """JSON text (strict: no NaN literals)."""
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+
+    @classmethod
+    def from_json(cls: type[_Doc], text: str) -> _Doc:
+        """Rebuild from :meth:`to_json` (or :meth:`save`) text."""
+        return cls.from_dict(loads_json(text, cls.__name__))
+
+    def save(self, path: str | Path) -> Path:
+        """Write JSON to ``path``: the document ``bigviz.report.write`` writes for a
+        ``.json`` path (see it for other formats)."""
+        p = Path(path)
+        p.write_text(dumps_document(self.KIND, self.to_dict()), encoding="utf-8")
+        return p

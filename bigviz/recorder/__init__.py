@@ -11,6 +11,13 @@ Example:
 
 See :class:`Recorder` for the options, and :mod:`bigviz.data.recording` for the data.
 
+The package, by concern: :mod:`._recorder` (the Recorder), :mod:`.phases` (open phases and
+the fold of exact peaks, shared with the process-tree sampler), :mod:`.sources` (proc RAM
+via the :mod:`.sidecar` process, CUDA, NVML), :mod:`.procfs` (the one ``/proc`` reader),
+:mod:`._instrument` (automatic loader phases), :mod:`.tree` and :mod:`.markers` (the
+process-tree sampler of ``bigviz profile``), :mod:`.profiler` (``profile_command``),
+:mod:`.merge` (putting recordings on one clock).
+
 The recorder's timeline lives in the measured process and so is part of the RSS it
 reports: ~12 bytes per sample, ~2.3 MB per minute at 1 ms. ``Recording.meta`` says how
 much exactly (``"recorder_bytes"``, ``"recorder_bytes_per_sample"``).
@@ -20,7 +27,7 @@ from __future__ import annotations
 
 from bigviz.data.recording import Mark, Phase, Recording, Series, SourceInfo
 from bigviz.recorder._recorder import Recorder, record
-from bigviz.recorder._sources import SOURCE_NAMES, CudaSource, NvmlSource, ProcSource, Source
+from bigviz.recorder.sources import SOURCE_NAMES, CudaSource, NvmlSource, ProcSource, Source
 
 __all__ = [
     "SOURCE_NAMES",

@@ -15,6 +15,10 @@ imported during the recording that picked up a wrapper.
 
 An automatic call inside another one on the same thread (``load_file`` opening the file
 with ``safe_open``) does not make a second phase.
+
+The phases go to a :class:`PhaseSink`: anything with ``recording_active``,
+``open_phase`` and ``close_phase``, as :class:`bigviz.recorder.Recorder` has. This module
+never imports the recorder.
 """
 
 from __future__ import annotations
@@ -24,17 +28,32 @@ import functools
 import os
 import sys
 import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
+from bigviz.recorder.phases import OpenPhase
 from bigviz.units import format_size
 
-if TYPE_CHECKING:
-    from bigviz.recorder._recorder import Recorder
+__all__ = ["Patches", "PhaseSink", "install"]
 
-__all__ = ["Patches", "install"]
 
-_current: Recorder | None = None
+class PhaseSink(Protocol):
+    """What the instrumentation needs from a recorder: a way to open and close phases."""
+
+    @property
+    def recording_active(self) -> bool:
+        """True while phases may be opened."""
+
+    def open_phase(
+        self, name: str, detail: Mapping[str, Any] | None = None, *, auto: bool = False
+    ) -> OpenPhase[str]:
+        """Start a phase (see :meth:`bigviz.recorder.Recorder.open_phase`)."""
+
+    def close_phase(self, op: OpenPhase[str], error: str | None = None) -> None:
+        """End a phase started by :meth:`open_phase`."""
+
+
+_current: PhaseSink | None = None
 _local = threading.local()
 
 Describe = Callable[..., tuple[str, dict[str, Any]]]
@@ -164,7 +183,7 @@ def _module_to(module: Any, *a: Any, **kw: Any) -> tuple[str, dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------- wrapping
-def _after(result: Any, op: Any) -> None:
+def _after(result: Any, op: OpenPhase[str]) -> None:
     """Facts only known after the call: what a load produced."""
     tb = _tensor_bytes(result)
     if tb is not None:
@@ -183,7 +202,7 @@ def _wrap(orig: Callable[..., Any], describe: Describe) -> Callable[..., Any]:
         except Exception:  # a describer must never break the user's call
             name, detail = getattr(orig, "__qualname__", "call"), {}
         try:
-            op = rec._begin(name, detail, auto=True)
+            op = rec.open_phase(name, detail, auto=True)
         except Exception:
             return orig(*args, **kwargs)
         _local.busy = True
@@ -191,12 +210,12 @@ def _wrap(orig: Callable[..., Any], describe: Describe) -> Callable[..., Any]:
             result = orig(*args, **kwargs)
         except BaseException as exc:
             _local.busy = False
-            rec._end(op, f"{type(exc).__name__}: {exc}")
+            rec.close_phase(op, f"{type(exc).__name__}: {exc}")
             raise
         _local.busy = False
         with contextlib.suppress(Exception):
             _after(result, op)
-        rec._end(op, None)
+        rec.close_phase(op, None)
         return result
 
     wrapper.__bigviz_original__ = orig  # type: ignore[attr-defined]
@@ -210,14 +229,14 @@ class _SafeOpenProxy:
         self._inner = inner
         self._name = name
         self._detail = detail
-        self._op: Any = None
+        self._op: OpenPhase[str] | None = None
 
     def __enter__(self) -> Any:
         handle = self._inner.__enter__()
         rec = _current
         if rec is not None and rec.recording_active and not getattr(_local, "busy", False):
             try:
-                self._op = rec._begin(self._name, self._detail, auto=True)
+                self._op = rec.open_phase(self._name, self._detail, auto=True)
             except Exception:
                 self._op = None
         return handle
@@ -229,7 +248,7 @@ class _SafeOpenProxy:
             rec, op = _current, self._op
             self._op = None
             if rec is not None and op is not None:
-                rec._end(op, None if ev is None else f"{type(ev).__name__}: {ev}")
+                rec.close_phase(op, None if ev is None else f"{type(ev).__name__}: {ev}")
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -348,7 +367,7 @@ if hasattr(os, "register_at_fork"):  # not on Windows
     os.register_at_fork(after_in_child=_forget_after_fork)
 
 
-def install(rec: Recorder) -> Patches:
+def install(rec: PhaseSink) -> Patches:
     """Patch the loaders so that they report to ``rec``; returns the undo handle."""
     global _current
     _current = rec

@@ -4,7 +4,7 @@ Every recording's times are seconds since its own start (``meta["t0_monotonic"]`
 On one host ``CLOCK_MONOTONIC`` is system-wide, so the difference of two starts is the
 exact shift; across hosts the ranks' exit from a common barrier aligns them. Used for
 distributed ranks (:func:`merge_ranks`) and for ``bigviz profile`` folding the
-instrumented process's phases into the process-tree timeline (:func:`shift_recording`).
+instrumented process's phases into the process-tree timeline (:func:`merge_process`).
 """
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bigviz._errors import ConfigError
-from bigviz.data.recording import Mark, Phase, Recording, Series
+from bigviz.data.recording import Mark, Phase, Recording, Series, SourceInfo
 
 __all__ = [
     "NODE_SERIES",
     "SHARED_MAX_AGE_S",
     "clock_offsets",
+    "merge_process",
     "merge_ranks",
     "node_series",
     "shift_recording",
@@ -170,3 +171,48 @@ def merge_ranks(parts: Sequence[Mapping[str, Any]], *, name: str = "") -> Record
         if s is not None:
             merged.series[s.name] = s
     return merged
+
+
+def merge_process(rec: Recording, part: Recording, *, dt: float, pid: int) -> Recording:
+    """Fold the recording made inside one process into ``rec`` (a process-tree recording),
+    in place: its phases and marks on ``rec``'s clock, tagged with the process.
+
+    Args:
+        rec: the recording to add to.
+        part: the process's own recording; it is consumed (shifted and moved into ``rec``).
+        dt: seconds to add to ``part``'s times (its start minus ``rec``'s).
+        pid: the process.
+
+    Returns:
+        ``rec``, with ``part``'s phases (``detail["pid"]``, ``"scope"``), marks, errors,
+        sources and ``meta`` (as ``meta["instrumented"]``), and the series only the process
+        itself sees (``cuda:*``, ``nvml:*``) as ``proc:PID.*``.
+
+    Example:
+        >>> tree = Recording(phases=[Phase("marker", start=0.0)])
+        >>> inner = Recording(phases=[Phase("torch.load", start=1.0, end=2.0)])
+        >>> merged = merge_process(tree, inner, dt=0.5, pid=42)
+        >>> [(p.name, p.start, p.detail["pid"]) for p in merged.phases[1:]]
+        [('torch.load', 1.5, 42)]
+    """
+    # RAM is what the tree samples itself; VRAM is only visible from inside the process
+    # (torch's allocator) or via NVML. Drop the rest before shifting: it is not kept.
+    part.series = {k: s for k, s in part.series.items() if k.startswith(("cuda:", "nvml:"))}
+    shift_recording(part, dt)
+    offset = len(rec.phases)
+    for ph in part.phases:
+        ph.parent = None if ph.parent is None else ph.parent + offset
+        ph.detail = {**ph.detail, "pid": pid, "scope": f"process {pid}"}
+        rec.phases.append(ph)
+    for mk in part.marks:
+        rec.marks.append(Mark(mk.name, mk.t, {**mk.detail, "pid": pid}))
+    for name, s in part.series.items():
+        lane = f"proc:{pid}.{name}"
+        rec.series[lane] = Series(lane, list(s.t), list(s.v), s.unit, s.source)
+    for src in part.sources:
+        rec.sources.append(
+            SourceInfo(f"proc:{pid}.{src.name}", src.available, src.reason, src.exact, src.series)
+        )
+    rec.errors.extend(f"process {pid}: {e}" for e in part.errors)
+    rec.meta["instrumented"] = {"pid": pid, "meta": part.meta}
+    return rec

@@ -27,30 +27,38 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bigviz._errors import ConfigError
+from bigviz.tables.findings import key_finding
 
-from ._common import Reportable, atomic_write, check_target, key_finding, kind_of
+from ._common import (
+    FORMATS,
+    SUFFIX_ALIASES,
+    Reportable,
+    atomic_write,
+    check_target,
+    escape,
+    format_of,
+    kind_of,
+)
 from ._diff import Change, Diff, Regression, RunDiff, diff, diff_files, parse_threshold
 
 __all__ = [
     "FORMATS",
+    "SUFFIX_ALIASES",
     "Change",
     "Diff",
     "Regression",
     "RunDiff",
+    "check_output_path",
     "diff",
     "diff_files",
     "dumps",
+    "escape",
     "key_finding",
     "load",
     "parse_threshold",
     "to_html",
     "write",
 ]
-
-#: Report formats by file suffix.
-FORMATS: tuple[str, ...] = (".json", ".html", ".md", ".csv")
-_ALIASES = {".htm": ".html", ".markdown": ".md"}
 
 
 def write(
@@ -85,15 +93,7 @@ def write(
         PosixPath('reports/sweep.html')
     """
     target = Path(path)
-    fmt = (format if format is not None else target.suffix).lower()
-    if fmt and not fmt.startswith("."):
-        fmt = "." + fmt
-    fmt = _ALIASES.get(fmt, fmt)
-    if fmt not in FORMATS:
-        raise ConfigError(
-            f"unknown report format {fmt or '(no suffix)'!r} for {str(target)!r}; "
-            f"name the file with one of {', '.join(FORMATS)} or pass format="
-        )
+    fmt = format_of(target, format, hint=" or pass format=")
     kind_of(obj)  # a bad object fails before any file work
     check_target(target, overwrite=overwrite)
     if fmt == ".json":
@@ -111,6 +111,40 @@ def write(
     from ._csv import write as _write_csv
 
     return _write_csv(obj, target)
+
+
+def check_output_path(
+    path: str | Path, *, overwrite: bool = True, format: str | None = None
+) -> Path:
+    """Check, before any work, that a report can be written at ``path``: the one check
+    that :func:`write`, the CLI and the notebook magics make.
+
+    The format comes from the suffix (``.json``, ``.html``/``.htm``, ``.md``/``.markdown``,
+    ``.csv``) unless ``format`` names it; the folder must exist and be writable, the path
+    must not be a folder, and an existing file is refused when ``overwrite`` is false.
+
+    Args:
+        path: the output file.
+        overwrite: when false, an existing file is an error.
+        format: overrides the suffix, as in :func:`write`.
+
+    Returns:
+        ``path`` as a Path.
+
+    Raises:
+        ConfigError: an unknown format.
+        ReportError: a path that cannot take the report, naming it and the fix.
+
+    Example:
+        >>> check_output_path("/no/such/dir/r.html")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        bigviz._errors.ReportError: cannot write report ...: folder ... does not exist; ...
+    """
+    target = Path(path)
+    format_of(target, format)
+    check_target(target, overwrite=overwrite)
+    return target
 
 
 def load(path: str | Path) -> Reportable:

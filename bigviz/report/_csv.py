@@ -23,8 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from bigviz.data.recording import Recording
+from bigviz.tables.phases import lanes, phase_rows
+from bigviz.tables.runs import RunRow, results_of, run_rows
 
-from ._common import Reportable, atomic_write, recordings_of, results_of, sibling, summary_rows
+from ._common import Reportable, atomic_write, recordings_of, sibling
 
 SUMMARY_COLUMNS = [
     "run", "label", "strategy", "model", "model_bytes", "shard_size", "format", "device_map",
@@ -61,29 +63,23 @@ def _table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return buf.getvalue()
 
 
-def _lanes(rec: Recording) -> list[tuple[int | None, Recording]]:
-    """``(rank, recording)`` whose phases to list: every rank's own (the merged
-    recording's phases are a copy of rank 0's), or the recording itself."""
-    if rec.ranks:
-        return [
-            (lane.rank if lane.rank is not None else i, lane) for i, lane in enumerate(rec.ranks)
-        ]
-    return [(None, rec)]
-
-
 def _phase_rows(run: int, label: str, rec: Recording) -> Iterable[list[Any]]:
-    for rank, lane in _lanes(rec):
-        yield from _lane_phase_rows(run, label, rank, lane)
+    for rank, lane in lanes(rec):
+        for p in phase_rows(lane, rank=rank):
+            vram = ";".join(f"{d}={v}" for d, v in p.vram.items())
+            yield [
+                run, label, p.rank, p.index, p.name, p.depth, p.parent, p.auto, p.start, p.end,
+                p.duration, p.ram_start, p.ram_end, p.ram_peak, p.ram_peak_exact, p.ram_growth,
+                p.ram_anon_peak, p.ram_file_peak, vram, p.error,
+            ]  # fmt: skip
 
 
-def _lane_phase_rows(run: int, label: str, rank: int | None, rec: Recording) -> Iterable[list[Any]]:
-    for i, p in enumerate(rec.phases):
-        vram = ";".join(f"{d}={v}" for d, v in p.vram_peak.items())
-        yield [
-            run, label, rank, i, p.name, p.depth, p.parent, p.auto, p.start, p.end, p.duration,
-            p.ram_start, p.ram_end, p.ram_peak, p.ram_peak_exact, p.ram_growth,
-            p.ram_anon_peak, p.ram_file_peak, vram, p.error,
-        ]  # fmt: skip
+def _summary_row(run: int, r: RunRow) -> list[Any]:
+    return [
+        run, r.label, r.strategy, r.model, r.model_bytes, r.shard_size, r.format,
+        r.device_map, r.outcome, r.baseline, r.ram_peak, r.ram_anon_peak, r.ram_file_peak,
+        r.vram_peak, r.predicted, r.formula, r.seconds, r.phase_reached, r.error, r.nproc,
+    ]  # fmt: skip
 
 
 def render(obj: Reportable) -> dict[str, str]:
@@ -95,22 +91,14 @@ def render(obj: Reportable) -> dict[str, str]:
     if isinstance(obj, Recording):
         summary = _table(PHASE_COLUMNS, phases)
     else:
-        results = results_of(obj)
-        rows = []
-        for i, (row, r) in enumerate(zip(summary_rows(results), results, strict=True)):
-            rows.append([
-                i + 1, row.label, r.strategy, r.model, r.model_bytes, r.shard_size, r.format,
-                r.device_map, r.outcome, r.baseline, r.ram_peak, r.ram_anon_peak,
-                r.ram_file_peak, row.vram_peak, row.predicted, row.formula, r.seconds,
-                r.phase_reached, r.error, row.nproc,
-            ])  # fmt: skip
+        rows = [_summary_row(i + 1, r) for i, r in enumerate(run_rows(results_of(obj)))]
         summary = _table(SUMMARY_COLUMNS, rows)
 
     def samples() -> Iterable[list[Any]]:
         for i, (lab, rec, _r) in enumerate(timelines):
             sources: list[tuple[int | None, Recording]] = [(None, rec)]
             if rec.ranks:
-                sources += _lanes(rec)
+                sources += lanes(rec)
             for rank, part in sources:
                 for name, s in part.series.items():
                     for t, v in zip(s.t, s.v, strict=True):

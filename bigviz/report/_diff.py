@@ -9,13 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from bigviz._errors import ConfigError, ReportError
-from bigviz._labels import OUTCOME_TEXT, short_labels
-from bigviz._ranks import nproc_of
 from bigviz.data.recording import Recording
 from bigviz.data.result import RunResult, Sweep
+from bigviz.tables.labels import outcome_text, percent, short_labels
+from bigviz.tables.ranks import nproc_of
 from bigviz.units import format_size
-
-from ._common import percent
 
 #: Metrics compared, in table order: (field, heading, gates the exit code).
 #: File-backed pages are page cache the kernel can drop and times are noisy (ANCHORS.md:
@@ -179,7 +177,7 @@ class Diff:
                         "outcome",
                         None,
                         None,
-                        f"finished in base, {OUTCOME_TEXT.get(rd.new.outcome, rd.new.outcome)} now",
+                        f"finished in base, {outcome_text(rd.new.outcome)} now",
                     )
                 )
             for c in rd.changes:
@@ -207,7 +205,7 @@ class Diff:
         for rd in self.runs:
             status = rd.status
             if rd.outcome_regressed and rd.new:
-                status = OUTCOME_TEXT.get(rd.new.outcome, rd.new.outcome)
+                status = outcome_text(rd.new.outcome)
             elif any(c.regressed for c in rd.changes):
                 status = "REGRESSED"
             cells = []

@@ -1,8 +1,8 @@
-"""Figures for reports, rendered as inline SVG or PNG bytes.
+"""Which figures a report shows, made at report resolution.
 
-Rendering goes through :mod:`bigviz.plots`, the one module that imports matplotlib, loaded
-on first render, so ``import bigviz.report`` stays light (DESIGN.md: report sits below plots
-and loads it lazily).
+Drawing and encoding (:func:`bigviz.plots.to_svg`, :func:`bigviz.plots.to_png`) go through
+:mod:`bigviz.plots`, the one package that imports matplotlib, loaded on first render, so
+``import bigviz.report`` stays light (DESIGN.md: report sits below plots and loads it lazily).
 """
 
 from __future__ import annotations
@@ -12,25 +12,12 @@ from typing import Any
 
 from bigviz.data.recording import Recording
 from bigviz.data.result import RunResult
+from bigviz.tables.runs import results_of
 
-from ._common import Reportable, results_of
+from ._common import Reportable
 
 #: Points per series in report figures: plenty for ~900 px, keeps files small.
 REPORT_POINTS = 1500
-
-
-def svg(fig: Any, salt: str) -> str:
-    """``fig`` as an ``<svg>`` element for inline use (see :func:`bigviz.plots.to_svg`)."""
-    from bigviz import plots
-
-    return plots.to_svg(fig, salt=salt)
-
-
-def png(fig: Any, *, dpi: int = 110) -> bytes:
-    """``fig`` as PNG bytes (see :func:`bigviz.plots.to_png`)."""
-    from bigviz import plots
-
-    return plots.to_png(fig, dpi=dpi)
 
 
 def overview_figures(obj: Reportable) -> list[tuple[str, str, Callable[[], Any]]]:
@@ -95,4 +82,4 @@ def timeline_figure(rec: Recording, run: RunResult | None) -> Any:
     return plots.timeline(run if run is not None else rec, max_points=REPORT_POINTS)
 
 
-__all__ = ["overview_figures", "png", "svg", "timeline_figure"]
+__all__ = ["overview_figures", "timeline_figure"]

@@ -16,25 +16,17 @@ from collections.abc import Callable
 from typing import Any
 
 import bigviz
-from bigviz._labels import OUTCOME_TEXT
-from bigviz._ranks import rank_rows
-from bigviz.data.recording import Phase, Recording
+from bigviz.data.recording import Recording
 from bigviz.data.result import RunResult, Sweep
+from bigviz.tables.findings import failures, headline
+from bigviz.tables.labels import outcome_text, percent, shard_text
+from bigviz.tables.phases import PhaseRow, lanes, phase_rows
+from bigviz.tables.ranks import rank_rows
+from bigviz.tables.runs import RunRow, results_of, run_rows
+from bigviz.units import format_size as size
 
-from ._common import (
-    Reportable,
-    Row,
-    environment,
-    failures,
-    headline,
-    percent,
-    recordings_of,
-    results_of,
-    shard_text,
-    size,
-    summary_rows,
-    title_of,
-)
+from ._common import Reportable, environment, recordings_of, title_of
+from ._common import escape as e
 
 _SORT_JS = (
     "document.querySelectorAll('table.sortable th').forEach(function(th){"
@@ -96,14 +88,9 @@ footer{color:var(--muted);font-size:.8rem;margin-top:40px}
 """
 
 
-def e(value: Any) -> str:
-    """HTML-escape anything (quotes too, so it is safe in attributes)."""
-    return html.escape(str(value), quote=True)
-
-
 def _outcome(outcome: str) -> str:
     cls = "o-ok" if outcome == "ok" else "o-bad"
-    return f'<span class="{cls}">{e(OUTCOME_TEXT.get(outcome, outcome))}</span>'
+    return f'<span class="{cls}">{e(outcome_text(outcome))}</span>'
 
 
 def _num(text: str, value: float | int | None) -> str:
@@ -111,10 +98,10 @@ def _num(text: str, value: float | int | None) -> str:
     return f'<td class="num" data-v="{e(v)}">{e(text)}</td>'
 
 
-def _summary_table(rows: list[Row], anchors: list[str]) -> str:
+def _summary_table(rows: list[RunRow], anchors: list[str]) -> str:
     # a column that is the same for every run is said once above the table, so the
     # columns that differ get the width
-    optional: dict[str, Callable[[Row], str]] = {
+    optional: dict[str, Callable[[RunRow], str]] = {
         "shard size": lambda r: shard_text(r.shard_size),
         "format": lambda r: r.format or "—",
         "device map": lambda r: r.device_map or "cpu",
@@ -178,14 +165,15 @@ def _summary_table(rows: list[Row], anchors: list[str]) -> str:
         f"<tbody>{''.join(body)}</tbody></table></div>"
         "<p class=note>Peaks are bytes above each run's baseline (its RSS after imports, "
         "before the first phase); <em>vs predicted</em> is measured ÷ predicted, in red "
-        "when they disagree (beyond the runner's tolerance, else 25%). Click a column to sort.</p>"
+        "when they disagree (beyond the runner's tolerance). Click a column to sort.</p>"
     )
 
 
 def _phase_table(rec: Recording) -> str:
-    if not rec.phases:
+    phases = phase_rows(rec)
+    if not phases:
         return "<p class=note>No phases were recorded.</p>"
-    has_vram = any(p.vram_peak for p in rec.phases)
+    has_vram = any(p.vram for p in phases)
     head = (
         "<tr><th>phase</th><th class=num>start</th><th class=num>duration</th>"
         "<th class=num>RSS at start</th><th class=num>peak RSS</th><th class=num>growth</th>"
@@ -193,9 +181,7 @@ def _phase_table(rec: Recording) -> str:
         + ("<th class=num>peak VRAM</th>" if has_vram else "")
         + "<th>peak is</th></tr>"
     )
-    rows = []
-    for p in rec.phases:
-        rows.append(_phase_row(p, has_vram))
+    rows = [_phase_row(p, has_vram) for p in phases]
     return (
         f"<table class=phases><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
         "<p class=note>Absolute bytes. <em>exact</em>: the kernel's high-water mark (VmHWM), "
@@ -206,8 +192,7 @@ def _phase_table(rec: Recording) -> str:
 def _rank_phase_tables(rec: Recording) -> str:
     """Rank 0's phases in view, every other rank's folded away."""
     out = []
-    for i, lane in enumerate(rec.ranks):
-        rank = lane.rank if lane.rank is not None else i
+    for i, (rank, lane) in enumerate(lanes(rec)):
         table = _phase_table(lane)
         if i == 0:
             out.append(f"<h4>Phases of rank {rank}</h4>{table}")
@@ -216,7 +201,7 @@ def _rank_phase_tables(rec: Recording) -> str:
     return "".join(out)
 
 
-def _phase_row(p: Phase, has_vram: bool) -> str:
+def _phase_row(p: PhaseRow, has_vram: bool) -> str:
     indent = f' style="padding-left:{8 + 16 * p.depth}px"' if p.depth else ""
     name = e(p.name)
     if p.auto:
@@ -226,7 +211,7 @@ def _phase_row(p: Phase, has_vram: bool) -> str:
     dur = p.duration
     vram = ""
     if has_vram:
-        text = ", ".join(f"{e(dev)}: {e(size(v))}" for dev, v in p.vram_peak.items()) or "—"
+        text = ", ".join(f"{e(dev)}: {e(size(v))}" for dev, v in p.vram.items()) or "—"
         vram = f'<td class="num">{text}</td>'
     return (
         f"<tr><td{indent}>{name}</td>"
@@ -238,7 +223,7 @@ def _phase_row(p: Phase, has_vram: bool) -> str:
         f"{_num(size(p.ram_anon_peak), p.ram_anon_peak)}"
         f"{_num(size(p.ram_file_peak), p.ram_file_peak)}"
         f"{vram}"
-        f"<td>{'exact' if p.ram_peak_exact else 'sampled'}</td></tr>"
+        f"<td>{p.how}</td></tr>"
     )
 
 
@@ -339,7 +324,9 @@ def _figure(svg_text: str, caption: str) -> str:
 
 def render(obj: Reportable) -> str:
     """The whole HTML document for ``obj``."""
-    from ._figures import overview_figures, svg, timeline_figure
+    from bigviz.plots import to_svg
+
+    from ._figures import overview_figures, timeline_figure
 
     results = results_of(obj)
     timelines = recordings_of(obj)
@@ -368,12 +355,12 @@ def render(obj: Reportable) -> str:
     anchors = [f"run-{i + 1}" for i in range(len(timelines))]
     if results:
         parts.append("<h2>Summary</h2>")
-        parts.append(_summary_table(summary_rows(results), anchors))
+        parts.append(_summary_table(run_rows(results), anchors))
 
     n = 0
     for slug, caption, make in overview_figures(obj):
         n += 1
-        parts.append(_figure(svg(make(), f"bigviz-{slug}-{n}"), caption))
+        parts.append(_figure(to_svg(make(), salt=f"bigviz-{slug}-{n}"), caption))
 
     single = len(timelines) == 1
     parts.append("<h2>Runs</h2>" if not single else "<h2>Phases</h2>")
@@ -388,7 +375,8 @@ def render(obj: Reportable) -> str:
         if not single:
             n += 1
             caption = "Per-rank lanes and node total" if rec.ranks else "Timeline"
-            parts.append(_figure(svg(timeline_figure(rec, run), f"bigviz-run-{n}"), caption))
+            fig = timeline_figure(rec, run)
+            parts.append(_figure(to_svg(fig, salt=f"bigviz-run-{n}"), caption))
         if rec.ranks:
             parts.append(_rank_table(run if run is not None else rec))
         if rec.errors:

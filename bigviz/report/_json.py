@@ -7,8 +7,9 @@ Layout (see docs/schema.md)::
     {"kind": "recording", "name": ..., "schema": 1}           # a Recording
     {"kind": "runs", "results": [...], "schema": 1}           # a list of RunResults
 
-Files written by ``Recording.save`` / ``Sweep.save`` (no ``kind``) load too: the kind is
-recognised from their fields.
+``Recording.save`` and ``Sweep.save`` write the same document (one layout). Files they
+wrote before it carried ``kind`` (schema 1, no ``kind``) load too: the kind is recognised
+from their fields.
 """
 
 from __future__ import annotations
@@ -20,35 +21,28 @@ from typing import Any
 from bigviz._errors import ReportError
 from bigviz.data.recording import Recording
 from bigviz.data.result import RunResult, Sweep
-from bigviz.data.serde import SCHEMA_VERSION, check_schema
+from bigviz.data.serde import SCHEMA_VERSION, check_schema, dumps_document
 
 from ._common import Kind, Reportable, kind_of
 
 KINDS: tuple[str, ...] = ("recording", "run", "sweep", "runs")
 
 
-def to_data(obj: Reportable) -> dict[str, Any]:
-    """The JSON-ready dict of a report file."""
+def to_data(obj: Reportable) -> tuple[Kind, dict[str, Any]]:
+    """The kind and the JSON-ready data of ``obj`` (its own ``to_dict``; a list of runs
+    is ``{"results": [...], "schema": N}``)."""
     kind = kind_of(obj)
     if kind == "runs":
         assert isinstance(obj, (list, tuple))
-        return {
-            "kind": "runs",
-            "results": [r.to_dict() for r in obj],
-            "schema": SCHEMA_VERSION,
-        }
+        return kind, {"results": [r.to_dict() for r in obj], "schema": SCHEMA_VERSION}
     assert isinstance(obj, (Recording, RunResult, Sweep))
-    return {"kind": kind, **obj.to_dict()}
+    return kind, obj.to_dict()
 
 
 def dumps(obj: Reportable) -> str:
-    """The text of a JSON report: compact, strict JSON, UTF-8, newline-terminated.
-
-    Compact because a timeline holds ~1000 samples per second per series.
-    """
-    return (
-        json.dumps(to_data(obj), ensure_ascii=False, allow_nan=False, separators=(",", ":")) + "\n"
-    )
+    """The text of a JSON report: ``{"kind": ..., ...}``, compact, strict JSON, UTF-8,
+    newline-terminated; the same document ``Recording.save`` and ``Sweep.save`` write."""
+    return dumps_document(*to_data(obj))
 
 
 def _guess_kind(data: dict[str, Any]) -> Kind | None:

@@ -6,23 +6,16 @@ import html
 from pathlib import Path
 from typing import Any
 
-from bigviz._labels import OUTCOME_TEXT, short_labels
-from bigviz._ranks import rank_rows
 from bigviz.data.recording import Recording
 from bigviz.data.result import RunResult, Sweep
+from bigviz.tables.findings import failures, headline
+from bigviz.tables.labels import outcome_text, short_labels
+from bigviz.tables.phases import phase_rows
+from bigviz.tables.ranks import rank_rows
+from bigviz.tables.runs import results_of, run_rows
+from bigviz.units import format_size as size
 
-from ._common import (
-    Reportable,
-    atomic_write,
-    environment,
-    failures,
-    headline,
-    results_of,
-    sibling,
-    size,
-    summary_rows,
-    title_of,
-)
+from ._common import Reportable, atomic_write, environment, sibling, title_of
 
 
 def cell(value: Any) -> str:
@@ -34,7 +27,7 @@ def cell(value: Any) -> str:
 
 
 def _runs_table(obj: Reportable) -> list[str]:
-    rows = summary_rows(results_of(obj))
+    rows = run_rows(results_of(obj))
     has_vram = any(r.vram_peak for r in rows)
     head = ["run", "peak RAM", "anonymous", "file-backed"]
     head += ["peak VRAM"] if has_vram else []
@@ -47,7 +40,7 @@ def _runs_table(obj: Reportable) -> list[str]:
         pred = size(r.predicted) + (f" ({r.formula})" if r.formula else "")
         vals = [r.label, size(r.ram_peak), size(r.ram_anon_peak), size(r.ram_file_peak)]
         vals += [size(r.vram_peak)] if has_vram else []
-        outcome = OUTCOME_TEXT.get(r.outcome, r.outcome)
+        outcome = outcome_text(r.outcome)
         vals += [pred, f"{r.seconds:.2f} s", outcome if r.outcome == "ok" else f"**{outcome}**"]
         out.append("| " + " | ".join(cell(v) if not v.startswith("**") else v for v in vals) + " |")
     return out
@@ -58,12 +51,12 @@ def _phase_table(rec: Recording) -> list[str]:
         "| phase | start | duration | peak RSS | growth | peak is |",
         "|---|---:|---:|---:|---:|---|",
     ]
-    for p in rec.phases:
+    for p in phase_rows(rec):
         dur = "open" if p.duration is None else f"{p.duration:.3f} s"
         name = "&nbsp;&nbsp;" * p.depth + cell(p.name)
         out.append(
             f"| {name} | {p.start:.3f} s | {dur} | {size(p.ram_peak)} | {size(p.ram_growth)} | "
-            f"{'exact' if p.ram_peak_exact else 'sampled'} |"
+            f"{p.how} |"
         )
     return out
 
@@ -96,7 +89,9 @@ MAX_LANE_FIGURES = 4
 
 def render(obj: Reportable, path: Path) -> tuple[str, list[tuple[Path, bytes]]]:
     """The Markdown text for ``obj`` written at ``path`` and the PNGs to put beside it."""
-    from ._figures import overview_figures, png, timeline_figure
+    from bigviz.plots import to_png
+
+    from ._figures import overview_figures, timeline_figure
 
     results = results_of(obj)
     lines = [f"### bigviz: {cell(title_of(obj))}", ""]
@@ -120,7 +115,7 @@ def render(obj: Reportable, path: Path) -> tuple[str, list[tuple[Path, bytes]]]:
     images: list[tuple[Path, bytes]] = []
     for slug, caption, make in overview_figures(obj):
         target = sibling(path, f".{slug}.png")
-        images.append((target, png(make())))
+        images.append((target, to_png(make())))
         # a relative link: the comment and its images move together
         lines += [f"![{cell(caption)}]({target.name})", ""]
     dist = [r for r in results if r.recording.ranks]
@@ -130,7 +125,7 @@ def render(obj: Reportable, path: Path) -> tuple[str, list[tuple[Path, bytes]]]:
         labels = dict(zip(map(id, results), short_labels(results), strict=True))
         for i, r in enumerate(dist[:MAX_LANE_FIGURES]):
             target = sibling(path, f".ranks-{i + 1}.png")
-            images.append((target, png(timeline_figure(r.recording, r))))
+            images.append((target, to_png(timeline_figure(r.recording, r))))
             lines += [f"**{cell(labels[id(r)])}**", ""]
             lines += [f"![per-rank lanes: {cell(labels[id(r)])}]({target.name})", ""]
             lines += [*_rank_table(r), ""]

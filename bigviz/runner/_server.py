@@ -23,7 +23,7 @@ def _preload() -> None:
 
     import bigviz.checkpoint
     import bigviz.recorder
-    import bigviz.runner._worker
+    import bigviz.runner.worker
     import bigviz.strategies  # noqa: F401
     from bigviz.models import build_model
 
@@ -32,7 +32,7 @@ def _preload() -> None:
     from torch import nn
 
     from bigviz.models import materialize
-    from bigviz.strategies._base import first_use
+    from bigviz.strategies.weights import first_use
 
     # The first meta build imports torch._dynamo and sympy (~3 s, tens of MB of Python
     # objects) and the first load_state_dict more: pay it here once, not in every run's
@@ -125,7 +125,7 @@ def _child(ctrl: socket.socket, job: dict[str, Any], fd: int) -> None:
     try:
         ctrl.close()
         signal.signal(signal.SIGINT, signal.SIG_DFL)
-        from bigviz.runner._worker import child_main
+        from bigviz.runner.worker import child_main
 
         code = child_main(job, fd)
     except BaseException:  # the worker reports its own errors; this is a last resort

@@ -13,19 +13,15 @@ from typing import TYPE_CHECKING, Any
 
 from bigviz.data.result import Prediction
 from bigviz.models import NO_SPLIT, build_model
-from bigviz.strategies._base import (
+from bigviz.strategies.base import RunContext, Strategy
+from bigviz.strategies.devices import (
     DeviceMap,
-    RunContext,
-    Strategy,
     device_of,
-    largest_shard,
-    load_shard,
-    model_size,
     module_sizes,
     placement_bytes,
     resolve_device_map,
-    tie,
 )
+from bigviz.strategies.weights import largest_shard, load_shard, model_size, tie
 
 if TYPE_CHECKING:
     from torch import nn
@@ -96,6 +92,8 @@ class Dispatch(Strategy):
         *,
         max_memory: Mapping[int | str, int] | None = None,
         placement: Mapping[str, int] | None = None,
+        nproc: int = 1,
+        per_rank: str = "naive",
     ) -> Prediction:
         place = placement_for(info, device_map, max_memory, placement=placement)
         return predict_placed(info, place, mapped=False, name=self.name)

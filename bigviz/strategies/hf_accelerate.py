@@ -7,16 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 from bigviz.data.result import Prediction
 from bigviz.models import NO_SPLIT, build_model
-from bigviz.strategies._base import (
-    DeviceMap,
-    RunContext,
-    Strategy,
-    device_name,
-    disjoint_device_map,
-    note_library_map,
-    tie,
-)
+from bigviz.strategies.base import RunContext, Strategy
+from bigviz.strategies.devices import DeviceMap, device_name, disjoint_device_map, note_library_map
 from bigviz.strategies.dispatch import placement_for, predict_placed
+from bigviz.strategies.weights import tie
 
 if TYPE_CHECKING:
     from torch import nn
@@ -40,6 +34,8 @@ class AccelerateLoad(Strategy):
         *,
         max_memory: Mapping[int | str, int] | None = None,
         placement: Mapping[str, int] | None = None,
+        nproc: int = 1,
+        per_rank: str = "naive",
     ) -> Prediction:
         place = placement_for(info, device_map, max_memory, placement=placement)
         mapped = getattr(info, "format", "safetensors") == "safetensors"

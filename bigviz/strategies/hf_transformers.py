@@ -12,16 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from bigviz.data.result import Prediction
 from bigviz.models import ModelLike, build_model, parse_spec
-from bigviz.strategies._base import (
-    DeviceMap,
-    RunContext,
-    Strategy,
-    device_name,
-    disjoint_device_map,
-    model_size,
-    note_library_map,
-)
+from bigviz.strategies.base import RunContext, Strategy
+from bigviz.strategies.devices import DeviceMap, device_name, disjoint_device_map, note_library_map
 from bigviz.strategies.dispatch import placement_for, predict_placed
+from bigviz.strategies.weights import model_size
 
 if TYPE_CHECKING:
     from torch import nn
@@ -72,6 +66,8 @@ class TransformersLoad(Strategy):
         *,
         max_memory: Mapping[int | str, int] | None = None,
         placement: Mapping[str, int] | None = None,
+        nproc: int = 1,
+        per_rank: str = "naive",
     ) -> Prediction:
         place = placement_for(info, device_map, max_memory, placement=placement)
         pred = predict_placed(info, place, mapped=True, name=self.name)

@@ -6,10 +6,9 @@ from typing import TYPE_CHECKING, Any
 
 from bigviz.data.result import Prediction
 from bigviz.models import build_model
-from bigviz.strategies._base import (
-    DeviceMap,
-    RunContext,
-    Strategy,
+from bigviz.strategies.base import RunContext, Strategy
+from bigviz.strategies.devices import DeviceMap
+from bigviz.strategies.weights import (
     assign_shard,
     largest_shard,
     load_shard,
@@ -52,6 +51,8 @@ class Meta(Strategy):
         *,
         max_memory: Mapping[int | str, int] | None = None,
         placement: Mapping[str, int] | None = None,
+        nproc: int = 1,
+        per_rank: str = "naive",
     ) -> Prediction:
         m = model_size(info)
         return Prediction(ram_peak=m, formula="M", ram_anon=m, ram_file=0,

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from bigviz.data.result import Prediction
-from bigviz.strategies._base import DeviceMap, RunContext, Strategy, model_size
+from bigviz.strategies.base import RunContext, Strategy
+from bigviz.strategies.devices import DeviceMap
 from bigviz.strategies.meta import load_assigned
+from bigviz.strategies.weights import model_size
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -30,6 +32,8 @@ class Mmap(Strategy):
         *,
         max_memory: Mapping[int | str, int] | None = None,
         placement: Mapping[str, int] | None = None,
+        nproc: int = 1,
+        per_rank: str = "naive",
     ) -> Prediction:
         m = model_size(info)
         return Prediction(

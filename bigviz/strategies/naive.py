@@ -6,15 +6,9 @@ from typing import TYPE_CHECKING, Any
 
 from bigviz.data.result import Prediction
 from bigviz.models import build_model
-from bigviz.strategies._base import (
-    DeviceMap,
-    RunContext,
-    Strategy,
-    largest_shard,
-    load_shard,
-    model_size,
-    require_loaded,
-)
+from bigviz.strategies.base import RunContext, Strategy
+from bigviz.strategies.devices import DeviceMap
+from bigviz.strategies.weights import largest_shard, load_shard, model_size, require_loaded
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -39,6 +33,8 @@ class Naive(Strategy):
         *,
         max_memory: Mapping[int | str, int] | None = None,
         placement: Mapping[str, int] | None = None,
+        nproc: int = 1,
+        per_rank: str = "naive",
     ) -> Prediction:
         m = model_size(info)
         return Prediction(

@@ -6,7 +6,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from bigviz.data.result import Prediction
 from bigviz.models import build_model
-from bigviz.strategies._base import DeviceMap, RunContext, Strategy, largest_shard, model_size
+from bigviz.strategies.base import RunContext, Strategy
+from bigviz.strategies.devices import DeviceMap
+from bigviz.strategies.weights import largest_shard, model_size
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -31,6 +33,8 @@ class Save(Strategy):
         *,
         max_memory: Mapping[int | str, int] | None = None,
         placement: Mapping[str, int] | None = None,
+        nproc: int = 1,
+        per_rank: str = "naive",
     ) -> Prediction:
         m, s = model_size(info), largest_shard(info)
         if getattr(info, "format", "safetensors") == "safetensors":

@@ -1,0 +1,324 @@
+"""The options of a sweep, described once for every front end.
+
+Each :class:`Option` is one keyword of :func:`bigviz.runner.sweep` with its command-line
+flag, help, the choices a front end offers, the default :func:`~bigviz.runner.sweep`
+itself uses, and the text a front end starts from. ``bigviz sweep``, ``%bigviz sweep``
+and the dashboard build their inputs from :data:`SWEEP_OPTIONS`, so the Python API and
+the front ends cannot drift apart (a test compares these defaults with ``sweep``'s
+signature).
+
+Two front-end defaults differ from the API on purpose, and :data:`FRONT_END_DEFAULTS`
+names them: a command line needs a model (the API takes it as an argument), and
+``bigviz sweep`` cuts that model into 200 MB shards so that the sharded strategies have
+more than one file to load. Without ``--strategies`` a front end runs
+:func:`default_strategies` (the distributed ones with ``--nproc``).
+
+Example:
+    >>> import argparse
+    >>> p = argparse.ArgumentParser()
+    >>> add_arguments(p)
+    >>> kw = from_namespace(p.parse_args(["--strategies", "naive,meta"]))
+    >>> kw["model"], kw["strategies"], kw["shard_sizes"]
+    ('gpt:400MB', ['naive', 'meta'], ['200MB'])
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from bigviz._errors import ConfigError
+from bigviz.units import parse_max_memory, parse_size
+
+__all__ = [
+    "DEFAULT_REPORT",
+    "DEVICE_MAPS",
+    "DTYPES",
+    "FORMATS",
+    "FRONT_END_DEFAULTS",
+    "NOTEBOOK_DEFAULTS",
+    "RANK_STRATEGIES",
+    "REQUIRED",
+    "STRATEGIES",
+    "SWEEP_OPTIONS",
+    "Option",
+    "add_arguments",
+    "default_strategies",
+    "device_map_choices",
+    "from_namespace",
+    "option",
+    "parse_device_map_json",
+    "parse_list",
+]
+
+#: The default of an option :func:`bigviz.runner.sweep` requires (it has none).
+REQUIRED: Final[Any] = inspect.Parameter.empty
+
+#: Checkpoint formats a sweep can save and load.
+FORMATS: Final[tuple[str, ...]] = ("safetensors", "bin")
+#: Parameter dtypes a model can be built in.
+DTYPES: Final[tuple[str, ...]] = ("float32", "bfloat16", "float16")
+#: Named device maps the front ends offer (``cuda:N`` and, in Python, dicts work too).
+DEVICE_MAPS: Final[tuple[str, ...]] = (
+    "cpu", "cuda", "cuda:0", "auto", "balanced", "sequential", "disk",
+)
+#: Strategies a front end runs when none are named.
+STRATEGIES: Final[tuple[str, ...]] = ("naive", "sharded", "meta", "mmap")
+#: ... and with ``--nproc`` (distributed strategies).
+RANK_STRATEGIES: Final[tuple[str, ...]] = ("every-rank-loads", "rank0-broadcast", "shared-mmap")
+#: The report ``bigviz sweep`` writes when ``--out`` is not given.
+DEFAULT_REPORT: Final = "bigviz-sweep.html"
+
+
+def parse_list(text: str, flag: str) -> list[str]:
+    """A comma-separated list; empty items are dropped, an empty list is an error.
+
+    Raises:
+        ConfigError: nothing but commas and spaces, naming ``flag``.
+
+    Example:
+        >>> parse_list("naive, meta,", "--strategies")
+        ['naive', 'meta']
+    """
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    if not items:
+        raise ConfigError(f"{flag} {text!r} is empty; give a comma-separated list")
+    return items
+
+
+def _size_list(text: str, flag: str) -> list[str]:
+    items = parse_list(text, flag)
+    for size in items:
+        parse_size(size)  # a clear error now, not half-way through a sweep
+    return items
+
+
+def _size_text(text: str, flag: str) -> str:
+    del flag  # the size's own message names the value
+    parse_size(text)
+    return text  # as typed: the sweep records the budget the way the user wrote it
+
+
+def _max_memory(text: str, flag: str) -> dict[int | str, str] | None:
+    del flag
+    return parse_max_memory(text)
+
+
+def _positive_ranks(nproc: int, flag: str) -> int:
+    if nproc < 1:
+        raise ConfigError(f"{flag} {nproc} must be a number of ranks >= 1, e.g. {flag} 2")
+    return nproc
+
+
+def _positive_seconds(seconds: float, flag: str) -> float:
+    if not seconds > 0:
+        raise ConfigError(f"{flag} {seconds} must be a positive number of seconds")
+    return seconds
+
+
+def parse_device_map_json(text: str) -> dict[str, Any]:
+    """A custom device map typed as JSON: an object of module name → device.
+
+    Raises:
+        ConfigError: not JSON, or JSON that is not an object.
+
+    Example:
+        >>> parse_device_map_json('{"embed": "cpu", "blocks": "disk"}')
+        {'embed': 'cpu', 'blocks': 'disk'}
+    """
+    text = text.strip()
+    try:
+        device_map = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"custom device map {text[:60]!r} is not JSON ({exc.msg}); write e.g. "
+            '{"embed": "cpu", "blocks": "disk"}') from exc
+    if not isinstance(device_map, dict):
+        raise ConfigError(
+            f"custom device map must be a JSON object of module → device, got {text!r}")
+    return device_map
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of a sweep: how front ends ask for it and what the API does without it.
+
+    Attributes:
+        name: the keyword of :func:`bigviz.runner.sweep` (and the argparse ``dest``).
+        flag: the command-line flag, ``--shard-sizes``.
+        help: one line for ``--help`` and ``%bigviz?``.
+        metavar: the value's name in the usage line.
+        default: what :func:`~bigviz.runner.sweep` uses when the keyword is left out
+            (:data:`REQUIRED` when it has no default).
+        text: the value a front end starts from, as typed (``None``: left out).
+        type: argparse's converter of the typed text (``int``, ``float``), if any.
+        parse: checks argparse's value and turns it into the keyword's value; its
+            errors name ``flag``. ``None``: the value is used as it is.
+        choices: the values a front end offers (for device maps, the named ones).
+
+    Example:
+        >>> option("shard_sizes").convert("100MB,2GB")
+        ['100MB', '2GB']
+    """
+
+    name: str
+    flag: str
+    help: str
+    metavar: str
+    default: Any = None
+    text: str | None = None
+    type: Callable[[str], Any] | None = None
+    parse: Callable[[Any, str], Any] | None = None
+    choices: tuple[str, ...] = ()
+
+    def convert(self, value: Any) -> Any:
+        """The keyword's value for what the user typed (``None`` stays ``None``)."""
+        if value is None or self.parse is None:
+            return value
+        return self.parse(value, self.flag)
+
+
+#: Every option of ``bigviz sweep`` / ``%bigviz sweep`` that reaches :func:`bigviz.sweep`,
+#: in the order ``--help`` lists them.
+SWEEP_OPTIONS: Final[tuple[Option, ...]] = (
+    Option("model", "--model", metavar="SPEC", default=REQUIRED, text="gpt:400MB",
+           help="gpt:SIZE, mlp:SIZE, bert-base, or package.module:function "
+           "(default: gpt:400MB)"),
+    Option("strategies", "--strategies", metavar="LIST", default=REQUIRED, parse=parse_list,
+           help="comma-separated strategy names (default: " + ",".join(STRATEGIES)
+           + "; with --nproc: " + ",".join(RANK_STRATEGIES) + ")"),
+    Option("shard_sizes", "--shard-sizes", metavar="LIST", default=("500MB",), text="200MB",
+           parse=_size_list,
+           help="comma-separated max shard sizes, e.g. 100MB,500MB,2GB (default: 200MB)"),
+    Option("device_maps", "--device-map", metavar="LIST", default=("cpu",), text="cpu",
+           parse=parse_list, choices=DEVICE_MAPS,
+           help="comma-separated device maps: cpu, cuda, cuda:N, auto, balanced, "
+           "sequential, disk"),
+    Option("formats", "--format", metavar="LIST", default=("safetensors",), text="safetensors",
+           parse=parse_list, choices=FORMATS,
+           help="comma-separated checkpoint formats: safetensors, bin (default: safetensors)"),
+    Option("dtype", "--dtype", metavar="DTYPE", default="float32", text="float32",
+           choices=DTYPES,
+           help="parameter dtype of the model: float32, bfloat16, float16 (default: float32)"),
+    Option("ram_budget", "--ram-budget", metavar="SIZE", parse=_size_text,
+           help="kill a run whose RAM exceeds this (e.g. 8GB); it is reported as "
+           "budget_exceeded"),
+    Option("max_memory", "--max-memory", metavar="MAP", parse=_max_memory,
+           help="per-device caps for dispatch, e.g. cpu=2GB,0=10GB"),
+    Option("nproc", "--nproc", metavar="N", type=int, parse=_positive_ranks,
+           help="run distributed strategies (every-rank-loads, rank0-broadcast, shared-mmap) "
+           "on N torch.distributed ranks"),
+    Option("timeout", "--timeout", metavar="SECONDS", type=float, parse=_positive_seconds,
+           help="stop a run (or a distributed job) that takes longer than this; outcome error"),
+    Option("work_dir", "--work-dir", metavar="DIR", help="where checkpoints are saved"),
+)
+
+#: Options whose front-end starting value is not :func:`bigviz.sweep`'s default, and why.
+FRONT_END_DEFAULTS: Final[Mapping[str, str]] = {
+    "model": "the API takes the model as an argument; a command line needs one",
+    "strategies": "the API requires them; front ends run default_strategies(nproc)",
+    "shard_sizes": "200 MB shards give the default 400 MB model more than one file",
+}
+
+#: What the notebook front ends (dashboard, ``%bigviz dashboard``) start from: a smaller
+#: model than the command line's, so that a first click takes seconds.
+NOTEBOOK_DEFAULTS: Final[Mapping[str, str]] = {"model": "gpt:100MB", "shard_size": "20MB"}
+
+
+def option(name: str) -> Option:
+    """The option for the sweep keyword ``name``.
+
+    Raises:
+        KeyError: no such option.
+
+    Example:
+        >>> option("formats").choices
+        ('safetensors', 'bin')
+    """
+    for opt in SWEEP_OPTIONS:
+        if opt.name == name:
+            return opt
+    raise KeyError(f"no sweep option {name!r}; options are {[o.name for o in SWEEP_OPTIONS]}")
+
+
+def default_strategies(nproc: int | None = None) -> tuple[str, ...]:
+    """The strategies a front end runs when none are named.
+
+    Example:
+        >>> default_strategies(), default_strategies(2)[0]
+        (('naive', 'sharded', 'meta', 'mmap'), 'every-rank-loads')
+    """
+    return STRATEGIES if nproc is None else RANK_STRATEGIES
+
+
+def device_map_choices() -> tuple[str, ...]:
+    """The named device maps to offer on this machine: :data:`DEVICE_MAPS`, then ``cuda:1``…
+    for each GPU beyond the first (``cuda:0`` is always offered; the runner checks it).
+
+    Example:
+        >>> device_map_choices()[:2]
+        ('cpu', 'cuda')
+    """
+    import torch  # not at import: the command line's parser must not load it
+
+    return (*DEVICE_MAPS, *(f"cuda:{i}" for i in range(1, torch.cuda.device_count())))
+
+
+def add_arguments(
+    parser: argparse.ArgumentParser, *, report: str | None = DEFAULT_REPORT
+) -> None:
+    """Add the sweep's options, and its report files, to ``parser``.
+
+    Args:
+        parser: a parser (or sub-parser) of a front end.
+        report: the report written without ``--out`` (``None``: none, e.g. in a notebook
+            where the figures are the output).
+
+    Example:
+        >>> p = argparse.ArgumentParser()
+        >>> add_arguments(p, report=None)
+        >>> p.parse_args([]).out is None
+        True
+    """
+    for opt in SWEEP_OPTIONS:
+        kwargs: dict[str, Any] = {"dest": opt.name, "default": opt.text,
+                                  "metavar": opt.metavar, "help": opt.help}
+        if opt.type is not None:
+            kwargs["type"] = opt.type
+        parser.add_argument(opt.flag, **kwargs)
+    out_help = ("also write a report, format by suffix (.html, .json, .md, .csv)"
+                if report is None else f"report file, format by suffix (default: {report})")
+    parser.add_argument("--out", default=report, metavar="FILE", help=out_help)
+    parser.add_argument("--json", default=None, metavar="FILE",
+                        help="also write JSON ('-' = stdout)")
+    parser.add_argument("--md", default=None, metavar="FILE", help="also write a Markdown summary")
+
+
+def from_namespace(ns: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of :func:`bigviz.sweep` (``model`` included) for parsed flags.
+
+    Every value is checked here, before anything runs: a bad size, an empty list, a
+    non-positive ``--timeout`` or ``--nproc`` raise with the flag and the value named.
+
+    Raises:
+        ConfigError: a value a front end's user can fix.
+
+    Example:
+        >>> ns = argparse.Namespace(**{o.name: o.text for o in SWEEP_OPTIONS})
+        >>> from_namespace(ns)["strategies"]
+        ['naive', 'sharded', 'meta', 'mmap']
+    """
+    values = {opt.name: getattr(ns, opt.name, opt.text) for opt in SWEEP_OPTIONS}
+    # --nproc first: the strategies' default depends on it
+    first = ("timeout", "nproc")
+    kwargs = {name: option(name).convert(values[name]) for name in first}
+    if values["strategies"] is None:
+        values["strategies"] = ",".join(default_strategies(kwargs["nproc"]))
+    for opt in SWEEP_OPTIONS:
+        if opt.name not in first:
+            kwargs[opt.name] = opt.convert(values[opt.name])
+    return kwargs

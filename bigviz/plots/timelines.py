@@ -1,0 +1,347 @@
+"""The timeline of one run: RAM, VRAM and phases over time.
+
+:func:`timeline` stacks anonymous, file-backed and shared RAM under the RSS line, draws
+VRAM per device, each phase's exact peak, the baseline and the predicted peak, and a strip
+of (nested) phases; an OOM or budget kill is flagged where the samples stop. A distributed
+recording is handed to :func:`bigviz.plots.lanes.ranks`.
+
+Example:
+    >>> from bigviz.plots import timeline  # doctest: +SKIP
+    >>> timeline(result).savefig("run.png")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from bigviz.data.recording import Recording
+from bigviz.data.result import RunResult
+from bigviz.plots import sampling, style
+from bigviz.plots.lanes import ranks
+from bigviz.tables.labels import OUTCOME_TEXT
+from bigviz.units import format_size
+
+__all__ = ["SMALL_GROWTH", "timeline"]
+
+
+def timeline(
+    obj: Recording | RunResult,
+    *,
+    width: float = style.WIDTH,
+    max_points: int = sampling.MAX_POINTS,
+    title: str | None = None,
+) -> Figure:
+    """Plot one run over time.
+
+    Panels, sharing the time axis: RAM (anonymous and file-backed resident memory stacked,
+    plus shared memory (RssShmem, e.g. a checkpoint on tmpfs) when there is any, so the
+    stack meets the RSS line), VRAM per device when recorded (allocator
+    ``allocated``/``reserved`` and NVML ``used``), and a strip of phase bands (nested phases
+    one row deeper). Each phase's peak is a short horizontal bar over the phase (solid when
+    exact, from the kernel's high-water mark; dotted when sampled). For a RunResult the
+    baseline and the predicted peak (baseline + prediction) are dashed lines, and an OOM or
+    budget kill is flagged in red where the samples stop. Marks are dotted vertical lines.
+    When the baseline dwarfs the growth (a tiny model on ~340 MiB of imports), the growth is
+    written on the RAM panel. A distributed run (``recording.ranks``) is drawn by
+    :func:`ranks`, one lane per rank.
+
+    Args:
+        obj: a Recording, or a RunResult (adds baseline, prediction and outcome).
+        width: figure width in inches (9 suits a notebook).
+        max_points: points drawn per series at most (min/max kept per bucket).
+        title: overrides the automatic title.
+
+    Returns:
+        The figure.
+
+    Raises:
+        ConfigError: for anything but a Recording or RunResult.
+
+    Example:
+        >>> fig = timeline(result)  # doctest: +SKIP
+    """
+    rec, result = sampling.as_recording(obj)
+    if rec.ranks:
+        return ranks(obj, width=width, max_points=max_points, title=title)
+    devices = _devices(rec)
+    depth_rows = max((p.depth for p in rec.phases), default=-1) + 1
+    heights = [3.2]
+    if devices:
+        heights.append(1.9)
+    if depth_rows:
+        heights.append(0.24 * depth_rows + 0.15)
+    fig = style.figure(width, sum(heights) + 0.9)
+    axes = fig.subplots(len(heights), 1, sharex=True, height_ratios=heights, squeeze=False)[:, 0]
+    ram_ax: Axes = axes[0]
+    vram_ax: Axes | None = axes[1] if devices else None
+    strip_ax: Axes | None = axes[-1] if depth_rows else None
+    end = sampling.rec_end(rec)
+
+    _draw_ram(ram_ax, rec, result, max_points, width)
+    if vram_ax is not None:
+        _draw_vram(vram_ax, rec, result, devices, max_points)
+    for ax in axes[: len(axes) - (1 if strip_ax is not None else 0)]:
+        _shade_phases(ax, rec)
+        style.draw_marks(ax, rec, label=ax is ram_ax)
+        if result is not None and result.outcome in style.FAILED:
+            ax.axvline(end, color=style.FAIL, linewidth=1.6)
+    if result is not None and result.outcome in style.FAILED:
+        where = f" in {result.phase_reached}" if result.phase_reached else ""
+        style.flag(ram_ax, f"✕ {OUTCOME_TEXT[result.outcome]}{where}", (end, 1.0), (-4, -4),
+             va="top", fontsize=8.5)
+    if strip_ax is not None:
+        _draw_phase_strip(strip_ax, rec, depth_rows, width)
+
+    bottom = axes[-1]
+    bottom.set_xlabel("time (s)")
+    bottom.set_xlim(0, end if end > 0 else 1.0)
+    if title is None:
+        if result is not None:
+            title = f"{result.label} — {result.model or rec.name}"
+            if result.outcome != "ok":
+                title += f" — {OUTCOME_TEXT.get(result.outcome, result.outcome)}"
+        else:
+            title = rec.name or "recording"
+    fig.suptitle(style.plain(title), fontsize=11, x=0.01, ha="left")
+    return fig
+
+
+def _draw_ram(
+    ax: Axes, rec: Recording, result: RunResult | None, max_points: int, width: float
+) -> None:
+    inches_per_s = (width * 0.86) / (sampling.rec_end(rec) or 1.0)
+    anon = rec.series.get("ram.anon")
+    file = rec.series.get("ram.file")
+    rss = rec.series.get("ram.rss")
+    tops: list[float] = [p.ram_peak for p in rec.phases if p.ram_peak is not None]
+    for s in (rss,):
+        if s is not None and s.v:
+            tops.append(max(s.v))
+    layers = sampling.ram_layers(rec, max_points)
+    if layers is not None:
+        tops.append(float(layers[1][-1].max()))
+    div, unit = style.axis_unit(max(tops) if tops else 1.0)
+    if layers is not None:
+        style.fill_ram(ax, *layers, div, legend=True)
+    if rss is not None and rss.v:
+        t, v = sampling.downsample(rss.t, rss.v, max_points=max_points)
+        filled = anon is not None and file is not None
+        if filled:
+            ax.plot(t, v / div, color="#1f2d3d", lw=0.8, label="RSS")
+        else:
+            ax.fill_between(t, 0, v / div, color=style.ANON, lw=0, label="RSS")
+    if not rec.series.get("ram.rss") and not (anon and file):
+        ax.text(0.5, 0.5, "no RAM samples", transform=ax.transAxes, ha="center", color="0.4")
+    exact_seen = sampled_seen = False
+    for p in rec.phases:
+        if p.ram_peak is None:
+            continue
+        p_end = sampling.phase_end(p, rec)
+        dash: Literal["-", ":"] = "-" if p.ram_peak_exact else ":"
+        exact_seen |= p.ram_peak_exact
+        sampled_seen |= not p.ram_peak_exact
+        ax.hlines(p.ram_peak / div, p.start, p_end, colors="#111111", linestyles=dash, lw=1.3)
+        text = format_size(p.ram_peak)
+        # label top-level peaks whose phase is wide enough for the text, so they never pile up
+        if p.depth == 0 and (p_end - p.start) * inches_per_s >= len(text) * 7.5 * 0.62 / 72:
+            ax.annotate(
+                text,
+                xy=((p.start + p_end) / 2, p.ram_peak / div),
+                xytext=(0, 2),
+                textcoords="offset points",
+                ha="center",
+                va="bottom",
+                fontsize=7.5,
+                color="#111111",
+            )
+    if result is not None:
+        ax.axhline(result.baseline / div, color="0.45", lw=0.9, ls=(0, (1, 2)))
+        if result.predicted is not None:
+            pred = result.baseline + result.predicted.ram_peak
+            tops.append(pred)
+            ax.axhline(pred / div, color=style.PRED, lw=1.4, ls="--")
+    # legend built by hand so phase-peak styles and reference lines read as one key
+    handles, _labels = ax.get_legend_handles_labels()
+    if exact_seen:
+        handles.append(Line2D([], [], color="#111111", lw=1.3, label="phase peak (exact, VmHWM)"))
+    if sampled_seen:
+        handles.append(
+            Line2D([], [], color="#111111", lw=1.3, ls=":", label="phase peak (sampled)")
+        )
+    if result is not None:
+        handles.append(
+            Line2D([], [], color="0.45", lw=0.9, ls=(0, (1, 2)), label="baseline (after imports)")
+        )
+        if result.predicted is not None:
+            handles.append(style.predicted_handle(f"predicted peak ({result.predicted.formula})"))
+    # always from zero: stacked anonymous/file-backed areas cut off at the bottom would
+    # misstate which kind of memory grew
+    top = max(tops) if tops else 1.0
+    ax.set_ylim(0, top / div * 1.15 if top > 0 else 1.0)
+    ax.set_ylabel(f"RAM ({unit})")
+    _note_small_growth(ax, rec, result)
+    style.grid_y(ax)
+    # above the panel, so marks and the kill flag at the top never hide under it
+    style.legend_above(ax, handles)
+
+
+#: below this share of the peak, the growth above baseline gets written on the RAM panel
+SMALL_GROWTH = 0.15
+
+
+def _note_small_growth(ax: Axes, rec: Recording, result: RunResult | None) -> None:
+    """Say the growth in words when the baseline (Python + torch) dwarfs it.
+
+    A tiny model's load is a sliver on top of ~340 MiB of imports; the axis must still
+    start at zero (see above), so the number is written inside the flat baseline block,
+    where it hides nothing.
+    """
+    peaks = [p.ram_peak for p in rec.phases if p.ram_peak is not None]
+    rss = rec.series.get("ram.rss")
+    if rss is not None and rss.v:
+        peaks.append(max(rss.v))
+    if result is not None:
+        base: int | None = result.baseline or None
+    else:
+        starts = [p.ram_start for p in rec.phases if p.depth == 0 and p.ram_start is not None]
+        base = starts[0] if starts else None
+    if not peaks or not base:
+        return
+    peak = max(peaks)
+    growth = peak - base
+    if growth < 0 or growth >= SMALL_GROWTH * peak:
+        return
+    ax.text(
+        0.5,
+        0.4,
+        f"growth above baseline: +{format_size(growth)}\n"
+        f"(baseline {format_size(base)} is {base / peak:.0%} of the peak)",
+        transform=ax.transAxes,
+        ha="center",
+        va="center",
+        fontsize=8.5,
+        color="#1f2d3d",
+        bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": "0.6", "lw": 0.6, "alpha": 0.9},
+        gid="growth-note",
+    )
+
+
+def _draw_vram(
+    ax: Axes, rec: Recording, result: RunResult | None, devices: list[str], max_points: int
+) -> None:
+    kinds = (
+        ("cuda:{}.allocated", "-", "allocated (torch)"),
+        ("cuda:{}.reserved", "--", "reserved (torch)"),
+        ("nvml:{}.used", ":", "used, all processes (NVML)"),
+        ("nvml:{}.process", "-.", "this process (NVML)"),
+    )
+    top = 0.0
+    for dev in devices:
+        for pattern, _ls, _label in kinds:
+            s = rec.series.get(pattern.format(dev))
+            if s is not None and s.v:
+                top = max(top, float(max(s.v)))
+        if result is not None and result.predicted is not None:
+            top = max(top, float(result.predicted.vram.get(f"cuda:{dev}", 0)))
+    div, unit = style.axis_unit(top if top > 0 else 1.0)
+    for i, dev in enumerate(devices):
+        color = f"C{(i + 2) % 10}"
+        for pattern, ls, label in kinds:
+            s = rec.series.get(pattern.format(dev))
+            if s is None or not s.v:
+                continue
+            t, v = sampling.downsample(s.t, s.v, max_points=max_points)
+            ax.plot(t, v / div, color=color, ls=ls, lw=1.2, label=f"GPU {dev} {label}")
+        if result is not None and result.predicted is not None:
+            pred = result.predicted.vram.get(f"cuda:{dev}")
+            if pred is not None:
+                ax.axhline(
+                    pred / div, color=style.PRED, ls="--", lw=1.2, label=f"GPU {dev} predicted"
+                )
+    ax.set_ylim(0, top / div * 1.15 if top > 0 else 1.0)
+    ax.set_ylabel(f"VRAM ({unit})")
+    style.grid_y(ax)
+    if not ax.get_legend_handles_labels()[0]:
+        return
+    style.legend_above(ax)
+
+
+def _devices(rec: Recording) -> list[str]:
+    """GPU indices with any series, in order: ``cuda:0.*`` and ``nvml:0.*`` both give ``0``."""
+    found: list[str] = []
+    for name in rec.series:
+        head = name.split(".", 1)[0]
+        if head.startswith(("cuda:", "nvml:")):
+            idx = head.split(":", 1)[1]
+            if idx not in found:
+                found.append(idx)
+    return sorted(found, key=lambda s: (len(s), s))
+
+
+def _top_index(rec: Recording, i: int) -> int:
+    """Index of the top-level phase that contains ``phases[i]``."""
+    seen = set()
+    while rec.phases[i].parent is not None and i not in seen:
+        seen.add(i)
+        parent = rec.phases[i].parent
+        if parent is None or not 0 <= parent < len(rec.phases):
+            break
+        i = parent
+    return i
+
+
+def _shade_phases(ax: Axes, rec: Recording) -> None:
+    tops = [i for i, p in enumerate(rec.phases) if p.depth == 0]
+    for k, i in enumerate(tops):
+        p = rec.phases[i]
+        # zorder 0: the bands sit behind the memory areas instead of washing them out
+        ax.axvspan(
+            p.start,
+            sampling.phase_end(p, rec),
+            color=style.PHASE_COLORS[k % 6],
+            alpha=0.6,
+            lw=0,
+            zorder=0,
+        )
+        ax.axvline(p.start, color="0.75", lw=0.5, zorder=0)
+
+
+def _draw_phase_strip(ax: Axes, rec: Recording, rows: int, width: float) -> None:
+    end = sampling.rec_end(rec) or 1.0
+    top_rank = {i: k for k, i in enumerate(i for i, p in enumerate(rec.phases) if p.depth == 0)}
+    inches_per_s = (width * 0.86) / end
+    for i, p in enumerate(rec.phases):
+        p_end = sampling.phase_end(p, rec)
+        k = top_rank.get(_top_index(rec, i), 0)
+        y = rows - 1 - p.depth
+        ax.broken_barh(
+            [(p.start, max(p_end - p.start, 1e-9))],
+            (y + 0.08, 0.84),
+            facecolors=style.PHASE_COLORS[k % 6],
+            edgecolors=style.PHASE_EDGES[k % 6],
+            linewidth=0.7,
+        )
+        text = style.fit_label(p.name, (p_end - p.start) * inches_per_s, 7.5)
+        if text:
+            ax.text(
+                (p.start + p_end) / 2,
+                y + 0.5,
+                style.plain(text),
+                ha="center",
+                va="center",
+                fontsize=7.5,
+                clip_on=True,
+                gid=f"phase-{i}",
+            )
+        if p.error:
+            ax.plot([p_end], [y + 0.5], marker="X", color=style.FAIL, ms=7, clip_on=False)
+    ax.set_ylim(0, rows)
+    ax.set_yticks([rows - 0.5 - d for d in range(rows)])
+    ax.set_yticklabels(["phases" if d == 0 else f"depth {d}" for d in range(rows)], fontsize=7)
+    ax.tick_params(axis="y", length=0)
+    for side in ("top", "right", "left"):
+        ax.spines[side].set_visible(False)

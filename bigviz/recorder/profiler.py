@@ -1,0 +1,283 @@
+"""``profile_command``: run any command and record the RAM of its whole process tree.
+
+The command runs as a child; :class:`~bigviz.recorder.tree.TreeSampler` samples it and
+every process it starts, with phases from marker lines (:mod:`bigviz.recorder.markers`)
+written to ``$BIGVIZ_PHASE_FD`` or the FIFO ``$BIGVIZ_PHASE_FILE``.
+
+**Auto-instrumentation** (Python). When CMD is a Python program (``script.py``,
+``python script.py``, ``python -m module``, ``python -c CODE``) run by this interpreter,
+it runs under a bootstrap (:mod:`bigviz.recorder._bootstrap`) that wraps it in
+``bigviz.record(instrument=True)``. ``torch.load``, safetensors and ``load_state_dict``
+calls become phases with *exact* per-process peaks (the kernel's high-water mark), put on
+the tree's clock by :func:`bigviz.recorder.merge.merge_process` with ``detail["pid"]`` set.
+
+Example:
+    >>> res = profile_command(["true"])  # doctest: +SKIP
+    >>> res.returncode  # doctest: +SKIP
+    0
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bigviz._errors import ConfigError
+from bigviz.data.recording import Recording, Series, SourceInfo
+from bigviz.recorder.merge import merge_process
+from bigviz.recorder.tree import TreeSampler
+
+__all__ = [
+    "ENV_FD",
+    "ENV_FILE",
+    "ProfileResult",
+    "profile_command",
+    "python_bootstrap_argv",
+]
+
+#: Environment variables the profiled command receives.
+ENV_FD = "BIGVIZ_PHASE_FD"
+ENV_FILE = "BIGVIZ_PHASE_FILE"
+#: Where the Python bootstrap writes its Recording (read by :mod:`._bootstrap`).
+ENV_BOOTSTRAP_OUT = "BIGVIZ_PROFILE_OUT"
+
+_PYTHON_NAME = re.compile(r"^python(\d+(\.\d+)?)?$")
+
+
+def _same_interpreter(exe: str) -> bool:
+    found = shutil.which(exe)
+    if found is None:
+        return False
+    # compare the venv's entry point itself: a venv python symlinks to the system one
+    return os.path.abspath(found) == os.path.abspath(sys.executable) or (
+        os.path.realpath(found) == os.path.realpath(sys.executable)
+        and os.path.dirname(os.path.abspath(found)) == os.path.dirname(sys.executable)
+    )
+
+
+def python_bootstrap_argv(cmd: list[str]) -> list[str] | None:
+    """The bootstrap command line for a Python CMD, or ``None`` when CMD is not one we wrap.
+
+    Wrapped: ``script.py ARGS``, and ``PY script.py|-m MOD|-c CODE ARGS`` where ``PY`` is
+    this interpreter (other interpreters may not have bigviz installed).
+
+    Example:
+        >>> python_bootstrap_argv(["ls", "-l"]) is None
+        True
+    """
+    if not cmd:
+        return None
+    boot = [sys.executable, "-m", "bigviz.recorder._bootstrap"]
+    first = cmd[0]
+    if first.endswith(".py") and os.path.isfile(first):
+        return [*boot, first, *cmd[1:]]
+    if _PYTHON_NAME.match(os.path.basename(first)) and _same_interpreter(first) and len(cmd) >= 2:
+        rest = cmd[1:]
+        if rest[0] in ("-m", "-c") and len(rest) >= 2:
+            return [*boot, *rest]
+        if not rest[0].startswith("-") and rest[0].endswith(".py"):
+            return [*boot, *rest]
+    return None
+
+
+def _merge_bootstrap(rec: Recording, path: Path, t0: float) -> None:
+    """Fold the instrumented process's Recording into the tree recording."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        rec.errors.append("the Python bootstrap wrote no recording (the program was killed?)")
+        return
+    if "error" in data:
+        rec.errors.append(f"auto-instrumentation: {data['error']}")
+        return
+    inner = Recording.from_dict(data["recording"])
+    # both sides use CLOCK_MONOTONIC, which is system-wide on Linux
+    t_start = inner.meta.get("t0_monotonic", data["t_enter"])
+    merge_process(rec, inner, dt=float(t_start) - t0, pid=int(data["pid"]))
+
+
+@dataclass
+class ProfileResult:
+    """What ``bigviz profile`` measured: the recording and the command's exit status
+    (128+N when killed by signal N, 130 when interrupted).
+
+    Example:
+        >>> ProfileResult(Recording(name="true"), 0).returncode
+        0
+    """
+
+    recording: Recording
+    returncode: int
+
+
+def profile_command(
+    cmd: list[str],
+    *,
+    interval_ms: float = 2.0,
+    instrument: bool = True,
+) -> ProfileResult:
+    """Run ``cmd`` and record its process tree's RAM, with phases (see the module doc).
+
+    Args:
+        cmd: the command and its arguments.
+        interval_ms: sampling interval in milliseconds (> 0).
+        instrument: wrap a Python CMD in the auto-instrumenting bootstrap.
+
+    Returns:
+        A :class:`ProfileResult`: the Recording (series ``ram.rss``/``ram.anon``/``ram.file``
+        summed over the tree, ``proc:PID.ram.*`` per process) and the exit code.
+
+    Raises:
+        ConfigError: an empty command, a bad interval, or a command that cannot start.
+
+    Example:
+        >>> res = profile_command(["true"])  # doctest: +SKIP
+        >>> res.returncode, res.recording.peak("ram.rss") > 0  # doctest: +SKIP
+        (0, True)
+    """
+    if not cmd:
+        raise ConfigError("no command to profile; write it after `--`: bigviz profile -- CMD ARGS")
+    if not (interval_ms > 0 and interval_ms < 60_000):  # also rejects NaN
+        raise ConfigError(
+            f"interval {interval_ms!r} ms is out of range; give a positive number of "
+            "milliseconds, e.g. --interval 2"
+        )
+    workdir = Path(tempfile.mkdtemp(prefix="bigviz-profile-"))
+    fifo = workdir / "phases"
+    os.mkfifo(fifo)
+    # O_RDWR: we hold a writer ourselves, so the FIFO never reports EOF between writers
+    read_fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
+    child_fd = os.open(fifo, os.O_WRONLY)
+    boot_out = workdir / "bootstrap.json"
+    env = dict(os.environ)
+    env[ENV_FD] = str(child_fd)
+    env[ENV_FILE] = str(fifo)
+    argv = list(cmd)
+    boot = python_bootstrap_argv(cmd) if instrument else None
+    if boot is not None:
+        argv = boot
+        env[ENV_BOOTSTRAP_OUT] = str(boot_out)
+    started_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.Popen(argv, env=env, pass_fds=(child_fd,))
+    except OSError as exc:
+        os.close(read_fd)
+        os.close(child_fd)
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise ConfigError(
+            f"cannot run {cmd[0]!r}: {exc.strerror or exc}; check the command name and PATH"
+        ) from None
+    os.close(child_fd)
+    sampler = TreeSampler(
+        proc.pid,
+        interval_s=interval_ms / 1000.0,
+        t0=t0,
+        marker_fd=read_fd,
+        # the bootstrap's recorder resets the program's VmHWM itself
+        no_reset={proc.pid} if boot is not None else None,
+    )
+    sampler.start()
+    interrupted = False
+    try:
+        try:
+            returncode = proc.wait()
+        except KeyboardInterrupt:
+            # the terminal sent SIGINT to the command too; give it a moment to finish
+            interrupted = True
+            try:
+                returncode = proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                returncode = proc.wait()
+    finally:
+        sampler.stop()
+        os.close(read_fd)
+    duration = time.monotonic() - t0
+    for pid in [p for p, info in sampler.procs.items() if info.excluded]:
+        sampler.drop(pid)
+    sampler.fill_phases()
+    rec = _build_recording(sampler, cmd, interval_ms, started_at, duration, proc.pid, returncode)
+    if boot is not None:
+        _merge_bootstrap(rec, boot_out, t0)
+    if interrupted:
+        rec.errors.append("interrupted (Ctrl-C); the recording stops there")
+    shutil.rmtree(workdir, ignore_errors=True)
+    return ProfileResult(rec, 130 if interrupted else _exit_status(returncode))
+
+
+def _exit_status(returncode: int) -> int:
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def _build_recording(
+    s: TreeSampler,
+    cmd: list[str],
+    interval_ms: float,
+    started_at: str,
+    duration: float,
+    root: int,
+    returncode: int,
+) -> Recording:
+    series = {
+        "ram.rss": Series("ram.rss", list(s.t), list(s.rss), source="proc-tree"),
+        "ram.anon": Series("ram.anon", list(s.t), list(s.anon), source="proc-tree"),
+        "ram.file": Series("ram.file", list(s.t), list(s.file), source="proc-tree"),
+    }
+    processes: dict[str, Any] = {}
+    for pid, info in sorted(s.procs.items()):
+        if not info.t:
+            continue
+        for kind, values in (("rss", info.rss), ("anon", info.anon), ("file", info.file)):
+            name = f"proc:{pid}.ram.{kind}"
+            series[name] = Series(name, list(info.t), list(values), source="proc-tree")
+        processes[str(pid)] = {
+            "ppid": info.ppid,
+            "cmdline": info.cmdline,
+            "first_seen": info.first_seen,
+            "last_seen": info.last_seen,
+            "ram_peak": info.ram_peak,
+        }
+    achieved = duration / len(s.t) * 1000.0 if s.t else None
+    source = SourceInfo(
+        "proc-tree",
+        available=True,
+        exact=False,
+        series=sorted(series),
+    )
+    command = " ".join(cmd)
+    return Recording(
+        name=command[:200],
+        pid=root,
+        interval_ms=interval_ms,
+        started_at=started_at,
+        duration=duration,
+        series=series,
+        phases=s.phases,
+        marks=s.marks,
+        sources=[source],
+        meta={
+            "tool": "bigviz profile",
+            "command": list(cmd),
+            "exit_code": returncode,
+            "processes": processes,
+            "samples": len(s.t),
+            "interval_ms_achieved": achieved,
+            "note": (
+                "ram.* series are summed over the process tree from /proc/PID/statm; "
+                "anon = resident - shared, file = shared (file-backed + shmem). "
+                "Marker phases' peaks are sampled; auto-instrumented phases are exact per process."
+            ),
+        },
+        errors=s.errors,
+    )

@@ -1,0 +1,253 @@
+"""The sidecar sampler: a tiny process that reads ``/proc/PID/...`` of the target.
+
+It runs as ``python -I -S path/to/sidecar.py ARGS`` so that it imports nothing but the
+standard library (no ``site``, no bigviz package, never torch): it starts in ~10 ms and
+never takes the target's GIL, so a workload that holds the GIL for seconds (one big
+``bytes(n)`` or ``torch.ones``) is still sampled at the requested rate.
+
+Protocol. stdout is a pipe of fixed-size little-endian records ``<B7xdqqq`` (40 bytes):
+kind, monotonic time (``CLOCK_MONOTONIC`` is system-wide on Linux, so the parent can
+subtract its own t0), three integers. Kinds are the ``K_*`` constants below. An ``ERROR``
+record with ``a = n`` is followed by ``n`` ``TEXT`` records carrying 24 bytes of UTF-8 each.
+stdin is the control pipe: any byte or EOF means "stop" (flush, say ``BYE`` and exit).
+
+The sidecar never blocks on the pipe: records that do not fit are kept in its own memory
+and written when the reader catches up (the reader is a thread of the target, which only
+runs when the target releases the GIL). It exits when the target is gone (``ESRCH`` or
+``ENOENT`` reading ``/proc``), when its parent is gone (``getppid()`` changed: the parent
+crashed), or when told to stop.
+
+This file must stay importable with ``-S`` and must not import bigviz.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import struct
+import sys
+import time
+
+__all__ = ["REC", "REC_SIZE", "main", "parse_kib", "text_records"]
+
+REC = struct.Struct("<B7xdqqq")
+REC_SIZE = REC.size
+TEXT_CHUNK = 24
+FLUSH_EVERY = 0.005  # seconds between writes to the pipe
+
+K_HELLO = 1  # a = sidecar's pid, b = page size, c = 0
+K_STATM = 2  # a = rss, b = shared (RssFile + RssShmem), c = 0          (bytes)
+K_STATUS = 3  # a = RssAnon, b = RssFile, c = RssShmem                   (bytes)
+K_SMAPS = 4  # a = USS (Private_Clean + Private_Dirty), b = PSS, c = read cost (ns)
+K_MEMINFO = 5  # a = MemAvailable, b = MemTotal, c = 0                   (bytes)
+K_ERROR = 6  # a = number of TEXT records that follow, b = error code (see E_*)
+K_TEXT = 7  # 24 bytes of UTF-8 text in the a, b, c slots
+K_BYE = 8  # a = reason (see R_*), b = ticks done, c = ticks late (skipped)
+
+E_SOURCE = 1  # a /proc file could not be read; sampling of it stops
+R_STOP, R_TARGET_GONE, R_PARENT_GONE, R_PIPE_CLOSED = 1, 2, 3, 4
+
+
+def text_records(t: float, code: int, message: str) -> bytes:
+    """Encode an ERROR record and the TEXT records carrying ``message``."""
+    raw = message.encode("utf-8", "replace")[:2400]
+    chunks = [raw[i : i + TEXT_CHUNK].ljust(TEXT_CHUNK, b"\0") for i in range(0, len(raw), 24)]
+    out = [REC.pack(K_ERROR, t, len(chunks), code, 0)]
+    for c in chunks:
+        a, b, cc = struct.unpack("<qqq", c)
+        out.append(REC.pack(K_TEXT, t, a, b, cc))
+    return b"".join(out)
+
+
+def parse_kib(text: bytes, names: tuple[bytes, ...]) -> list[int]:
+    """Values (bytes) of ``Name:   123 kB`` lines, in the order of ``names`` (-1 if absent).
+
+    The one parser of this format in bigviz. It is written here because this file runs
+    with ``python -I -S`` and may import nothing from bigviz; the rest of bigviz uses it
+    as :func:`bigviz.recorder.procfs.parse_kib`.
+
+    Example:
+        >>> parse_kib(b"VmHWM:  2 kB\\nVmRSS:  1 kB\\n", (b"VmRSS", b"VmSwap"))
+        [1024, -1]
+    """
+    found = dict.fromkeys(names, -1)
+    for line in text.split(b"\n"):
+        key, _, rest = line.partition(b":")
+        if key in found:
+            found[key] = int(rest.split()[0]) * 1024
+    return [found[n] for n in names]
+
+
+class _Sampler:
+    def __init__(
+        self,
+        pid: int,
+        interval: float,
+        status_every: float,
+        smaps_every: float,
+        meminfo_every: float,
+        proc: bool,
+        system: bool,
+    ) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.status_every = status_every
+        self.smaps_every = smaps_every
+        self.meminfo_every = meminfo_every
+        self.page = os.sysconf("SC_PAGE_SIZE")
+        self.backlog = bytearray()
+        self.fds: dict[str, int] = {}
+        if proc:
+            for name in ("statm", "status", "smaps_rollup"):
+                try:
+                    self.fds[name] = os.open(f"/proc/{pid}/{name}", os.O_RDONLY)
+                except OSError as exc:
+                    if name == "statm":
+                        raise  # no statm: the target is gone or not ours to read
+                    self.error(time.monotonic(), f"cannot open /proc/{pid}/{name}: {exc}")
+        if system:
+            try:
+                self.fds["meminfo"] = os.open("/proc/meminfo", os.O_RDONLY)
+            except OSError as exc:
+                self.error(time.monotonic(), f"cannot open /proc/meminfo: {exc}")
+
+    def error(self, t: float, message: str) -> None:
+        self.backlog += text_records(t, E_SOURCE, message)
+
+    def read(self, name: str) -> bytes | None:
+        """Read one /proc file; drop it (and report) if it fails for a reason other than the
+        target being gone."""
+        fd = self.fds.get(name)
+        if fd is None:
+            return None
+        try:
+            return os.pread(fd, 8192, 0)
+        except (ProcessLookupError, FileNotFoundError):
+            raise
+        except OSError as exc:
+            if exc.errno == 3:  # ESRCH
+                raise
+            del self.fds[name]
+            self.error(time.monotonic(), f"reading /proc/{self.pid}/{name} failed: {exc}")
+            return None
+
+    def flush(self, *, block: bool = False) -> None:
+        while self.backlog:
+            try:
+                n = os.write(1, self.backlog)
+            except BlockingIOError:
+                if not block:
+                    return
+                select.select([], [1], [], 0.05)
+                continue
+            del self.backlog[:n]
+
+    def run(self, ppid: int) -> int:
+        t_start = time.monotonic()
+        self.backlog += REC.pack(K_HELLO, t_start, os.getpid(), self.page, 0)
+        next_tick = t_start
+        next_status = next_smaps = next_meminfo = next_flush = t_start
+        ticks = late = 0
+        reason = R_STOP
+        try:
+            while True:
+                now = time.monotonic()
+                statm = self.read("statm")
+                t = time.monotonic()
+                if statm is not None:
+                    # _procfs.parse_statm, inlined: no extra function call per 1 ms tick
+                    f = statm.split()
+                    self.backlog += REC.pack(
+                        K_STATM, t, int(f[1]) * self.page, int(f[2]) * self.page, 0
+                    )
+                if now >= next_status and "status" in self.fds:
+                    next_status = now + self.status_every
+                    status = self.read("status")
+                    if status is not None:
+                        anon, file_, shmem = parse_kib(
+                            status, (b"RssAnon", b"RssFile", b"RssShmem")
+                        )
+                        self.backlog += REC.pack(K_STATUS, time.monotonic(), anon, file_, shmem)
+                if now >= next_meminfo and "meminfo" in self.fds:
+                    next_meminfo = now + self.meminfo_every
+                    mem = self.read("meminfo")
+                    if mem is not None:
+                        avail, total = parse_kib(mem, (b"MemAvailable", b"MemTotal"))
+                        self.backlog += REC.pack(K_MEMINFO, time.monotonic(), avail, total, 0)
+                if now >= next_smaps and "smaps_rollup" in self.fds:
+                    c0 = time.monotonic()
+                    smaps = self.read("smaps_rollup")
+                    c1 = time.monotonic()
+                    # smaps_rollup walks every page table of the target (ms for GBs): keep
+                    # it under ~2% of the sidecar's time so the 1 ms ticks stay on time.
+                    next_smaps = c1 + max(self.smaps_every, 50 * (c1 - c0))
+                    if smaps is not None:
+                        pc, pd, pss = parse_kib(
+                            smaps, (b"Private_Clean", b"Private_Dirty", b"Pss")
+                        )
+                        cost = int((c1 - c0) * 1e9)
+                        self.backlog += REC.pack(K_SMAPS, c1, pc + pd, pss, cost)
+                ticks += 1
+                # write (and check on the parent) every ~5 ms, not every tick: the
+                # reader collects every 25 ms anyway, and each syscall is CPU the
+                # measured process may want on a small machine
+                if t >= next_flush:
+                    next_flush = t + FLUSH_EVERY
+                    if self.backlog:
+                        try:
+                            self.flush()
+                        except BrokenPipeError:
+                            reason = R_PIPE_CLOSED
+                            return 0
+                    if os.getppid() != ppid:
+                        reason = R_PARENT_GONE
+                        return 0
+                next_tick += self.interval
+                now = time.monotonic()
+                if now - next_tick > self.interval:
+                    # more than a whole tick behind (CPU contention, a slow smaps read):
+                    # drop the missed ticks and sample now; a smaller delay is caught up
+                    # by sampling at once, so the grid holds without bursts
+                    late += int((now - next_tick) / self.interval)
+                    next_tick = now
+                # the sleep doubles as the wait for "stop" on stdin: we wake at once on it
+                ready, _, _ = select.select([0], [], [], max(0.0, next_tick - now))
+                if ready:
+                    reason = R_STOP
+                    return 0
+        except (ProcessLookupError, FileNotFoundError):
+            reason = R_TARGET_GONE
+            return 0
+        except OSError as exc:
+            if exc.errno != 3:
+                raise
+            reason = R_TARGET_GONE
+            return 0
+        finally:
+            if reason != R_PIPE_CLOSED:
+                self.backlog += REC.pack(K_BYE, time.monotonic(), reason, ticks, late)
+                with contextlib.suppress(OSError):
+                    self.flush(block=True)
+
+
+def main(argv: list[str]) -> int:
+    """``sidecar.py PID INTERVAL_MS STATUS_MS SMAPS_MS MEMINFO_MS PROC SYS PPID``."""
+    pid = int(argv[0])
+    interval, status_ms, smaps_ms, meminfo_ms = (float(a) / 1000.0 for a in argv[1:5])
+    proc, system = argv[5] == "1", argv[6] == "1"
+    ppid = int(argv[7])
+    os.set_blocking(1, False)
+    try:
+        sampler = _Sampler(pid, interval, status_ms, smaps_ms, meminfo_ms, proc, system)
+    except OSError as exc:
+        os.set_blocking(1, True)
+        t = time.monotonic()
+        os.write(1, text_records(t, E_SOURCE, f"cannot read /proc/{pid}/statm: {exc}"))
+        os.write(1, REC.pack(K_BYE, t, R_TARGET_GONE, 0, 0))
+        return 0
+    return sampler.run(ppid)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,405 @@
+"""The distributed launcher: N ranks of the rank program on this machine, followed by the
+one supervisor, and their RunResult.
+
+:func:`run_distributed` launches N ranks (fresh processes, gloo on CPU, NCCL when every
+rank has its own GPU), each running a distributed strategy under its own recorder. Rank 0
+gathers every rank's Recording into one whose ``ranks`` are the per-rank lanes on one
+clock, and whose series are node totals (:mod:`bigviz.recorder.merge`):
+
+=============  ======================================================================
+``node.pss``   Σ of the ranks' proportional set size: the honest node RAM when ranks
+               share pages (a page mapped by N ranks counts 1/N in each); read by the
+               launcher, all ranks back to back (:class:`NodeSampler`)
+``node.uss``   Σ of the memory each rank alone holds
+``node.anon``  Σ of anonymous memory (private to each rank)
+``node.rss``   Σ of RSS: counts shared file pages once *per rank* (shown for contrast)
+=============  ======================================================================
+
+A rank that fails stops the job: the supervisor kills the other ranks and the
+:class:`~bigviz.data.result.RunResult` names the rank, its phase and how it died
+(``checks.failed_rank``).
+
+Example:
+    >>> # r = run_distributed("shared-mmap", nproc=2, model="gpt:100MB")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import bigviz.strategies as strategies
+from bigviz._errors import ConfigError, RunError
+from bigviz.data.recording import Series
+from bigviz.data.result import PredictionCheck, RunResult
+from bigviz.models import parse_spec
+from bigviz.runner.checkpoints import prepare_checkpoint
+from bigviz.runner.memory import snapshot, snapshot_status
+from bigviz.runner.rank import SMAPS_MS
+from bigviz.runner.results import (
+    above,
+    add_barrier_points,
+    failed_ranks_result,
+    max_after,
+    measured_from,
+)
+from bigviz.runner.supervisor import EventCallback, Watched, oom_kill_count, supervise
+from bigviz.runner.validate import check_format, check_interval, check_ranks, parse_budget
+from bigviz.strategies import Strategy
+from bigviz.strategies.ranks import EveryRankLoads
+from bigviz.units import parse_size
+
+__all__ = ["NodeSampler", "RankChild", "check_rank_options", "launch", "run_distributed"]
+
+#: how long a killed rank may take to exit before the launcher stops waiting
+_REAP_S = 10.0
+
+
+class RankChild:
+    """One rank process, seen through the supervisor's
+    :class:`~bigviz.runner.supervisor.Child` interface: its events arrive on a pipe, its
+    output goes to ``log``.
+
+    Example:
+        >>> # RankChild(subprocess.Popen(args, pass_fds=(w,)), r, log)
+    """
+
+    def __init__(self, proc: subprocess.Popen[bytes], fd: int, log: Path) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+        self.log = log
+        self._fd: int | None = fd
+        os.set_blocking(fd, False)
+
+    def fileno(self) -> int | None:
+        return self._fd
+
+    def read(self) -> bytes | None:
+        if self._fd is None:
+            return None
+        chunks: list[bytes] = []
+        while True:
+            try:
+                data = os.read(self._fd, 1 << 20)
+            except BlockingIOError:
+                break
+            except OSError:
+                data = b""
+            if not data:
+                self.close()
+                if not chunks:
+                    return None
+                break
+            chunks.append(data)
+        return b"".join(chunks)
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def kill(self) -> None:
+        # the rank's own session: the rank, its sampler sidecar, and anything left behind
+        # by a rank that already died (its pid stays reserved until we reap it)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+    def memory(self) -> dict[str, int]:
+        return snapshot_status(self.proc.pid)
+
+    def reap(self) -> None:
+        """Wait for the killed rank to exit, and close its pipe."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(_REAP_S)
+        self.close()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+
+    def log_tail(self, n: int = 2000) -> str:
+        """The last ``n`` bytes the rank printed."""
+        try:
+            data = self.log.read_bytes()
+        except OSError:
+            return ""
+        return data[-n:].decode(errors="replace")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def check_rank_options(
+    strategy: str, *, nproc: int, model: Any, format: str, dtype: str, per_rank: str,
+    backend: str | None, interval_ms: float,
+) -> Strategy:
+    """Everything a launch needs, checked before anything is saved or started."""
+    strat = strategies.get(strategy, kind="distributed")
+    check_ranks(nproc, model)
+    check_format(format)
+    if format not in strat.formats:
+        raise ConfigError(
+            f"strategy {strat.name!r} ({strat.description}) does not read format "
+            f"{format!r}; use format={strat.formats[0]!r}"
+        )
+    if isinstance(strat, EveryRankLoads):
+        strat.check_options(per_rank)
+    if backend not in (None, "gloo", "nccl"):
+        raise ConfigError(f"backend {backend!r} is not supported; use 'gloo', 'nccl' or None")
+    parse_spec(model, dtype)
+    check_interval(interval_ms)
+    return strat
+
+
+def run_distributed(
+    strategy: str,
+    *,
+    nproc: int = 2,
+    model: str = "gpt:100MB",
+    max_shard_size: int | str = "500MB",
+    format: str = "safetensors",
+    dtype: str = "float32",
+    per_rank: str = "naive",
+    work_dir: str | os.PathLike[str] | None = None,
+    ram_budget: int | str | None = None,
+    interval_ms: float = 1.0,
+    on_event: EventCallback | None = None,
+    timeout: float | None = None,
+    cancel: threading.Event | None = None,
+    seed: int = 0,
+    backend: str | None = None,
+) -> RunResult:
+    """Launch ``nproc`` ranks on this machine, each loading with ``strategy``, and measure.
+
+    Each rank is a fresh ``python -m bigviz.runner.distributed`` process (the rank program
+    of :mod:`bigviz.runner.rank`) with the variables
+    torchrun would set (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR=127.0.0.1``,
+    a free ``MASTER_PORT``, ``OMP_NUM_THREADS=1`` unless set). Every rank records its own
+    timeline; rank 0 gathers them into ``result.recording`` (``ranks`` holds the lanes,
+    ``series["node.pss"]`` the node total).
+
+    Args:
+        strategy: ``"every-rank-loads"``, ``"rank0-broadcast"`` or ``"shared-mmap"``.
+        nproc: number of ranks.
+        model: a zoo spec (``"gpt:1GB"``) or ``"package.module:function"``.
+        max_shard_size: shard size of the checkpoint (saved once in ``work_dir``, reused).
+        format: ``"safetensors"`` or ``"bin"`` (``shared-mmap``: safetensors only).
+        dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``.
+        per_rank: what each rank of ``every-rank-loads`` runs: ``"naive"`` (2 × M, the
+            textbook problem), ``"sharded"`` or ``"meta"``.
+        work_dir: checkpoints and scratch files (default ``$TMPDIR/bigviz-work``).
+        ram_budget: kill the job when the ranks together exceed this (Σ anonymous +
+            shmem, plus the largest rank's file-backed pages, which the ranks share);
+            outcome ``"budget_exceeded"``.
+        interval_ms: sampling interval of every rank's timeline.
+        on_event: called here with each rank's streamed events (samples, phase
+            start/end, marks, errors), each carrying ``"rank"`` and ``"pid"``. Times
+            are seconds since that rank's recording started; each rank's ``"hello"``
+            event gives its ``t0_monotonic`` to align them (the result is aligned).
+        timeout: seconds after which every rank is killed (outcome ``"error"``).
+        cancel: set it to stop every rank (outcome ``"cancelled"``).
+        seed: seed of the synthetic weights.
+        backend: ``"gloo"`` or ``"nccl"``; default NCCL when each rank has a GPU.
+
+    Returns:
+        A :class:`RunResult`: node figures (``ram_peak`` = node PSS above the ranks'
+        baselines), per-rank figures in ``checks.ranks``; on failure ``outcome`` is
+        ``"error"``, ``"crashed"``, ``"oom"`` (a rank killed by the OOM killer), ``"cancelled"``
+        or ``"budget_exceeded"``, with ``checks.failed_rank`` and the phase.
+
+    Raises:
+        ConfigError: a bad nproc, model, format, dtype, size or budget.
+        StrategyError: an unknown strategy or per-rank strategy.
+        RunError: the ranks could not be started.
+
+    Example:
+        >>> # r = run_distributed("shared-mmap", nproc=2, model="gpt:100MB")
+        >>> # r.ram_peak / r.model_bytes      # ≈ 1: the page cache is shared
+    """
+    strat = check_rank_options(strategy, nproc=nproc, model=model, format=format, dtype=dtype,
+                        per_rank=per_rank, backend=backend, interval_ms=interval_ms)
+    shard = parse_size(max_shard_size)
+    budget = parse_budget(ram_budget)
+    folder = prepare_checkpoint(model, max_shard_size=shard, format=format, dtype=dtype,
+                                work_dir=work_dir, seed=seed)
+    return launch(strat, folder, nproc=nproc, model=model, shard=shard, format=format,
+                  dtype=dtype, per_rank=per_rank, budget=budget, interval_ms=float(interval_ms),
+                  on_event=on_event, timeout=timeout, cancel=cancel, seed=seed, backend=backend)
+
+
+def launch(
+    strat: Strategy, folder: Path, *, nproc: int, model: str, shard: int, format: str,
+    dtype: str, per_rank: str, budget: int | None, interval_ms: float,
+    on_event: EventCallback | None, timeout: float | None, cancel: threading.Event | None,
+    seed: int, backend: str | None,
+) -> RunResult:
+    """Launch the ranks on a prepared checkpoint ``folder`` (options already checked, as
+    :func:`run_distributed` does) and follow them to the end.
+
+    Example:
+        >>> # launch(strategies.get("shared-mmap"), prepare_checkpoint(...), nproc=2, ...)
+    """
+    scratch = folder.parent.parent / "runs" / f"dist-{strat.name}-{uuid.uuid4().hex[:8]}"
+    scratch.mkdir(parents=True, exist_ok=True)
+    try:
+        return _launch(strat.name, nproc=nproc, model=model, shard=shard, format=format,
+                       dtype=dtype, per_rank=per_rank, folder=folder, scratch=scratch,
+                       budget=budget, interval_ms=interval_ms, on_event=on_event,
+                       timeout=timeout, cancel=cancel, seed=seed, backend=backend)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _launch(
+    strategy: str, *, nproc: int, model: str, shard: int, format: str, dtype: str,
+    per_rank: str, folder: Path, scratch: Path, budget: int | None, interval_ms: float,
+    on_event: EventCallback | None, timeout: float | None, cancel: threading.Event | None,
+    seed: int, backend: str | None,
+) -> RunResult:
+    out = scratch / "result.json"
+    env_base = dict(os.environ)
+    env_base.setdefault("OMP_NUM_THREADS", "1")  # N ranks share the cores
+    env_base["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    env_base.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()),
+                    WORLD_SIZE=str(nproc), LOCAL_WORLD_SIZE=str(nproc), GROUP_RANK="0")
+    pg_timeout = max(60.0, float(timeout)) if timeout else 1800.0
+    ranks: list[RankChild] = []
+    sampler = NodeSampler()
+    t_start = time.monotonic()
+    oom_before = oom_kill_count()
+    try:
+        for r in range(nproc):
+            rfd, wfd = os.pipe()
+            env = {**env_base, "RANK": str(r), "LOCAL_RANK": str(r)}
+            args = [sys.executable, "-m", "bigviz.runner.distributed", strategy,
+                    "--model", model, "--max-shard-size", str(shard), "--format", format,
+                    "--dtype", dtype, "--per-rank", per_rank, "--interval-ms",
+                    repr(interval_ms), "--seed", str(seed), "--out", str(out),
+                    "--checkpoint-root", str(folder), "--scratch", str(scratch),
+                    "--events-fd", str(wfd), "--pg-timeout", repr(pg_timeout)]
+            if backend:
+                args += ["--backend", backend]
+            log = scratch / f"rank{r}.log"
+            try:
+                with open(log, "wb") as logf:
+                    proc = subprocess.Popen(args, env=env, pass_fds=(wfd,), stdout=logf,
+                                            stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL,
+                                            start_new_session=True)
+            except OSError as exc:
+                os.close(rfd)
+                raise RunError(f"could not start rank {r}: {exc}") from exc
+            finally:
+                os.close(wfd)
+            ranks.append(RankChild(proc, rfd, log))
+        seen = supervise(ranks, on_event=on_event, ram_budget=budget, timeout=timeout,
+                         cancel=cancel, group=True, t_start=t_start, oom_before=oom_before,
+                         on_tick=sampler.maybe_sample)
+    finally:
+        for rc in ranks:
+            rc.kill()
+        for rc in ranks:
+            rc.reap()
+    for w, rc in zip(seen.watched, ranks, strict=True):
+        if w.exit_code is None:  # it exited only after the supervisor stopped watching
+            w.exit_code, w.t_exit = rc.proc.returncode, time.monotonic()
+    seen.seconds = time.monotonic() - t_start
+    codes = {str(w.rank): w.exit_code for w in seen.watched}  # str keys: JSON round-trips
+    if seen.stop is None and all(c == 0 for c in codes.values()) and out.exists():
+        res = RunResult.from_json(out.read_text(encoding="utf-8"))
+        res.seconds = round(seen.seconds, 6)
+        res.checks.exit_codes = codes
+        sampler.apply(res)
+        if budget is not None:
+            res.params["ram_budget"] = budget
+        return res
+    return failed_ranks_result(
+        strategy, seen, pids=[rc.pid for rc in ranks], logs=[rc.log_tail() for rc in ranks],
+        interval_ms=interval_ms, model=model, shard=shard, format=format, nproc=nproc,
+        per_rank=per_rank, folder=folder, budget=budget, backend=backend)
+
+
+class NodeSampler:
+    """The launcher's own node PSS: every rank's ``smaps_rollup`` read back to back.
+
+    Summing the ranks' own PSS series mixes readings taken up to 50 ms apart; while
+    ranks map shared pages that double-counts what moved in between (measured here:
+    1.4 × M instead of 1 × M for a 1 GB ``shared-mmap`` pass). Reading all ranks within
+    a few milliseconds, as one node-wide sample, does not. The period backs off to 20 ×
+    the cost of a round, since each read walks the rank's page tables.
+    """
+
+    def __init__(self, period: float = SMAPS_MS / 1000.0) -> None:
+        self.period = period
+        self.next = 0.0
+        self.t: list[float] = []
+        self.v: list[int] = []
+        self.spread: float = 0.0
+
+    def maybe_sample(self, ranks: Sequence[Watched], now: float) -> None:
+        """Take a node-wide sample if one is due and every rank is up (the supervisor's
+        ``on_tick``)."""
+        if now < self.next or any(w.exit_code is not None or "hello" not in w.kept
+                                  for w in ranks):
+            return
+        c0 = time.monotonic()
+        total = 0
+        for w in ranks:
+            pss = snapshot(w.child.pid)["pss"]
+            if not pss:
+                return  # the rank is gone (or not Linux): no node-wide sample
+            total += pss
+        c1 = time.monotonic()
+        self.t.append((c0 + c1) / 2)
+        self.v.append(total)
+        self.spread = max(self.spread, c1 - c0)
+        self.next = c1 + max(self.period, 20 * (c1 - c0))
+
+    def apply(self, res: RunResult) -> None:
+        """Replace ``node.pss`` by these samples and update the node peak from them."""
+        rec = res.recording
+        lanes = rec.ranks
+        if not self.t or not lanes:
+            return
+        t0 = rec.meta.get("t0_monotonic")
+        if not isinstance(t0, (int, float)):
+            return
+        rec.series["node.pss"] = Series("node.pss", t=[t - t0 for t in self.t], v=self.v,
+                                        source="launcher: all ranks' smaps_rollup in one go")
+        node = res.checks.node
+        if node is not None:
+            base = int(node.baseline.get("pss", 0))
+            loaded = node.pss_loaded
+            add_barrier_points(rec, {"baseline": base,
+                                      "loaded": base + int(loaded) if loaded else 0})
+        rec.meta["node_pss"] = (f"sampled by the launcher, all ranks within "
+                                f"{self.spread * 1000:.1f} ms, plus the barrier snapshots")
+        if node is None:
+            return
+        t_all = measured_from(lanes)
+        base = int(node.baseline.get("pss", 0))
+        sampled = above(max_after(rec.series["node.pss"], t_all), base)
+        cands = [v for v in (sampled, node.pss_loaded) if v is not None]
+        node.pss_peak = max(cands) if cands else None
+        peaks = [v for v in (node.pss_peak, node.anon_peak) if v is not None]
+        node.ram_peak = max(peaks) if peaks else None
+        res.ram_peak = node.ram_peak
+        pred = res.checks.prediction
+        if pred is not None and res.ram_peak is not None:
+            res.checks.prediction = PredictionCheck.judge(
+                res.ram_peak, pred.predicted, res.model_bytes,
+                nproc=int(res.params.get("nproc") or 1))

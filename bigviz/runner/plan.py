@@ -1,0 +1,343 @@
+"""One plan and one sweep loop for single-process and distributed runs.
+
+A plan crosses shard sizes × formats × strategies × device maps (single-process) or
+shard sizes × formats × strategies on ``nproc`` ranks (distributed), checks every
+combination before the first process starts, and lists the ones a strategy cannot run
+(``sweep.meta["skipped"]``). :func:`sweep_plan` then saves each checkpoint once and runs
+every combination in a fresh worker (:mod:`bigviz.runner.single`) or on fresh ranks
+(:mod:`bigviz.runner.launcher`).
+
+Example:
+    >>> # p = plan_runs(Settings("gpt:1GB"), strategies=["naive", "meta"], shard_sizes=["200MB"])
+    >>> # sweep_plan(p, Settings("gpt:1GB")).results
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import bigviz.strategies as registry
+from bigviz._errors import ConfigError, StrategyError
+from bigviz.data.result import TOLERANCE, RunResult, Sweep
+from bigviz.models import ModelLike, model_bytes, parse_spec
+from bigviz.runner.checkpoints import prepare_checkpoint
+from bigviz.runner.launcher import check_rank_options, launch
+from bigviz.runner.results import dmap_label, single_result
+from bigviz.runner.single import execute
+from bigviz.runner.supervisor import EventCallback
+from bigviz.runner.validate import (
+    check_dtype,
+    check_format,
+    check_ranks_options,
+    model_id,
+    work_folder,
+)
+from bigviz.strategies import Strategy, normalize_max_memory, validate_device_map
+from bigviz.units import format_size, parse_size
+
+__all__ = ["Plan", "PlannedRun", "Settings", "plan_runs", "run_planned", "sweep_plan",
+           "validate_single"]
+
+ProgressCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The options every run of a plan shares (checked: sizes in bytes)."""
+
+    model: ModelLike
+    dtype: str = "float32"
+    budget: int | None = None
+    work_dir: str | os.PathLike[str] | None = None
+    interval_ms: float = 1.0
+    timeout: float | None = None
+    seed: int = 0
+    nproc: int | None = None
+    per_rank: str = "naive"
+    backend: str | None = None
+
+
+@dataclass
+class PlannedRun:
+    """One combination of a plan, checked."""
+
+    strategy: Strategy
+    shard: int
+    format: str
+    device_map: Any = "cpu"
+    max_memory: dict[int | str, int] | None = None
+
+    def label(self, nproc: int | None) -> str:
+        """What progress displays call this run."""
+        if nproc is not None:
+            size = format_size(self.shard, binary=False, precision=0)
+            return f"{self.strategy.name} · {size} · {self.format} × {nproc}"
+        return RunResult(strategy=self.strategy.name, outcome="ok", shard_size=self.shard,
+                         format=self.format, device_map=dmap_label(self.device_map)).label
+
+
+@dataclass
+class Plan:
+    """The runs of a sweep, what was skipped, and how the sweep is recorded."""
+
+    runs: list[PlannedRun]
+    skipped: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+    command: str = ""
+
+
+def validate_single(
+    strategy: Any, model: ModelLike, *, format: str, dtype: str, device_map: Any,
+    max_memory: Mapping[Any, Any] | None,
+) -> tuple[Strategy, Any, dict[int | str, int] | None]:
+    """Check one single-process combination; return the strategy, the normalised device
+    map and ``max_memory``.
+
+    Raises:
+        ConfigError, StrategyError: naming the bad option.
+    """
+    check_format(format)
+    check_dtype(dtype)
+    parse_spec(model, dtype)
+    strat = registry.get(strategy, kind="single")
+    dmap = validate_device_map(device_map)
+    strat.check(model=model, format=format, device_map=dmap, dtype=dtype)
+    # a factory's size needs a (meta) build here, so only when a cap must be checked
+    size = model_bytes(model, dtype) if max_memory else None
+    mm = normalize_max_memory(max_memory, model_bytes=size, device_map=dmap)
+    return strat, dmap, mm
+
+
+def plan_runs(
+    settings: Settings, *, strategies: Sequence[str | Strategy],
+    shard_sizes: Sequence[int | str], device_maps: Sequence[Any], formats: Sequence[str],
+    max_memory: Mapping[Any, Any] | None, ram_budget: int | str | None,
+) -> Plan:
+    """Every combination, checked before anything runs.
+
+    Raises:
+        ConfigError, StrategyError: a bad option, or no combination can run.
+    """
+    if isinstance(strategies, str):
+        strategies = [strategies]
+    if not strategies:
+        raise ConfigError(f"strategies is empty; pick from {registry.names()}")
+    if settings.nproc is not None:
+        return _plan_ranks(settings, strategies, shard_sizes, device_maps, formats,
+                           max_memory, ram_budget)
+    model, dtype = settings.model, settings.dtype
+    names = [registry.get(s, kind="single").name for s in strategies]  # unknown names fail here
+    for fmt in formats:
+        check_format(fmt)
+    check_dtype(dtype)
+    parse_spec(model, dtype)
+    shards = [parse_size(s) for s in shard_sizes]
+    plan = Plan([])
+    for shard in shards:
+        for fmt in formats:
+            for item, name in zip(strategies, names, strict=True):
+                for dm in device_maps:
+                    cand = registry.get(item)
+                    # a combination the strategy cannot run anywhere is skipped; a missing
+                    # package or GPU, or a bad option, is an error (validate_single raises it)
+                    why = None if cand.unavailable() else cand.incompatible(
+                        model=model, format=fmt, device_map=validate_device_map(dm),
+                        dtype=dtype)
+                    if why:
+                        plan.skipped.append(f"{name} × {fmt} × {dm}: {why}")
+                        continue
+                    strat, dmap, mm = validate_single(item, model, format=fmt, dtype=dtype,
+                                                      device_map=dm, max_memory=max_memory)
+                    plan.runs.append(PlannedRun(strat, shard, fmt, dmap, mm))
+    if not plan.runs:
+        raise StrategyError("no combination of this sweep can run: " + "; ".join(plan.skipped))
+    plan.config = {
+        "model": model_id(model), "strategies": names,
+        "shard_sizes": shards, "device_maps": list(device_maps), "formats": list(formats),
+        "dtype": dtype, "ram_budget": settings.budget, "interval_ms": settings.interval_ms,
+        "seed": settings.seed,
+        "max_memory": {str(k): str(v) for k, v in dict(max_memory).items()}
+        if max_memory else None,
+    }
+    args = [repr(model_id(model))] + [
+        f"{k}={v!r}" for k, v in (
+            ("strategies", names), ("shard_sizes", list(shard_sizes)),
+            ("device_maps", list(device_maps)), ("formats", list(formats)), ("dtype", dtype),
+            ("ram_budget", ram_budget), ("max_memory", max_memory)) if v is not None
+    ]
+    plan.command = f"bigviz.sweep({', '.join(args)})"
+    return plan
+
+
+def _plan_ranks(
+    settings: Settings, strategies: Sequence[str | Strategy], shard_sizes: Sequence[int | str],
+    device_maps: Sequence[Any], formats: Sequence[str], max_memory: Mapping[Any, Any] | None,
+    ram_budget: int | str | None,
+) -> Plan:
+    """:func:`plan_runs` for distributed strategies, each combination on ``nproc`` ranks."""
+    model, nproc = settings.model, settings.nproc
+    for dm in device_maps:
+        check_ranks_options(nproc, dm, max_memory, model)
+    assert nproc is not None
+    known = registry.names(kind="distributed")
+    names = [s.name if isinstance(s, Strategy) else str(s) for s in strategies]
+    bad = [n for n in names if n not in known]
+    if bad:
+        raise StrategyError(f"strategies {bad} cannot run on ranks (nproc={nproc}); "
+                            f"distributed strategies are {known}")
+    for fmt in formats:
+        check_format(fmt)
+    shards = [parse_size(s) for s in shard_sizes]
+    # a format a strategy does not read (shared-mmap maps safetensors only) is skipped up
+    # front, as single-process sweeps skip combinations a strategy cannot run
+    reads = {name: registry.get(name).formats for name in names}
+    plan = Plan([], skipped=[f"{name} × {fmt}: reads {' / '.join(reads[name])} files only"
+                             for fmt in formats for name in names if fmt not in reads[name]])
+    for shard in shards:
+        for fmt in formats:
+            for name in names:
+                if fmt in reads[name]:
+                    strat = check_rank_options(
+                        name, nproc=nproc, model=model, format=fmt, dtype=settings.dtype,
+                        per_rank=settings.per_rank, backend=settings.backend,
+                        interval_ms=settings.interval_ms)
+                    plan.runs.append(PlannedRun(strat, shard, fmt))
+    if not plan.runs:
+        raise StrategyError("no combination of this sweep can run: " + "; ".join(plan.skipped))
+    plan.config = {
+        "model": model_id(model), "strategies": names, "shard_sizes": shards,
+        "device_maps": ["cpu"], "formats": list(formats), "dtype": settings.dtype,
+        "ram_budget": settings.budget, "interval_ms": settings.interval_ms,
+        "seed": settings.seed, "nproc": nproc, "max_memory": None,
+    }
+    plan.command = (f"bigviz.sweep({model_id(model)!r}, strategies={names!r}, "
+                    f"shard_sizes={list(shard_sizes)!r}, formats={list(formats)!r}, "
+                    f"nproc={nproc})")
+    return plan
+
+
+def sweep_plan(
+    plan: Plan, settings: Settings, *, on_progress: ProgressCallback | None = None,
+    on_event: EventCallback | None = None, cancel: threading.Event | None = None,
+) -> Sweep:
+    """Run every combination of ``plan`` in order, saving each checkpoint once; stop
+    starting runs once ``cancel`` is set.
+
+    ``on_progress`` gets ``{"stage": "prepare" | "run" | "done", "index", "total",
+    "label", "result"}``; ``on_event`` each run's events with ``"run"`` (the label) and
+    ``"index_in_sweep"`` added.
+    """
+    result = Sweep(
+        config=plan.config,
+        command=plan.command,
+        started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        meta={"skipped": plan.skipped, "argv": shlex.join(sys.argv) if sys.argv else "",
+              "work_dir": str(work_folder(settings.work_dir)), "tolerance": dict(TOLERANCE)},
+    )
+    total = len(plan.runs)
+
+    def progress(**kw: Any) -> None:
+        if on_progress is not None:
+            on_progress({"total": total, **kw})
+
+    folders: dict[tuple[int, str], Path] = {}
+    for i, item in enumerate(plan.runs):
+        if cancel is not None and cancel.is_set():
+            break
+        label = item.label(settings.nproc)
+        key = (item.shard, item.format)
+        if key not in folders:
+            progress(stage="prepare", index=i, label=f"saving "
+                     f"{format_size(item.shard, binary=False)} {item.format} checkpoint",
+                     result=None)
+            folders[key] = prepare_checkpoint(
+                settings.model, max_shard_size=item.shard, format=item.format,
+                dtype=settings.dtype, work_dir=settings.work_dir, seed=settings.seed)
+        progress(stage="run", index=i, label=label, result=None)
+        r = run_planned(item, folders[key], settings, on_event=_tag(on_event, label, i),
+                        cancel=cancel)
+        result.results.append(r)
+        progress(stage="done", index=i, label=label, result=r)
+    return result
+
+
+def run_planned(
+    item: PlannedRun, folder: Path, settings: Settings, *,
+    on_event: EventCallback | None = None, cancel: threading.Event | None = None,
+) -> RunResult:
+    """Run one planned combination on its prepared checkpoint ``folder``."""
+    if settings.nproc is not None:
+        return launch(item.strategy, folder, nproc=settings.nproc, model=str(settings.model),
+                      shard=item.shard, format=item.format, dtype=settings.dtype,
+                      per_rank=settings.per_rank, budget=settings.budget,
+                      interval_ms=float(settings.interval_ms), on_event=on_event,
+                      timeout=settings.timeout, cancel=cancel, seed=settings.seed,
+                      backend=settings.backend)
+    return _run_worker(item, folder, settings, on_event=on_event, cancel=cancel)
+
+
+def _strategy_class(strat: Strategy) -> str | None:
+    """``module:Class`` of a strategy the worker's registry may not have (a user's)."""
+    cls = type(strat)
+    if cls.__module__.startswith("bigviz.strategies") and strat.name in registry.names():
+        return None
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _run_worker(
+    item: PlannedRun, folder: Path, settings: Settings, *, on_event: EventCallback | None,
+    cancel: threading.Event | None,
+) -> RunResult:
+    from bigviz.checkpoint import inspect_checkpoint
+
+    strat, shard, fmt, dmap, mm = (item.strategy, item.shard, item.format, item.device_map,
+                                   item.max_memory)
+    model = model_id(settings.model)
+    ckpt = folder / "checkpoint"
+    info = inspect_checkpoint(ckpt)
+    scratch = work_folder(settings.work_dir) / "runs" / f"{strat.name}-{uuid.uuid4().hex[:8]}"
+    label = f"{strat.name} · {model} · {format_size(shard, binary=False)} {fmt}"
+    job = {
+        "kind": "run", "strategy": strat.name, "model": model, "dtype": settings.dtype,
+        "seed": settings.seed, "checkpoint": str(ckpt),
+        "checksums": str(folder / "checksums.json"),
+        "device_map": dmap, "max_memory": [[k, v] for k, v in mm.items()] if mm else None,
+        "shard_size": shard, "format": fmt, "interval_ms": settings.interval_ms,
+        "scratch": str(scratch), "label": label, "sys_path": sys.path,
+        "strategy_class": _strategy_class(strat),
+        "preload": list(getattr(strat, "preload", ())),
+    }
+    params = {"model": model, "dtype": settings.dtype, "max_shard_size": shard,
+              "format": fmt, "device_map": dmap, "ram_budget": settings.budget,
+              "seed": settings.seed,
+              "max_memory": {str(k): v for k, v in mm.items()} if mm else None,
+              "interval_ms": settings.interval_ms, "checkpoint": str(ckpt)}
+    try:
+        out = execute(job, on_event=on_event, ram_budget=settings.budget,
+                      timeout=settings.timeout, cancel=cancel)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return single_result(strat, out, info=info, model=model, m_bytes=int(info.total_size),
+                         shard=shard, format=fmt, dmap=dmap, mm=mm, budget=settings.budget,
+                         params=params)
+
+
+def _tag(on_event: EventCallback | None, label: str, index: int) -> EventCallback | None:
+    if on_event is None:
+        return None
+    cb = on_event
+
+    def tagged(ev: dict[str, Any]) -> None:
+        cb({**ev, "run": label, "index_in_sweep": index})
+
+    return tagged

@@ -1,0 +1,214 @@
+"""What a forked worker runs: prepare a checkpoint, or one strategy under the recorder.
+
+Messages to the parent go through :class:`bigviz.runner.events.Channel`. A run sends
+``baseline`` (RSS after imports, before the first phase), the recorder's own events
+(``samples``, ``phase_start``, ``phase_end``, ``mark``) as they happen, and a final
+``result`` with the whole Recording; a failure before that sends ``error``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from bigviz.runner.events import Channel
+from bigviz.runner.memory import read_status
+
+__all__ = ["child_main", "warm_up_cpu"]
+
+
+def child_main(job: dict[str, Any], fd: int) -> int:
+    """Entry point in the forked child (the fork server calls it); returns the exit code.
+
+    Example:
+        >>> # child_main({"kind": "prepare", ...}, fd)
+    """
+    sock = socket.socket(fileno=fd)
+    chan = Channel(sock)
+    for p in job.get("sys_path", []):
+        if p not in sys.path:
+            sys.path.append(p)
+    try:
+        if job["kind"] == "prepare":
+            chan.send({"type": "prepared", **prepare(job)})
+            return 0
+        if job["kind"] == "run":
+            return _run(job, chan)
+        raise ValueError(f"unknown job kind {job['kind']!r}")
+    except BaseException as exc:
+        chan.send({
+            "type": "error",
+            "message": f"{type(exc).__name__}: {exc}",
+            "traceback": traceback.format_exc(),
+        })
+        return 1
+    finally:
+        sock.close()
+
+
+def prepare(job: dict[str, Any]) -> dict[str, Any]:
+    """Build the model, record its checksums, save it sharded, write config.json."""
+    from bigviz.checkpoint import save_sharded
+    from bigviz.models import build_model, transformers_config
+    from bigviz.strategies.weights import checksum
+
+    target = Path(job["dir"])
+    model = build_model(job["model"], dtype=job["dtype"], device="cpu", seed=job["seed"])
+    sums = {k: checksum(v) for k, v in model.state_dict().items()}
+    ckpt = target / "checkpoint"
+    info = save_sharded(model, ckpt, max_shard_size=job["shard_size"], format=job["format"],
+                        overwrite=True)
+    cfg = transformers_config(job["model"], job["dtype"])
+    if cfg is not None:
+        (ckpt / "config.json").write_text(json.dumps(cfg, indent=2))
+    (target / "checksums.json").write_text(json.dumps(sums))
+    return {"n_shards": len(info.files), "total_size": int(info.total_size)}
+
+
+def _max_memory(pairs: list[list[Any]] | None) -> dict[int | str, int] | None:
+    if pairs is None:
+        return None
+    return {(int(k) if str(k).isdigit() else str(k)): int(v) for k, v in pairs}
+
+
+def _run(job: dict[str, Any], chan: Channel) -> int:
+    import bigviz.recorder as record
+    import bigviz.strategies as strategies
+    from bigviz.checkpoint import inspect_checkpoint
+    from bigviz.strategies.base import RunContext
+    from bigviz.strategies.weights import compare_checksums, first_use
+
+    if job.get("strategy_class"):  # a user strategy: import its class by name
+        mod_name, _, qual = str(job["strategy_class"]).partition(":")
+        obj: Any = __import__(mod_name, fromlist=["_"])
+        for part in qual.split("."):
+            obj = getattr(obj, part)
+        strategy = obj()
+    else:
+        strategy = strategies.get(job["strategy"])
+    _warm_up(job.get("device_map"))
+    ckpt = Path(job["checkpoint"])
+    strategy.warm_up(ckpt)  # its imports belong to the baseline, not to a phase
+    info = inspect_checkpoint(ckpt)
+    expected = json.loads(Path(job["checksums"]).read_text())
+    scratch = Path(job["scratch"])
+    scratch.mkdir(parents=True, exist_ok=True)
+    rec = record.record(interval_ms=job["interval_ms"], on_event=chan.send, name=job["label"])
+    error: str | None = None
+    tb: str | None = None
+    sums: dict[str, list[int]] | None = None
+    model: Any = None
+    ctx: RunContext | None = None
+    with rec:
+        base = read_status()
+        chan.send({"type": "baseline", "pid": os.getpid(), "rss": base.get("VmRSS", 0),
+                   "anon": base.get("RssAnon", 0), "file": base.get("RssFile", 0),
+                   "t": time.monotonic()})
+        ctx = RunContext(
+            model=job["model"], checkpoint=ckpt, info=info, recorder=rec, scratch=scratch,
+            dtype=job["dtype"], device_map=job["device_map"],
+            max_memory=_max_memory(job.get("max_memory")), format=job["format"],
+            shard_size=job.get("shard_size"), seed=job["seed"],
+        )
+        try:
+            model = strategy.run(ctx)
+            if strategy.first_use:
+                with rec.phase("first use", what="read every weight once (checksums)"):
+                    sums = first_use(model)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            tb = traceback.format_exc()
+    after = read_status()
+    verify: str | None = None
+    if error is None:
+        try:
+            if strategy.first_use:
+                assert sums is not None
+                verify = compare_checksums(expected, sums)
+            else:
+                verify = _verify_saved(ctx.notes.get("saved_to"), model)
+        except Exception as exc:
+            verify = f"could not check the weights: {type(exc).__name__}: {exc}"
+    chan.send({
+        "type": "result",
+        "recording": rec.recording.to_dict(),
+        "error": error,
+        "traceback": tb,
+        "verify": verify,
+        "after": {"rss": after.get("VmRSS", 0), "anon": after.get("RssAnon", 0),
+                  "file": after.get("RssFile", 0)},
+        "notes": ctx.notes if ctx is not None else {},
+    })
+    del model
+    return 0
+
+
+def _warm_up(device_map: Any = None) -> None:
+    """Start torch's intra-op thread pool, and the CUDA context when the run uses a GPU,
+    before the baseline: they are fixed costs of any torch / CUDA process (hundreds of MB
+    of host RAM for a CUDA context), not of a strategy. The fork server cannot start
+    either: forking after them is unsafe."""
+    import torch
+
+    warm_up_cpu()
+    values = list(device_map.values()) if isinstance(device_map, dict) else [device_map]
+    wants_gpu = any(
+        (isinstance(v, int) and not isinstance(v, bool)) or str(v).startswith("cuda")
+        or v in ("auto", "balanced", "sequential")
+        for v in values
+    )
+    if wants_gpu and torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            torch.empty(1, device=f"cuda:{i}")
+        torch.cuda.synchronize()
+
+
+def warm_up_cpu() -> None:
+    """The CPU part of :func:`_warm_up`, shared with the distributed ranks: torch's
+    intra-op thread pool, and the first module build.
+
+    Example:
+        >>> # warm_up_cpu()  # before a baseline is taken
+    """
+    import torch
+
+    from bigviz.models import build_model
+    from bigviz.strategies.weights import checksum
+
+    x = torch.empty(1 << 20)
+    x.fill_(1.0)
+    float(x.sum())
+    del x
+    # The first module build, seeded randn and to_empty in a process cost ~30 MiB of
+    # one-time allocator and RNG state: a fixed cost of the process, not of the strategy
+    # (it tripled the measured build of a 20 MB model).
+    tiny = build_model("mlp:1MB", device="cpu")
+    for p in tiny.parameters():
+        checksum(p)
+    del tiny
+
+
+def _verify_saved(saved_to: Any, model: Any) -> str | None:
+    """Check a checkpoint the ``save`` strategy wrote equals the model it saved."""
+    from bigviz.checkpoint import inspect_checkpoint
+    from bigviz.strategies.weights import checksum, compare_checksums, load_shard
+
+    if not saved_to:
+        return "the save strategy did not report where it saved"
+    info = inspect_checkpoint(saved_to)
+    saved: dict[str, list[int]] = {}
+    for path in info.shard_paths():
+        for k, v in load_shard(Path(path), mmap=True).items():
+            saved[k] = checksum(v)
+    have = {k: checksum(v) for k, v in model.state_dict().items()}
+    return compare_checksums(saved, have)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(f"{os.path.basename(__file__)} runs inside the bigviz fork server only")

@@ -1,0 +1,395 @@
+"""Distributed loading strategies: what N ranks of one ``torch.distributed`` job cost.
+
+"If you use torch.distributed, each process loads the pretrained model and keeps two
+copies in RAM." These strategies run inside every rank (see
+:func:`bigviz.runner.launcher.run_distributed`) and show the problem and its remedies:
+
+====================  ===========================================================  ===============
+name                  what every rank does                                         node RAM (PSS)
+====================  ===========================================================  ===============
+``every-rank-loads``  its own single-process load (``naive`` by default)           N × per-rank
+``rank0-broadcast``   rank 0 reads shard by shard; the others build on ``meta``     N × M (+ T)
+                      and receive each tensor by broadcast straight into its
+                      final storage (on GPUs: CPU ≈ S on rank 0, ≈ 0 elsewhere)
+``shared-mmap``       maps the same safetensors files; the page cache holds the    M once
+                      weights once for the whole node
+====================  ===========================================================  ===============
+
+(M = model bytes, S = largest shard, T = largest tensor, N = ranks on the node.)
+
+They are registered with ``kind = "distributed"`` (they need a process group): the
+registry lists them apart, ``bigviz.strategies.names(kind="distributed")``.
+
+Example:
+    >>> import bigviz.strategies as strategies
+    >>> strategies.names(kind="distributed")
+    ['every-rank-loads', 'rank0-broadcast', 'shared-mmap']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from bigviz._errors import StrategyError
+from bigviz.data.result import Prediction
+from bigviz.models import build_model
+from bigviz.strategies.base import Kind, RunContext, Strategy
+from bigviz.strategies.devices import DeviceMap
+from bigviz.strategies.meta import Meta, load_assigned
+from bigviz.strategies.naive import Naive
+from bigviz.strategies.sharded import Sharded
+from bigviz.strategies.weights import (
+    assign_shard,
+    largest_shard,
+    load_shard,
+    model_size,
+    require_loaded,
+)
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+__all__ = [
+    "PER_RANK",
+    "DistContext",
+    "DistStrategy",
+    "EveryRankLoads",
+    "Rank0Broadcast",
+    "SharedMmap",
+]
+
+#: single-process strategies ``every-rank-loads`` can run in each rank
+PER_RANK: tuple[str, ...] = ("naive", "sharded", "meta")
+_PER_RANK: dict[str, Strategy] = {s.name: s for s in (Naive(), Sharded(), Meta())}
+
+
+@dataclass
+class DistContext(RunContext):
+    """A :class:`RunContext` plus where this rank stands in the job.
+
+    ``device`` is where the weights end up: ``"cpu"`` with gloo, ``"cuda:<local rank>"``
+    with NCCL. ``group`` is the process group the weights travel on (``None``: the
+    default group).
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: str = "cpu"
+    per_rank: str = "naive"
+    group: Any = None
+
+
+class DistStrategy(Strategy):
+    """A strategy every rank of a distributed job runs; predictions are per node.
+
+    :meth:`predict` gives the node total (the sum over ranks of each rank's
+    proportional share, PSS); :meth:`predict_rank` one rank's own peak.
+    """
+
+    kind: ClassVar[Kind] = "distributed"
+    device_maps: ClassVar[bool] = False
+
+    def predict(
+        self,
+        info: Any,
+        device_map: DeviceMap = "cpu",
+        *,
+        max_memory: Mapping[int | str, int] | None = None,
+        placement: Mapping[str, int] | None = None,
+        nproc: int = 2,
+        per_rank: str = "naive",
+    ) -> Prediction:
+        """Node RAM (sum of the ranks' PSS) above the ranks' baselines.
+
+        Args:
+            info: the checkpoint's ``CheckpointInfo``.
+            device_map: ``"cpu"`` (gloo) or ``"cuda"`` (each rank on its own GPU).
+            nproc: ranks on the node.
+            per_rank: the single-process strategy of ``every-rank-loads``.
+
+        Example:
+            >>> # get("shared-mmap").predict(info, nproc=4).formula
+            >>> # 'M once per node (page cache shared), N × M RSS'
+        """
+        raise NotImplementedError
+
+    def predict_rank(
+        self,
+        info: Any,
+        rank: int,
+        device_map: DeviceMap = "cpu",
+        *,
+        max_memory: Mapping[int | str, int] | None = None,
+        placement: Mapping[str, int] | None = None,
+        nproc: int = 2,
+        per_rank: str = "naive",
+    ) -> Prediction:
+        """One rank's own expected peak (RSS above its baseline; VRAM on its GPU);
+        ``device_map`` is the rank's device (``"cpu"``, ``"cuda:N"``)."""
+        raise NotImplementedError
+
+    def run(self, ctx: RunContext) -> nn.Module:
+        if not isinstance(ctx, DistContext):
+            raise StrategyError(
+                f"strategy {self.name!r} runs in the ranks of a distributed job; "
+                "start it with bigviz.runner.distributed.run_distributed(...) or torchrun"
+            )
+        return self.run_rank(ctx)
+
+    def run_rank(self, ctx: DistContext) -> nn.Module:
+        """Load inside one rank under its recorder; return the rank's model."""
+        raise NotImplementedError
+
+
+def _to_device(ctx: DistContext, model: nn.Module) -> nn.Module:
+    if ctx.device == "cpu":
+        return model
+    with ctx.phase("to device", device=ctx.device):
+        return model.to(ctx.device)
+
+
+def _gpu(device: str) -> bool:
+    return device.startswith("cuda")
+
+
+def _largest_tensor(info: Any) -> int:
+    sizes = [int(t.nbytes) for t in getattr(info, "tensors", {}).values()]
+    return max(sizes) if sizes else 0
+
+
+class EveryRankLoads(DistStrategy):
+    """The problem: each rank runs its own full load, so the node pays N times."""
+
+    name = "every-rank-loads"
+    description = "each rank loads the checkpoint on its own (naive by default)"
+    phases = ("build", "read shard i/n", "assign", "first use", "loaded")
+
+    def _inner(self, per_rank: str) -> Strategy:
+        if per_rank not in _PER_RANK:
+            raise StrategyError(
+                f"per_rank {per_rank!r} is not supported by {self.name!r}; use one of "
+                f"{list(PER_RANK)} (for mapped files use the 'shared-mmap' strategy)"
+            )
+        return _PER_RANK[per_rank]
+
+    def predict_rank(
+        self,
+        info: Any,
+        rank: int,
+        device_map: DeviceMap = "cpu",
+        *,
+        max_memory: Mapping[int | str, int] | None = None,
+        placement: Mapping[str, int] | None = None,
+        nproc: int = 2,
+        per_rank: str = "naive",
+    ) -> Prediction:
+        device = str(device_map)  # the rank's own device
+        p = self._inner(per_rank).predict(info, "cpu")
+        m = model_size(info)
+        if _gpu(device):
+            return Prediction(ram_peak=p.ram_peak, formula=f"{p.formula}, then to {device}",
+                              ram_anon=p.ram_anon, ram_file=p.ram_file, vram={device: m},
+                              notes=f"rank {rank}: loads on the CPU as {per_rank!r}, then "
+                                    "moves to its GPU")
+        return Prediction(ram_peak=p.ram_peak, formula=p.formula, ram_anon=p.ram_anon,
+                          ram_file=p.ram_file, notes=f"rank {rank}: {per_rank!r} load")
+
+    def predict(
+        self,
+        info: Any,
+        device_map: DeviceMap = "cpu",
+        *,
+        max_memory: Mapping[int | str, int] | None = None,
+        placement: Mapping[str, int] | None = None,
+        nproc: int = 2,
+        per_rank: str = "naive",
+    ) -> Prediction:
+        p = self.predict_rank(info, 0, nproc=nproc, per_rank=per_rank)
+        return Prediction(
+            ram_peak=nproc * p.ram_peak,
+            formula=f"N × ({p.formula})",
+            ram_anon=None if p.ram_anon is None else nproc * p.ram_anon,
+            ram_file=None if p.ram_file is None else nproc * p.ram_file,
+            notes=f"N = {nproc} ranks, each {per_rank!r} ({p.formula} = {p.ram_peak} bytes); "
+                  "nothing is shared, so the node pays every copy",
+        )
+
+    def check_options(self, per_rank: str) -> None:
+        """Raise StrategyError for a per-rank strategy this one cannot run."""
+        self._inner(per_rank)
+
+    def run_rank(self, ctx: DistContext) -> nn.Module:
+        model = self._inner(ctx.per_rank).run(ctx)
+        return _to_device(ctx, model)
+
+
+class Rank0Broadcast(DistStrategy):
+    """Rank 0 reads; the others build on meta and receive every tensor by broadcast."""
+
+    name = "rank0-broadcast"
+    description = ("rank 0 reads shard by shard and broadcasts each tensor; the others "
+                   "build on meta and receive into empty tensors")
+    phases = ("build", "shard i/n", "read", "broadcast", "assign", "first use", "loaded")
+
+    def predict_rank(
+        self,
+        info: Any,
+        rank: int,
+        device_map: DeviceMap = "cpu",
+        *,
+        max_memory: Mapping[int | str, int] | None = None,
+        placement: Mapping[str, int] | None = None,
+        nproc: int = 2,
+        per_rank: str = "naive",
+    ) -> Prediction:
+        device = str(device_map)  # the rank's own device
+        m, s, t = model_size(info), largest_shard(info), _largest_tensor(info)
+        if _gpu(device):
+            if rank == 0:
+                return Prediction(ram_peak=s, formula="S", ram_anon=s, ram_file=0,
+                                  vram={device: m},
+                                  notes="rank 0 reads one shard at a time into RAM, sends "
+                                        "each tensor from its GPU")
+            return Prediction(ram_peak=0, formula="≈ 0", ram_anon=0, ram_file=0,
+                              vram={device: m},
+                              notes=f"rank {rank} receives straight into GPU memory")
+        if rank == 0:
+            return Prediction(ram_peak=m, formula="M", ram_anon=m, ram_file=0,
+                              notes="rank 0 reads each shard into RAM; the shard becomes "
+                                    "its weights (no second copy)")
+        return Prediction(ram_peak=m, formula="M (+ transient T)", ram_anon=m, ram_file=0,
+                          notes=f"rank {rank} receives each tensor into its final storage; "
+                                f"at most one tensor (T = {t} bytes) in flight in the backend")
+
+    def predict(
+        self,
+        info: Any,
+        device_map: DeviceMap = "cpu",
+        *,
+        max_memory: Mapping[int | str, int] | None = None,
+        placement: Mapping[str, int] | None = None,
+        nproc: int = 2,
+        per_rank: str = "naive",
+    ) -> Prediction:
+        dev = "cuda:0" if device_map != "cpu" else "cpu"
+        parts = [self.predict_rank(info, r, dev, nproc=nproc) for r in range(nproc)]
+        total = sum(p.ram_peak for p in parts)
+        formula = "S (rank 0 only)" if _gpu(dev) else "N × M"
+        return Prediction(
+            ram_peak=total,
+            formula=formula,
+            ram_anon=total,
+            ram_file=0,
+            notes=f"N = {nproc}; " + "; ".join(f"rank {r}: {p.formula}"
+                                              for r, p in enumerate(parts[:2]))
+                  + ("; …" if nproc > 2 else "")
+                  + ". One reader of the checkpoint; receivers never hold a second copy",
+        )
+
+    def run_rank(self, ctx: DistContext) -> nn.Module:
+        import torch
+        import torch.distributed as dist
+
+        with ctx.phase("build", device="meta"):
+            model = build_model(ctx.model, dtype=ctx.dtype, device="meta")
+        info = ctx.info
+        by_shard = info.keys_by_shard()
+        paths = {p.name: p for p in ctx.shards()}
+        n = len(by_shard)
+        role = "send" if ctx.rank == 0 else "receive"
+        for i, (fname, keys) in enumerate(by_shard.items(), 1):
+            with ctx.phase(f"shard {i}/{n}", file=fname, role=role):
+                sd: dict[str, torch.Tensor] = {}
+                if ctx.rank == 0:
+                    with ctx.phase("read", file=fname):
+                        sd = load_shard(paths[fname], mmap=False)
+                got: dict[str, torch.Tensor] = {}
+                with ctx.phase("broadcast", tensors=len(keys), role=role):
+                    for key in keys:  # same order on every rank: the header's
+                        got[key] = self._one(ctx, key, sd, torch, dist)
+                sd.clear()  # on a GPU the CPU copies go now; on CPU they are the weights
+                with ctx.phase("assign", tensors=len(got)):
+                    assign_shard(model, got)
+                del got
+        with ctx.phase("tie", what="tie weights, check nothing is left on meta"):
+            require_loaded(model, self.name)
+        return model
+
+    @staticmethod
+    def _one(ctx: DistContext, key: str, sd: dict[str, torch.Tensor], torch: Any,
+             dist: Any) -> torch.Tensor:
+        ti = ctx.info.tensors[key]
+        if ctx.rank == 0:
+            t = sd[key]
+            if ctx.device != "cpu":
+                t = t.to(ctx.device)
+            t = t.contiguous()
+        else:
+            dtype = getattr(torch, ti.dtype, None)
+            if not isinstance(dtype, torch.dtype):
+                raise StrategyError(f"tensor {key!r} has dtype {ti.dtype!r}, unknown to torch")
+            t = torch.empty(tuple(ti.shape), dtype=dtype, device=ctx.device)
+        if t.numel():
+            # as bytes: every dtype (bf16, bool, fp8) travels on every backend
+            dist.broadcast(t.reshape(-1).view(torch.uint8), src=0, group=ctx.group)
+        return t
+
+
+class SharedMmap(DistStrategy):
+    """Every rank maps the same files: the page cache holds one copy for the node."""
+
+    name = "shared-mmap"
+    description = "every rank maps the same safetensors files zero-copy; pages shared"
+    phases = ("build", "load shard i/n", "assign", "first use", "loaded")
+    formats = ("safetensors",)  # .bin files cannot be mapped zero-copy
+
+    def predict_rank(
+        self,
+        info: Any,
+        rank: int,
+        device_map: DeviceMap = "cpu",
+        *,
+        max_memory: Mapping[int | str, int] | None = None,
+        placement: Mapping[str, int] | None = None,
+        nproc: int = 2,
+        per_rank: str = "naive",
+    ) -> Prediction:
+        device = str(device_map)  # the rank's own device
+        m = model_size(info)
+        if _gpu(device):
+            return Prediction(ram_peak=m, formula="M file-backed (shared), then to GPU",
+                              ram_anon=0, ram_file=m, vram={device: m},
+                              notes="mapped pages are read once for the node, then copied "
+                                    "to each rank's GPU")
+        return Prediction(ram_peak=m, formula="M file-backed (PSS M / N)", ram_anon=0,
+                          ram_file=m,
+                          notes=f"rank {rank}: RSS ≈ M of page cache it shares with the other "
+                                f"{nproc - 1} rank(s); its proportional share is M / {nproc}")
+
+    def predict(
+        self,
+        info: Any,
+        device_map: DeviceMap = "cpu",
+        *,
+        max_memory: Mapping[int | str, int] | None = None,
+        placement: Mapping[str, int] | None = None,
+        nproc: int = 2,
+        per_rank: str = "naive",
+    ) -> Prediction:
+        m = model_size(info)
+        return Prediction(
+            ram_peak=m,
+            formula="M once per node (page cache shared), N × M RSS",
+            ram_anon=0,
+            ram_file=m,
+            notes=f"N = {nproc}; each rank's RSS shows M, but the pages are the same page "
+                  "cache pages: summing RSS would count them N times, summing PSS once",
+        )
+
+    def run_rank(self, ctx: DistContext) -> nn.Module:
+        model = load_assigned(ctx, mmap=True)
+        return _to_device(ctx, model)

@@ -1,0 +1,146 @@
+"""The run table: one :class:`RunRow` per run, the cells every front end formats.
+
+The HTML, Markdown and CSV reports, the notebook tables and the terminal's end-of-sweep
+table all read these rows and only choose how to write each cell. Sizes are bytes above
+the run's baseline; "agrees with the prediction" is the runner's verdict
+(``checks.prediction``, :meth:`PredictionCheck.judge`), never a rule of a front end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from bigviz.data.recording import Recording
+from bigviz.data.result import PredictionCheck, RunResult, Sweep
+from bigviz.tables.labels import short_labels
+from bigviz.tables.ranks import nproc_of
+
+__all__ = ["RunRow", "results_of", "run_rows"]
+
+
+def results_of(obj: Recording | RunResult | Sweep | Sequence[RunResult]) -> list[RunResult]:
+    """The runs in ``obj``, in order (none for a bare Recording).
+
+    Example:
+        >>> results_of(Sweep(results=[RunResult("meta", "ok")]))[0].strategy
+        'meta'
+        >>> results_of(Recording())
+        []
+    """
+    if isinstance(obj, Sweep):
+        return list(obj.results)
+    if isinstance(obj, RunResult):
+        return [obj]
+    if isinstance(obj, Recording):
+        return []
+    return list(obj)
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One line of a run table; sizes in bytes above the run's baseline.
+
+    ``label`` names only what differs between the runs shown together
+    (:func:`~bigviz.tables.labels.short_labels`), ``full_label`` is the run's own
+    :attr:`RunResult.label`. ``prediction`` is the runner's verdict, ``None`` when it gave
+    none (then the row is not flagged).
+
+    Example:
+        >>> row = run_rows([RunResult("meta", "ok", ram_peak=90)])[0]
+        >>> row.label, row.off_prediction, row.vs_predicted
+        ('meta', False, None)
+    """
+
+    label: str
+    full_label: str
+    strategy: str
+    model: str
+    model_bytes: int | None
+    shard_size: int | None
+    format: str | None
+    device_map: str | None
+    nproc: int | None
+    outcome: str
+    phase_reached: str | None
+    error: str | None
+    baseline: int | None
+    ram_peak: int | None
+    ram_anon_peak: int | None
+    ram_file_peak: int | None
+    vram: dict[str, int] = field(default_factory=dict)
+    predicted: int | None = None
+    formula: str = ""
+    prediction: PredictionCheck | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """The run finished and its weights checked out."""
+        return self.outcome == "ok"
+
+    @property
+    def vram_peak(self) -> int | None:
+        """Peak VRAM summed over the devices (``None`` when no device was used)."""
+        return sum(self.vram.values()) if self.vram else None
+
+    @property
+    def agrees(self) -> bool | None:
+        """The runner's verdict on measured vs predicted (``None``: no verdict)."""
+        return None if self.prediction is None else self.prediction.agrees
+
+    @property
+    def off_prediction(self) -> bool:
+        """Measured and predicted disagree, by the runner's verdict (which allows for fixed
+        overheads); a run without a verdict is not flagged."""
+        return self.agrees is False
+
+    @property
+    def vs_predicted(self) -> float | None:
+        """Measured peak divided by the predicted peak (``None`` when either is missing)."""
+        if self.ram_peak is None or not self.predicted:
+            return None
+        return self.ram_peak / self.predicted
+
+
+def run_rows(results: Sequence[RunResult]) -> list[RunRow]:
+    """The run table of ``results``, one row per run, in their order.
+
+    Args:
+        results: the runs shown together (their short labels depend on each other).
+
+    Returns:
+        The rows.
+
+    Example:
+        >>> rows = run_rows([RunResult("naive", "ok"), RunResult("meta", "oom")])
+        >>> [(r.label, r.ok) for r in rows]
+        [('naive', True), ('meta', False)]
+    """
+    labels = short_labels(results)
+    return [
+        RunRow(
+            label=lab,
+            full_label=r.label,
+            strategy=r.strategy,
+            model=r.model,
+            model_bytes=r.model_bytes,
+            shard_size=r.shard_size,
+            format=r.format,
+            device_map=r.device_map,
+            nproc=nproc_of(r),
+            outcome=r.outcome,
+            phase_reached=r.phase_reached,
+            error=r.error,
+            baseline=r.baseline,
+            ram_peak=r.ram_peak,
+            ram_anon_peak=r.ram_anon_peak,
+            ram_file_peak=r.ram_file_peak,
+            vram=dict(r.vram_peak),
+            predicted=r.predicted.ram_peak if r.predicted else None,
+            formula=r.predicted.formula if r.predicted else "",
+            prediction=r.checks.prediction,
+            seconds=r.seconds,
+        )
+        for lab, r in zip(labels, results, strict=True)
+    ]

@@ -1,0 +1,460 @@
+"""The :class:`Dashboard`: what its controls do (they are built in ``_controls``)."""
+from __future__ import annotations
+
+import html
+import math
+import re
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bigviz._errors import BigvizError, ConfigError
+from bigviz.report import escape as _e
+from bigviz.report.notebook import link_html as _link_html
+from bigviz.report.notebook import results_table_html
+from bigviz.units import format_size
+from bigviz.widgets._controls import (
+    CUSTOM,
+    FIGURE_DPI,
+    REPORT_SUFFIX,
+    build_controls,
+    ipywidgets,
+)
+
+if TYPE_CHECKING:
+    from bigviz.checkpoint import ShardPlan
+    from bigviz.data.result import Sweep
+    from bigviz.progress import BackgroundSweep, RunProgress
+
+__all__ = ["Dashboard"]
+
+_OUTCOME_STYLE = {"ok": "success", "cancelled": "warning", "budget_exceeded": "warning"}
+
+
+# -- the dashboard ------------------------------------------------------------------------
+
+
+class Dashboard:
+    """An ipywidgets dashboard over :func:`bigviz.sweep`.
+
+    Inputs: the model (zoo spec or ``module:function``), the max shard size on a log
+    slider with the resulting shard count and largest shard shown live (from the split
+    plan of the model built on the meta device; nothing runs), format, device map (a
+    named map or custom JSON) with ``max_memory``, strategies, and a RAM budget.
+
+    Run starts :func:`bigviz.sweep` on a background thread and returns at once; each run
+    gets a progress bar, the live timeline follows the streamed samples (redrawn a few
+    times a second), and Cancel stops the running worker (its outcome is
+    ``"cancelled"``). Results: peak-per-strategy chart, timelines, a measured-vs-
+    predicted table, and export buttons that write an HTML, JSON or Markdown report and
+    show a link to it.
+
+    Defaults left as ``None`` come from the options spec (:mod:`bigviz.options`).
+
+    Args:
+        model: zoo spec (``"gpt:100MB"``, the default) or ``"package.module:function"``.
+        shard_size: initial max shard size (bytes or ``"20MB"``, the default).
+        strategies: strategies selected at first (default: naive, sharded, meta, mmap).
+        format: ``"safetensors"`` (the default) or ``"bin"``.
+        device_map: a named map (``DEVICE_MAPS``), or a dict (shown as custom JSON).
+        max_memory: per-device caps as ``"cpu=2GB,0=10GB"`` (blank: none).
+        ram_budget: kill a run above this RSS (``"8GB"``; blank: none).
+        work_dir: where checkpoints are saved (default ``$TMPDIR/bigviz-work``).
+        out_dir: where the export buttons write reports.
+        redraw_s: minimum seconds between redraws of the live timeline.
+
+    Raises:
+        ImportError: ipywidgets is not installed (the message says what to install).
+
+    Example:
+        >>> dash = Dashboard("gpt:30MB", shard_size="10MB")  # doctest: +SKIP
+        >>> dash.plan.n_shards  # doctest: +SKIP
+        3
+        >>> dash.run(); dash.wait().results[0].outcome  # doctest: +SKIP
+        'ok'
+    """
+
+    # the ipywidgets, made by build_controls (bigviz.widgets._controls)
+    cancel_w: Any
+    device_json_w: Any
+    device_map_w: Any
+    export_w: Any
+    format_w: Any
+    links_w: Any
+    live_w: Any
+    max_memory_w: Any
+    model_w: Any
+    peaks_w: Any
+    pick_w: Any
+    progress_w: Any
+    ram_budget_w: Any
+    results_w: Any
+    run_w: Any
+    shard_info: Any
+    shard_w: Any
+    status_w: Any
+    strategies_w: Any
+    table_w: Any
+    timeline_w: Any
+    timelines_w: Any
+    widget: Any
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        shard_size: int | str | None = None,
+        strategies: Sequence[str] | None = None,
+        format: str | None = None,
+        device_map: str | dict[str, Any] = "cpu",
+        max_memory: str = "",
+        ram_budget: str = "",
+        work_dir: str | Path | None = None,
+        out_dir: str | Path = "bigviz-reports",
+        redraw_s: float = 0.25,
+    ) -> None:
+        w = ipywidgets()
+        from bigviz import options
+        from bigviz.progress import SweepProgress
+
+        # what is not given comes from the options spec (a notebook's smaller defaults)
+        model = options.NOTEBOOK_DEFAULTS["model"] if model is None else model
+        if shard_size is None:
+            shard_size = options.NOTEBOOK_DEFAULTS["shard_size"]
+        strategies = options.default_strategies() if strategies is None else strategies
+        format = options.FORMATS[0] if format is None else format
+
+        self.work_dir = work_dir
+        self.out_dir = Path(out_dir)
+        self.redraw_s = float(redraw_s)
+        self._progress = SweepProgress()
+        self._job: BackgroundSweep | None = None
+        self._rows: list[Any] = []  # (label, bar, note) widgets, one per run
+        self._last_draw = 0.0
+        self._modules: dict[str, Any] = {}
+        self._plan: ShardPlan | None = None
+        self._plan_error: str | None = None
+        self._expected_phases = 4
+        self.exported: list[Path] = []
+
+        build_controls(self, w, model=model, shard_size=shard_size, strategies=strategies,
+                       format=format, device_map=device_map, max_memory=max_memory,
+                       ram_budget=ram_budget)
+        self.model_w.observe(lambda _c: self._model_changed(), names="value")
+        self.shard_w.observe(lambda _c: self._update_plan(), names="value")
+        self.device_map_w.observe(lambda _c: self._device_map_changed(), names="value")
+        self.pick_w.observe(lambda _c: self._show_timeline(), names="value")
+        self.run_w.on_click(lambda _b: self._clicked(self.run))
+        self.cancel_w.on_click(lambda _b: self.cancel())
+        for kind, button in zip(REPORT_SUFFIX, self.export_w, strict=True):
+            button.on_click(lambda _b, k=kind: self._clicked(lambda: self.export(k)))
+        self._model_changed()
+
+    # -- display ----------------------------------------------------------------------
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    # -- the split plan (live, no run) ---------------------------------------------------
+    @property
+    def shard_size(self) -> int:
+        """The slider's max shard size in bytes, rounded to 3 significant digits."""
+        return int(float(f"{self.shard_w.value:.3g}"))
+
+    @property
+    def plan(self) -> ShardPlan | None:
+        """How the model splits at :attr:`shard_size` (``None`` when the spec is bad)."""
+        return self._plan
+
+    @property
+    def plan_error(self) -> str | None:
+        """Why there is no plan (a bad model spec), else ``None``."""
+        return self._plan_error
+
+    def _model_changed(self) -> None:
+        from bigviz.models import build_model
+
+        spec = self.model_w.value.strip()
+        try:
+            if spec not in self._modules:
+                # meta device: shapes only, no memory; ties are seen by identity
+                self._modules[spec] = build_model(spec, device="meta")
+        except Exception as exc:  # a user's factory may raise anything: show it
+            self._plan, self._plan_error = None, f"{spec}: {exc}"
+            self.shard_info.value = f'<span style="color:#c0392b">{_e(exc)}</span>'
+            self.run_w.disabled = True
+            return
+        from bigviz.checkpoint import plan_shards
+
+        total = plan_shards(self._modules[spec], 2**62).total_size
+        # from ~1/64 of the model (many shards) to past its size (a single file)
+        lo = math.floor(math.log10(max(total / 64, 1e5)) * 10) / 10
+        hi = math.ceil(math.log10(max(total * 2, 2e5)) * 10) / 10
+        with self.shard_w.hold_trait_notifications():
+            self.shard_w.max = max(hi, self.shard_w.min)
+            self.shard_w.min = lo
+            self.shard_w.max = hi
+            self.shard_w.value = min(max(self.shard_w.value, 10**lo), 10**hi)
+        self._update_plan()
+
+    def _update_plan(self) -> None:
+        from bigviz.checkpoint import plan_shards
+
+        module = self._modules.get(self.model_w.value.strip())
+        if module is None:
+            return
+        plan = plan_shards(module, self.shard_size)
+        self._plan, self._plan_error = plan, None
+        # naive-ish strategies load the largest shard on top; the count says how many files
+        self._expected_phases = 3 + plan.n_shards
+        self.shard_info.value = (
+            f'<span class="bigviz-shards" data-n="{plan.n_shards}" data-size="{self.shard_size}" '
+            f'data-largest="{plan.largest_shard}">'
+            f"<b>{_e(format_size(self.shard_size, binary=False))}</b> → "
+            f"<b>{plan.n_shards}</b> shard{'s' if plan.n_shards != 1 else ''}, largest "
+            f"{_e(format_size(plan.largest_shard))} (model {_e(format_size(plan.total_size))})"
+            "</span>")
+        self.run_w.disabled = self.running
+
+    def _device_map_changed(self) -> None:
+        self.device_json_w.layout.display = "flex" if self.device_map_w.value == CUSTOM else "none"
+
+    # -- settings -------------------------------------------------------------------------
+    def settings(self) -> dict[str, Any]:
+        """The keyword arguments :func:`bigviz.sweep` will get, checked.
+
+        Raises:
+            ConfigError: a bad model spec, empty strategy list, unreadable custom JSON,
+                ``max_memory`` or RAM budget (the message names the value).
+        """
+        from bigviz import options
+        from bigviz.models import parse_spec
+
+        model = self.model_w.value.strip()
+        parse_spec(model)
+        strategies = list(self.strategies_w.value)
+        if not strategies:
+            raise ConfigError("no strategy selected; pick one or more, e.g. naive and meta")
+        device_map: Any = self.device_map_w.value
+        if device_map == CUSTOM:
+            device_map = options.parse_device_map_json(self.device_json_w.value)
+        # blank boxes are "none"; what is typed is checked as the command line checks it
+        budget = options.option("ram_budget").convert(self.ram_budget_w.value.strip() or None)
+        caps = options.option("max_memory").convert(self.max_memory_w.value.strip() or None)
+        return {
+            "model": model, "strategies": strategies, "shard_sizes": [self.shard_size],
+            "device_maps": [device_map], "formats": [self.format_w.value], "max_memory": caps,
+            "ram_budget": budget, "work_dir": self.work_dir,
+        }
+
+    # -- running ------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        """True while a sweep runs in the background."""
+        return self._job is not None and self._job.running
+
+    @property
+    def sweep(self) -> Sweep | None:
+        """The last finished sweep (``None`` before the first one ends)."""
+        return None if self._job is None else self._job.sweep
+
+    @property
+    def error(self) -> BaseException | None:
+        """The exception that stopped the last sweep, if any."""
+        return None if self._job is None else self._job.error
+
+    @property
+    def status(self) -> str:
+        """The status line as plain text."""
+        return re.sub(r"<[^>]+>", "", html.unescape(self.status_w.value))
+
+    @property
+    def progress(self) -> list[tuple[str, float, str]]:
+        """``(label, fraction done, state)`` per run of the current or last sweep."""
+        return [(r.label, r.fraction(self._expected_phases), r.state)
+                for r in self._progress.runs]
+
+    def run(self) -> None:
+        """Start the sweep on a background thread and return at once.
+
+        Raises:
+            ConfigError, StrategyError: bad settings (also shown in the status line).
+            RuntimeError: a sweep is already running.
+        """
+        if self.running:
+            raise RuntimeError("a sweep is already running; Cancel it or wait() for it")
+        try:
+            kwargs = self.settings()
+        except BigvizError as exc:
+            self._set_status(f"✗ {_e(exc)}", error=True)
+            raise
+        self._w = ipywidgets()
+        from bigviz.progress import BackgroundSweep, SweepProgress
+
+        self._progress = SweepProgress(listener=self._show_progress, keep_series=True)
+        self._rows = []
+        self.progress_w.children = ()
+        self.results_w.layout.display = "none"
+        self.live_w.layout.display = "none"
+        self.links_w.value = ""
+        self.run_w.disabled, self.cancel_w.disabled = True, False
+        for b in self.export_w:
+            b.disabled = True
+        self._set_status(f"starting: {_e(kwargs['model'])}, max shard "
+                         f"{format_size(self.shard_size, binary=False)} …")
+        self._job = BackgroundSweep(kwargs, progress=self._progress, thread_name="bigviz-dashboard",
+                                    on_result=self._show_results, on_error=self._show_error,
+                                    on_end=self._ended)
+        self._job.start()
+
+    def cancel(self) -> None:
+        """Stop the running sweep: its worker is killed, the run reads ``"cancelled"``."""
+        if self._job is not None and self.running:
+            self._job.cancel()
+            self.cancel_w.disabled = True
+            self._set_status("cancelling: stopping the worker …")
+
+    def wait(self, timeout: float | None = None) -> Sweep | None:
+        """Block until the sweep ends; returns it (``None`` if it could not start).
+
+        Raises:
+            TimeoutError: still running after ``timeout`` seconds.
+            BigvizError: whatever stopped the sweep (a bad strategy for this device map…).
+        """
+        return None if self._job is None else self._job.wait(timeout)
+
+    def _show_error(self, exc: BaseException) -> None:
+        self._set_status(f"✗ {type(exc).__name__}: {_e(exc)}", error=True)
+
+    def _ended(self) -> None:
+        self.run_w.disabled = self._plan is None
+        self.cancel_w.disabled = True
+
+    def _show_progress(self, kind: str, run: RunProgress) -> None:
+        """Draw what changed in the sweep's progress (the listener of its SweepProgress)."""
+        w = self._w
+        for i in range(len(self._rows), run.total):  # one bar per run from the start
+            label = w.Label(f"run {i + 1}", layout=w.Layout(width="300px"))
+            bar = w.FloatProgress(value=0.0, min=0.0, max=1.0, bar_style="info",
+                                  layout=w.Layout(width="240px"))
+            self._rows.append((label, bar, w.HTML()))
+            box = w.HBox(self._rows[-1])
+            box.add_class("bigviz-run-row")
+            self.progress_w.children = (*self.progress_w.children, box)
+        label_w, bar, note = self._rows[run.index]
+        if kind == "prepare":
+            self._set_status(f"{_e(run.preparing or 'saving the checkpoint')} (once, reused) …")
+        elif kind == "run":
+            label_w.value, note.value = run.label, "starting …"
+            self._set_status(f"run {run.index + 1}/{run.total}: {_e(run.label)}")
+            self.live_w.layout.display = "block"
+        elif kind == "done" and run.result is not None:
+            r = run.result
+            bar.value, bar.bar_style = 1.0, _OUTCOME_STYLE.get(r.outcome, "danger")
+            note.value = (f"{_e(r.outcome)}, peak {_e(format_size(r.ram_peak))}, "
+                          f"{r.seconds:.1f} s" if r.ok else
+                          f'<span style="color:#c0392b">{_e(r.outcome)}: '
+                          f"{_e((r.error or '').splitlines()[0][:90] if r.error else '')}</span>")
+            self._draw_live(force=True)
+        elif kind in ("phase_start", "phase_end", "baseline", "samples"):
+            if kind == "phase_start" and run.top_phase and run.top_phase == run.phase:
+                note.value = f"phase: {_e(run.top_phase)}"
+            elif kind == "phase_end":
+                bar.value = run.fraction(self._expected_phases)
+            self._draw_live()
+
+    def _draw_live(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_draw < self.redraw_s:
+            return
+        self._last_draw = now
+        from bigviz.plots import live, to_png
+
+        lines = [(r.label, list(r.t), [v - r.baseline for v in r.v], r.state == "running")
+                 for r in self._progress.runs if r.t]
+        if lines:
+            self.live_w.value = to_png(live(lines), dpi=FIGURE_DPI)
+
+    def _show_results(self, sweep: Sweep) -> None:
+        from bigviz import plots
+
+        done = sweep.results
+        if not done:
+            self._set_status("cancelled before any run finished")
+            return
+        self.peaks_w.value = plots.to_png(plots.peaks(sweep), dpi=FIGURE_DPI)
+        self.timelines_w.value = plots.to_png(plots.overlay(sweep), dpi=FIGURE_DPI)
+        # a new options list leaves nothing selected (ipywidgets 8): pick the first run
+        self.pick_w.options = [(r.label, i) for i, r in enumerate(done)]
+        if self.pick_w.value != 0:
+            self.pick_w.value = 0  # the observer draws it
+        else:
+            self._show_timeline()
+        self.table_w.value = results_table_html(done)
+        self.results_w.layout.display = "flex"
+        for b in self.export_w:
+            b.disabled = False
+        bad = [r for r in done if not r.ok]
+        finding = ""
+        try:
+            from bigviz.report import key_finding
+
+            finding = key_finding(done) or ""
+        except Exception:  # a missing sentence must not hide the results
+            finding = ""
+        skipped = sweep.meta.get("skipped") or []
+        self._set_status(f"done: {len(done)} run{'s' if len(done) != 1 else ''}"
+                         + (f", {len(bad)} not ok" if bad else "")
+                         + (f" — {_e(finding)}" if finding else "")
+                         + "".join(f"<br>skipped: {_e(x)}" for x in skipped))
+
+    def _show_timeline(self) -> None:
+        from bigviz import plots
+
+        index = self.pick_w.value
+        sweep = self.sweep
+        if sweep is None or index is None or index >= len(sweep.results):
+            return
+        self.timeline_w.value = plots.to_png(plots.timeline(sweep.results[index]),
+                                             dpi=FIGURE_DPI)
+
+    # -- export -------------------------------------------------------------------------
+    def export(self, kind: str = "html") -> Path:
+        """Write a report of the last sweep into :attr:`out_dir` and show a link to it.
+
+        Args:
+            kind: ``"html"``, ``"json"`` or ``"markdown"``.
+
+        Returns:
+            The path written.
+
+        Raises:
+            ConfigError: an unknown kind, or no finished sweep yet.
+        """
+        from bigviz import report
+
+        if kind not in REPORT_SUFFIX:
+            raise ConfigError(f"export kind {kind!r} is not one of {list(REPORT_SUFFIX)}")
+        sweep = self.sweep
+        if sweep is None:
+            raise ConfigError("nothing to export yet: click Run (or call run()) first")
+        safe = re.sub(r"[^A-Za-z0-9.]+", "-", sweep.config.get("model", "sweep"))
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        name = f"bigviz-{safe}-{stamp}{REPORT_SUFFIX[kind]}"
+        path = report.write(sweep, self.out_dir / name)
+        self.exported.append(path)
+        self.links_w.value += f"<div>{_link_html(path)}</div>"
+        return path
+
+    # -- helpers ------------------------------------------------------------------------
+    def _set_status(self, text: str, *, error: bool = False) -> None:
+        color = "#c0392b" if error else "#333"
+        self.status_w.value = f'<span style="color:{color}">{text}</span>'
+
+    def _clicked(self, action: Any) -> None:
+        # a button callback's exception would vanish into the kernel log: show it instead
+        try:
+            action()
+        except Exception as exc:
+            self._set_status(f"✗ {_e(exc)}", error=True)

@@ -1,0 +1,264 @@
+"""The magics, driven through a real IPython ``InteractiveShell`` (the memray habit).
+
+Each test runs cells exactly as a notebook would and checks what the magic displayed
+(images, tables, links) and that the cell itself behaves as without the magic.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+IPython = pytest.importorskip("IPython")
+from IPython.core.error import UsageError  # noqa: E402
+from IPython.core.interactiveshell import InteractiveShell  # noqa: E402
+from IPython.utils.capture import CapturedIO, capture_output  # noqa: E402
+
+
+@pytest.fixture
+def shell() -> Iterator[Any]:
+    sh = InteractiveShell.instance()
+    sh.run_line_magic("load_ext", "bigviz")
+    yield sh
+    InteractiveShell.clear_instance()
+
+
+def run(sh: Any, code: str) -> tuple[Any, CapturedIO]:
+    with capture_output() as cap:
+        result = sh.run_cell(code, store_history=True)
+    return result, cap
+
+
+def mimes(cap: CapturedIO) -> list[str]:
+    return [m for out in cap.outputs for m in out.data]
+
+
+def html_outputs(cap: CapturedIO) -> str:
+    return "\n".join(out.data["text/html"] for out in cap.outputs if "text/html" in out.data)
+
+
+
+def test_cell_is_profiled_and_its_value_still_displays(shell: Any, tmp_path: Path) -> None:
+    # GIVEN a cell that saves and loads a real 32 MiB tensor
+    path = tmp_path / "w.pt"
+    cell = (f"%%bigviz --name io\nimport torch\ntorch.save(torch.ones(2**23), {str(path)!r})\n"
+            f"t = torch.load({str(path)!r})\nint(t.sum())\n")
+    # WHEN it runs under %%bigviz
+    result, cap = run(shell, cell)
+    # THEN the cell's value is the cell's result, as without the magic
+    assert result.error_in_exec is None
+    assert result.result == 2**23
+    assert shell.user_ns["t"].numel() == 2**23
+    # AND a timeline image and a phase table were displayed under it
+    assert "image/png" in mimes(cap)
+    table = html_outputs(cap)
+    assert 'class="bigviz-phases"' in table
+    # the automatic phases name what happened: the load of our file
+    phases = re.findall(r'data-phase="([^"]*)"', table)
+    assert any("torch.load" in p and "w.pt" in p for p in phases), phases
+    rec = shell.magics_manager.registry["BigvizMagics"].recordings[-1]
+    load = next(p for p in rec.phases if "torch.load" in p.name)
+    assert load.ram_growth is not None and load.ram_growth >= 30 * 2**20
+
+
+def test_semicolon_still_silences_the_value(shell: Any) -> None:
+    result, cap = run(shell, "%%bigviz\nx = 41\nx + 1;\n")
+    assert result.result is None
+    assert "Out[" not in cap.stdout
+    assert shell.user_ns["x"] == 41
+
+
+def test_exception_propagates_with_the_users_line_and_timeline_still_shows(shell: Any) -> None:
+    # GIVEN a cell that fails on its third line
+    result, cap = run(shell, "%%bigviz\nbefore = 1\nbuf = bytearray(2**20)\n"
+                             "raise ValueError('boom from the cell')\nafter = 2\n")
+    # THEN the cell fails as without the magic (a notebook's Run All stops here)
+    assert isinstance(result.error_in_exec, ValueError)
+    assert shell.user_ns["before"] == 1 and "after" not in shell.user_ns
+    # AND the traceback shows the user's line
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", cap.stdout + cap.stderr)
+    assert "raise ValueError('boom from the cell')" in plain
+    # AND what was recorded up to the failure is still shown
+    assert "image/png" in mimes(cap)
+
+
+def test_bad_cell_arguments_raise_usage_error_and_the_cell_does_not_run(shell: Any) -> None:
+    for line, expected in (("--interval 0", "interval"), ("--bogus", "unrecognized"),
+                           ("--interval fast", "invalid float"),
+                           ("--report /no/such/dir/r.html", "does not exist"),
+                           ("--report r.pdf", ".html")):
+        result, _cap = run(shell, f"%%bigviz {line}\nran = True\n")
+        assert isinstance(result.error_in_exec, UsageError), line
+        assert expected in str(result.error_in_exec)
+        assert "ran" not in shell.user_ns
+
+
+def test_bad_line_arguments_raise_usage_error_naming_the_value(shell: Any) -> None:
+    result, _ = run(shell, "%bigviz sweep --shard-sizes 12XB --strategies meta")
+    assert isinstance(result.error_in_exec, UsageError)
+    assert "12XB" in str(result.error_in_exec)
+    result, _ = run(shell, "%bigviz frobnicate")
+    assert isinstance(result.error_in_exec, UsageError)
+    assert "invalid choice" in str(result.error_in_exec)
+    result, _ = run(shell, "%bigviz compare")
+    assert isinstance(result.error_in_exec, UsageError)
+    assert "%%bigviz" in str(result.error_in_exec)
+
+
+def test_help_shows_the_argparse_options(shell: Any) -> None:
+    _result, cap = run(shell, "%bigviz?")
+    for option in ("--no-instrument", "--interval MS", "--report PATH", "--shard-sizes",
+                   "--ram-budget", "dashboard", "compare", "export"):
+        assert option in cap.stdout, option
+    # -h inside the magic prints that command's help and does nothing else
+    result, cap = run(shell, "%bigviz sweep -h")
+    assert result.error_in_exec is None
+    assert "--device-map" in cap.stdout
+
+
+def test_compare_and_export_cover_the_profiled_cells(shell: Any, tmp_path: Path) -> None:
+    # GIVEN two profiled cells of different sizes
+    run(shell, "%%bigviz --name small\na = bytearray(4 * 2**20)\n")
+    run(shell, "%%bigviz --name big\nb = bytearray(48 * 2**20)\n")
+    # WHEN they are compared THEN one overlay figure and a row per cell are shown
+    result, cap = run(shell, "%bigviz compare --last 2")
+    assert result.error_in_exec is None
+    assert mimes(cap).count("image/png") == 1
+    rows = re.findall(r'<tr data-strategy="([^"]*)"', html_outputs(cap))
+    assert rows == ["small", "big"]
+    # WHEN the kernel's recordings are exported THEN the report holds both, with a link
+    out = tmp_path / "kernel.html"
+    result, cap = run(shell, f"%bigviz export {out}")
+    assert result.error_in_exec is None
+    page = out.read_text()
+    assert "small" in page and "big" in page
+    assert "bigviz-report-link" in html_outputs(cap)
+    out_json = tmp_path / "kernel.json"
+    run(shell, f"%bigviz export {out_json}")
+    from bigviz import report
+
+    runs = report.load(out_json)
+    assert isinstance(runs, list) and [r.strategy for r in runs] == ["small", "big"]
+    # the bigger cell really needed more memory
+    assert (runs[1].ram_peak or 0) > (runs[0].ram_peak or 0) + 30 * 2**20
+
+
+def test_report_option_writes_the_cell_report(shell: Any, tmp_path: Path) -> None:
+    out = tmp_path / "cell.json"
+    result, _cap = run(shell, f"%%bigviz --name saved --report {out}\nq = 1\n")
+    assert result.error_in_exec is None
+    from bigviz import report
+
+    assert report.load(out).name == "saved"  # type: ignore[union-attr]
+
+
+def test_dashboard_magic_displays_a_widget(shell: Any) -> None:
+    result, cap = run(shell, "%bigviz dashboard --model gpt:20MB")
+    assert result.error_in_exec is None
+    assert "application/vnd.jupyter.widget-view+json" in mimes(cap)
+    dash = shell.magics_manager.registry["BigvizMagics"].dashboards[-1]
+    assert dash.plan is not None and dash.plan.total_size > 19 * 10**6
+
+
+@pytest.mark.slow
+def test_sweep_magic_runs_and_shows_peaks_table_and_report(shell: Any, tmp_path: Path) -> None:
+    out = tmp_path / "sweep.html"
+    result, cap = run(shell, f"%bigviz sweep --model gpt:20MB --strategies naive,meta "
+                             f"--shard-sizes 5MB,20MB --work-dir {tmp_path / 'work'} --out {out}")
+    assert result.error_in_exec is None, cap.stdout
+    # a peaks chart and a peak-vs-shard-size chart (two shard sizes)
+    assert mimes(cap).count("image/png") == 2
+    rows = re.findall(r'<tr data-strategy="([^"]*)" data-outcome="([^"]*)"', html_outputs(cap))
+    assert sorted(rows) == sorted([("naive", "ok"), ("meta", "ok")] * 2)
+    assert "[4/4]" in cap.stdout  # progress lines
+    assert out.exists() and "<svg" in out.read_text()
+    sweep = shell.magics_manager.registry["BigvizMagics"].sweeps[-1]
+    assert sweep.command.startswith("%bigviz sweep --model gpt:20MB")
+    naive = [r for r in sweep.results if r.strategy == "naive"]
+    meta = [r for r in sweep.results if r.strategy == "meta"]
+    # the point of meta loading, as the table shows it
+    assert all((m.ram_peak or 0) < (n.ram_peak or 0) for m, n in zip(meta, naive, strict=True))
+
+
+@pytest.mark.slow
+def test_interrupting_a_sweep_cancels_the_worker_and_keeps_finished_runs(
+    shell: Any, tmp_path: Path
+) -> None:
+    # GIVEN a two-run sweep whose second run (naive, 100 MB) takes a while
+    line = (f"%bigviz sweep --model gpt:100MB --strategies meta,naive --shard-sizes 50MB "
+            f"--work-dir {tmp_path / 'work'}")
+    sent = threading.Event()
+    with capture_output() as cap:
+        def interrupt_after_first_run() -> None:
+            deadline = time.monotonic() + 120
+            while "[1/2]" not in cap.stdout and time.monotonic() < deadline:
+                time.sleep(0.01)
+            sent.set()
+            os.kill(os.getpid(), signal.SIGINT)  # what "Interrupt kernel" does
+
+        watcher = threading.Thread(target=interrupt_after_first_run, name="test-interrupter")
+        watcher.start()
+        result = shell.run_cell(line, store_history=True)
+        watcher.join()
+    assert sent.is_set()
+    # THEN the cell stops as interrupted (Run All stops here) ...
+    assert isinstance(result.error_in_exec, KeyboardInterrupt)
+    # ... the running worker was cancelled, and the finished run is shown and kept
+    sweep = shell.magics_manager.registry["BigvizMagics"].sweeps[-1]
+    assert [(r.strategy, r.outcome) for r in sweep.results] == [
+        ("meta", "ok"), ("naive", "cancelled")]
+    assert 'data-strategy="meta" data-outcome="ok"' in html_outputs(cap)
+
+
+def test_no_instrument_and_interval_reach_the_recorder(shell: Any, tmp_path: Path) -> None:
+    path = tmp_path / "w.pt"
+    code = (f"import torch\ntorch.save(torch.ones(1000), {str(path)!r})\n"
+            f"t = torch.load({str(path)!r})\n")
+    run(shell, f"%%bigviz --name plain --no-instrument --interval 5\n{code}")
+    run(shell, f"%%bigviz --name auto\n{code}")
+    plain, auto = shell.magics_manager.registry["BigvizMagics"].recordings[-2:]
+    # without instrumentation the loader calls are not phases; with it they are
+    assert not [p for p in plain.phases if p.auto]
+    assert any("torch.load" in p.name for p in auto.phases if p.auto)
+    assert plain.interval_ms == 5.0 and auto.interval_ms == 1.0
+
+
+@pytest.mark.slow
+def test_sweep_magic_takes_the_cli_defaults_and_passes_dtype(shell: Any, tmp_path: Path) -> None:
+    # GIVEN `%bigviz sweep` without --strategies (the CLI's parser leaves it unset) and a dtype
+    line = (f"%bigviz sweep --model mlp:2MB --shard-sizes 1MB --dtype bfloat16 "
+            f"--work-dir {tmp_path / 'work'}")
+    # WHEN it runs
+    result, cap = run(shell, line)
+    # THEN it runs the CLI's default strategies, on the model in the dtype asked for
+    assert result.error_in_exec is None, cap.stdout + cap.stderr
+    sweep = shell.magics_manager.registry["BigvizMagics"].sweeps[-1]
+    assert [r.strategy for r in sweep.results] == ["naive", "sharded", "meta", "mmap"]
+    assert all(r.ok for r in sweep.results), [r.error for r in sweep.results]
+    assert sweep.config.get("dtype") == "bfloat16"
+    assert all(r.params.get("dtype") == "bfloat16" for r in sweep.results)
+
+
+def test_sweep_magic_shows_the_key_finding_as_text(
+    shell: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a key finding holding markup (labels carry user-typed names: models, device maps)
+    import bigviz.report
+
+    monkeypatch.setattr(bigviz.report, "key_finding", lambda _r: "<img src=x> & meta")
+    # WHEN a sweep shows it
+    result, cap = run(shell, f"%bigviz sweep --model mlp:1MB --strategies meta "
+                             f"--shard-sizes 1MB --work-dir {tmp_path / 'work'}")
+    # THEN it is shown as text, not as HTML
+    assert result.error_in_exec is None, cap.stdout + cap.stderr
+    shown = html_outputs(cap)
+    assert "<p><b>&lt;img src=x&gt; &amp; meta</b></p>" in shown
+    assert "<img src=x>" not in shown
