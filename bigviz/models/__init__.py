@@ -26,9 +26,12 @@ weights with a fast seeded pattern: a random block per tensor, tiled by ``memcpy
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import math
+import os
 import re
+import sys
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -249,13 +252,19 @@ def model_bytes(
 
 
 def _load_factory(path: str) -> Callable[[], Any]:
+    """Import a ``"package.module:function"`` factory: this IMPORTS AND RUNS user code.
+
+    The module is looked up on ``sys.path`` and then, last, in the working directory
+    (after the standard library and installed packages, so a file there can provide
+    a factory but never shadow a library; bigviz's child interpreters search it last too).
+    """
     mod_name, _, attr = path.partition(":")
     try:
-        obj: Any = importlib.import_module(mod_name)
+        obj: Any = _import_searching_cwd_last(mod_name)
     except ImportError as exc:
         raise ConfigError(
-            f"model factory {path!r}: cannot import {mod_name!r} ({exc}); "
-            "check the module is on sys.path"
+            f"model factory {path!r}: cannot import {mod_name!r} ({exc}); put the module "
+            "on sys.path (PYTHONPATH) or in the working directory"
         ) from exc
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -264,6 +273,21 @@ def _load_factory(path: str) -> Callable[[], Any]:
     if not callable(obj):
         raise ConfigError(f"model factory {path!r} is not callable")
     return obj  # type: ignore[no-any-return]
+
+
+def _import_searching_cwd_last(name: str) -> Any:
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        cwd = os.getcwd()
+        if exc.name != name.split(".")[0] or cwd in sys.path:
+            raise
+        sys.path.append(cwd)  # last: it must never shadow a library
+        try:
+            return importlib.import_module(name)
+        finally:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(cwd)
 
 
 def build_model(

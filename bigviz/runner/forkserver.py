@@ -1,7 +1,8 @@
 """A warm fork server: one process with torch imported that forks a clean child per run.
 
 Importing torch costs a second or more, so starting a fresh interpreter per run would
-dominate short runs. The server (``python -c ...`` started once, on first use) imports
+dominate short runs. The server (``python -c ...`` started once, working directory
+searched last: :mod:`bigviz.runner.interpreter`, on first use) imports
 torch, safetensors, accelerate and bigviz, warms the meta device, and then waits. For
 each run the parent hands it one end of a new socket pair; the server forks, and the
 child runs the job, streaming events back through that socket. Forked children share
@@ -37,6 +38,7 @@ import time
 from typing import Any
 
 from bigviz._errors import RunError
+from bigviz.runner.interpreter import child_argv, child_env
 
 __all__ = ["ForkServer", "close", "get_server", "live_server_pids"]
 
@@ -93,16 +95,16 @@ class ForkServer:
                 return
             self._shutdown()
             parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-            env = dict(os.environ)
-            # the server must import what the parent can (user factories, bigviz itself)
-            env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+            # the server imports what the parent can (user factories, bigviz itself) and
+            # searches the working directory last (see bigviz.runner.interpreter)
+            env = child_env()
             # CUDA must not be initialised in the server (children could not use it
             # after the fork): make torch's availability checks ask NVML, not the driver
             env.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
             code = f"from bigviz.runner._server import main; main({child_end.fileno()})"
             try:
                 self._proc = subprocess.Popen(
-                    [sys.executable, "-c", code],
+                    child_argv(code),
                     pass_fds=[child_end.fileno()],
                     stdin=subprocess.DEVNULL,
                     env=env,

@@ -31,7 +31,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -45,6 +44,7 @@ from bigviz.data.recording import Series
 from bigviz.data.result import PredictionCheck, RunResult
 from bigviz.models import parse_spec
 from bigviz.runner.checkpoints import prepare_checkpoint
+from bigviz.runner.interpreter import child_argv, child_env
 from bigviz.runner.memory import snapshot, snapshot_status
 from bigviz.runner.rank import SMAPS_MS
 from bigviz.runner.results import (
@@ -137,6 +137,11 @@ class RankChild:
         return data[-n:].decode(errors="replace")
 
 
+#: what each rank runs: the command line of ``python -m bigviz.runner.distributed``
+_RANK_MAIN = ("import sys; from bigviz.runner.distributed import main; "
+              "sys.exit(main(sys.argv[1:]))")
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -185,7 +190,7 @@ def run_distributed(
 ) -> RunResult:
     """Launch ``nproc`` ranks on this machine, each loading with ``strategy``, and measure.
 
-    Each rank is a fresh ``python -m bigviz.runner.distributed`` process (the rank program
+    Each rank is a fresh interpreter running ``bigviz.runner.distributed`` (working directory searched last) (the rank program
     of :mod:`bigviz.runner.rank`) with the variables
     torchrun would set (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR=127.0.0.1``,
     a free ``MASTER_PORT``, ``OMP_NUM_THREADS=1`` unless set). Every rank records its own
@@ -271,9 +276,8 @@ def _launch(
     seed: int, backend: str | None,
 ) -> RunResult:
     out = scratch / "result.json"
-    env_base = dict(os.environ)
+    env_base = child_env()  # the working directory is searched last, never first
     env_base.setdefault("OMP_NUM_THREADS", "1")  # N ranks share the cores
-    env_base["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     env_base.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()),
                     WORLD_SIZE=str(nproc), LOCAL_WORLD_SIZE=str(nproc), GROUP_RANK="0")
     pg_timeout = max(60.0, float(timeout)) if timeout else 1800.0
@@ -285,7 +289,7 @@ def _launch(
         for r in range(nproc):
             rfd, wfd = os.pipe()
             env = {**env_base, "RANK": str(r), "LOCAL_RANK": str(r)}
-            args = [sys.executable, "-m", "bigviz.runner.distributed", strategy,
+            args = [*child_argv(_RANK_MAIN), strategy,
                     "--model", model, "--max-shard-size", str(shard), "--format", format,
                     "--dtype", dtype, "--per-rank", per_rank, "--interval-ms",
                     repr(interval_ms), "--seed", str(seed), "--out", str(out),
