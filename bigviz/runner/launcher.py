@@ -190,8 +190,9 @@ def run_distributed(
 ) -> RunResult:
     """Launch ``nproc`` ranks on this machine, each loading with ``strategy``, and measure.
 
-    Each rank is a fresh interpreter running ``bigviz.runner.distributed`` (working directory searched last) (the rank program
-    of :mod:`bigviz.runner.rank`) with the variables
+    Each rank is a fresh interpreter running ``bigviz.runner.distributed`` (the rank
+    program of :mod:`bigviz.runner.rank`; the working directory is searched last, see
+    :mod:`bigviz.runner.interpreter`) with the variables
     torchrun would set (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR=127.0.0.1``,
     a free ``MASTER_PORT``, ``OMP_NUM_THREADS=1`` unless set). Every rank records its own
     timeline; rank 0 gathers them into ``result.recording`` (``ranks`` holds the lanes,
