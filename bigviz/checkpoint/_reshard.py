@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -49,7 +48,8 @@ from bigviz.checkpoint._format import (
 )
 from bigviz.checkpoint._inspect import inspect_checkpoint, load_bin, scan
 from bigviz.checkpoint._plan import duplicate_names, split, storage_size
-from bigviz.checkpoint._save import _fsync_path, _publish, _write_shard, _write_text
+from bigviz.checkpoint._save import _write_shard, checked_target, describe_failure
+from bigviz.checkpoint._staging import Stage, fsync_path, staged, write_text
 from bigviz.checkpoint._types import CheckpointInfo, ShardInfo
 from bigviz.units import parse_size
 
@@ -189,14 +189,9 @@ def _opened(fmt: str, path: Path) -> Iterator[Callable[[str], torch.Tensor]]:
 
 def _target(dst: str | os.PathLike[str], src_folder: Path, *, overwrite: bool) -> Path:
     """The output folder, checked as save_sharded checks it, and never the source."""
-    target = Path(dst).absolute()
-    if target.is_symlink():
-        try:
-            target = target.resolve(strict=False)
-        except (OSError, RuntimeError) as e:  # a link loop
-            raise CheckpointError(f"{dst}: cannot follow the symlink ({e}); fix the link") from e
-    if target.exists() and not target.is_dir():
-        raise CheckpointError(f"{target} exists and is not a folder; choose a folder path for DST")
+    # the checks save_sharded makes (a usable path, links followed, not a file), all but
+    # "not empty", which comes after "not the source" so that case gets its own message
+    target = checked_target(dst, overwrite=True)
     real_src, real_dst = src_folder.resolve(), target.resolve()
     if real_dst == real_src or real_dst in real_src.parents:
         raise CheckpointError(
@@ -305,71 +300,77 @@ def reshard(
     remaining = [len(keys) for keys in plan.shards]
     pending: dict[str, torch.Tensor] = {}
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    # mkdtemp makes the folder 0700; give the checkpoint the mode a plain mkdir would
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, target.stat().st_mode & 0o7777 if target.is_dir() else 0o777 & ~umask)
-    current = "?"
+    stage: Stage | None = None
     try:
-        # a helper thread fsyncs each finished shard while the next one is read and written
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bigviz-reshard-fsync") as sync:
-            synced = []
-
-            def write(s: int) -> None:
-                nonlocal current
-                current = names[s]
-                tensors = {k: pending.pop(k) for k in plan.shards[s]}
-                if fmt_out == "safetensors":
-                    tensors = {k: v.contiguous() for k, v in tensors.items()}
-                _write_shard(fmt_out, tensors, tmp / names[s], file_meta)
-                del tensors  # unmaps an input file whose last tensor this was
-                synced.append(sync.submit(_fsync_path, tmp / names[s]))
-                if on_shard is not None:
-                    size = (tmp / names[s]).stat().st_size
-                    on_shard(ShardInfo(names[s], plan.shard_bytes[s], size, len(plan.shards[s])))
-
-            for path, keys in zip(plan.files, plan.keys_by_file, strict=True):
-                current = f"{path.name} (reading)"
-                with _opened(plan.fmt_in, path) as get:
-                    for key in keys:
-                        try:
-                            t = get(key)
-                        except Exception as e:
-                            raise CheckpointError(
-                                f"{path}: cannot read tensor {key!r} ({type(e).__name__}: "
-                                f"{str(e)[:200]}); the file is corrupt: re-save or re-download it"
-                            ) from e
-                        if plan.fmt_in == "safetensors" and fmt_out == "bin":
-                            t = _fresh_empty(t)
-                        for name in (key, *plan.also_as.get(key, ())):
-                            pending[name] = t
-                            s = shard_of[name]
-                            remaining[s] -= 1
-                            if remaining[s] == 0:
-                                write(s)
-                        del t
-                del get  # the getter holds the file's mapping: drop it before the next file
-            if n > 1:
-                current = index_filename(fmt_out)
-                weight_map = {k: names[i] for i, keys in enumerate(plan.shards) for k in keys}
-                _write_text(tmp / current, dump_index(plan.total, weight_map, plan.aliases))
-            for path in companions:
-                current = path.name
-                shutil.copy2(path, tmp / path.name)  # follows links: HF cache blobs come along
-            for fut in synced:
-                fut.result()
-        _fsync_path(tmp)
-        current = "(moving into place)"
-        _publish(tmp, target)
+        with staged(target, overwrite=overwrite) as stage:
+            tmp = stage.dir
+            _write_all(plan, names, fmt_out, file_meta, shard_of, remaining, pending, tmp,
+                       companions, stage, on_shard)
     except BaseException as e:
         pending.clear()
-        shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(e, Exception) and not isinstance(e, (CheckpointError, ConfigError)):
+            what = stage.current if stage is not None else "(making the folder)"
             raise CheckpointError(
-                f"resharding into {target}: {current} failed ({type(e).__name__}: "
-                f"{str(e)[:200]}); {target} is as it was and no partial checkpoint was left"
+                f"resharding into {target}: {what} failed: {describe_failure(e)}; "
+                f"{target} is as it was and no partial checkpoint was left"
             ) from e
         raise
-    return inspect_checkpoint(target, format=fmt_out)
+    info_out = inspect_checkpoint(target, format=fmt_out)
+    info_out.notes.extend(stage.notes)
+    return info_out
+
+
+def _write_all(
+    plan: _Plan, names: list[str], fmt_out: str, file_meta: dict[str, str],
+    shard_of: dict[str, int], remaining: list[int], pending: dict[str, torch.Tensor],
+    tmp: Path, companions: list[Path], stage: Stage,
+    on_shard: Callable[[ShardInfo], None] | None,
+) -> None:
+    """Stream the input shards into the output shards in ``tmp``, one input file open at
+    a time; ``stage.current`` names what is being written (for the error message)."""
+    # a helper thread fsyncs each finished shard while the next one is read and written
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bigviz-reshard-fsync") as sync:
+        synced = []
+
+        def write(s: int) -> None:
+            stage.current = names[s]
+            tensors = {k: pending.pop(k) for k in plan.shards[s]}
+            if fmt_out == "safetensors":
+                tensors = {k: v.contiguous() for k, v in tensors.items()}
+            _write_shard(fmt_out, tensors, tmp / names[s], file_meta)
+            del tensors  # unmaps an input file whose last tensor this was
+            synced.append(sync.submit(fsync_path, tmp / names[s]))
+            if on_shard is not None:
+                size = (tmp / names[s]).stat().st_size
+                on_shard(ShardInfo(names[s], plan.shard_bytes[s], size, len(plan.shards[s])))
+
+        for path, keys in zip(plan.files, plan.keys_by_file, strict=True):
+            stage.current = f"{path.name} (reading)"
+            with _opened(plan.fmt_in, path) as get:
+                for key in keys:
+                    try:
+                        t = get(key)
+                    except Exception as e:
+                        raise CheckpointError(
+                            f"{path}: cannot read tensor {key!r} ({type(e).__name__}: "
+                            f"{str(e)[:200]}); the file is corrupt: re-save or re-download it"
+                        ) from e
+                    if plan.fmt_in == "safetensors" and fmt_out == "bin":
+                        t = _fresh_empty(t)
+                    for name in (key, *plan.also_as.get(key, ())):
+                        pending[name] = t
+                        s = shard_of[name]
+                        remaining[s] -= 1
+                        if remaining[s] == 0:
+                            write(s)
+                    del t
+            del get  # the getter holds the file's mapping: drop it before the next file
+        if len(names) > 1:
+            stage.current = index_filename(fmt_out)
+            weight_map = {k: names[i] for i, keys in enumerate(plan.shards) for k in keys}
+            write_text(tmp / stage.current, dump_index(plan.total, weight_map, plan.aliases))
+        for path in companions:
+            stage.current = path.name
+            shutil.copy2(path, tmp / path.name)  # follows links: HF cache blobs come along
+        for fut in synced:
+            fut.result()

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,7 +16,6 @@ from bigviz.checkpoint._format import (
     PATTERNS,
     dump_index,
     index_filename,
-    is_weight_file,
     shard_filename,
 )
 from bigviz.checkpoint._inspect import inspect_checkpoint
@@ -31,6 +26,7 @@ from bigviz.checkpoint._plan import (
     storage_size,
     tied_discard_names,
 )
+from bigviz.checkpoint._staging import Stage, fsync_path, resolve_target, staged, write_text
 from bigviz.checkpoint._types import CheckpointInfo
 from bigviz.units import parse_size
 
@@ -46,82 +42,36 @@ def _write_shard(
 
         save_file(tensors, str(path), metadata=metadata)
     else:
-        torch.save(tensors, path)
+        # through a Python file: when the disk fills up, torch's zip writer reports only
+        # "unexpected pos"; the file's OSError (ENOSPC) then rides along as its context
+        with open(path, "wb") as f:
+            torch.save(tensors, f)
 
 
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def describe_failure(e: BaseException) -> str:
+    """What went wrong while writing, in words a user acts on (disk full, read-only, …).
 
-
-def _write_text(path: Path, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically swap two paths with renameat2(RENAME_EXCHANGE); False where unsupported."""
-    libc_name = ctypes.util.find_library("c")
-    if not libc_name:
-        return False
-    try:
-        libc = ctypes.CDLL(libc_name, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    rc = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
-    if rc == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
-        return False
-    raise OSError(err, os.strerror(err), str(b))
-
-
-def _carry_over(old: Path, new: Path) -> None:
-    """Hard-link (or copy) everything but weight files from the old folder into the new one,
-    so ``overwrite=True`` keeps config.json, tokenizer files and the like."""
-    for entry in os.scandir(old):
-        src, dst = Path(entry.path), new / entry.name
-        if is_weight_file(entry.name) or dst.exists():
-            continue
-        if entry.is_dir(follow_symlinks=False):
-            shutil.copytree(src, dst, symlinks=True, copy_function=_link_or_copy)
-        else:
-            _link_or_copy(str(src), str(dst))
-
-
-def _link_or_copy(src: str, dst: str) -> str:
-    try:
-        os.link(src, dst, follow_symlinks=False)
-    except OSError:
-        shutil.copy2(src, dst, follow_symlinks=False)
-    return dst
-
-
-def _publish(tmp: Path, target: Path) -> None:
-    """Move the finished temporary folder into place; the old checkpoint, if any, goes away
-    only after the new one is visible."""
-    if target.exists() and any(target.iterdir()):
-        _carry_over(target, tmp)
-        _fsync_path(tmp)
-        if _exchange(tmp, target):
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-            os.rename(target, old / "ckpt")
-            os.rename(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-    else:
-        # rename() replaces an empty directory atomically, and creates a missing one
-        os.rename(tmp, target)
-    _fsync_path(target.parent)
+    Example:
+        >>> import errno
+        >>> describe_failure(OSError(errno.ENOSPC, "No space left on device"))
+        'the disk is full (OSError: [Errno 28] No space left on device)'
+    """
+    raw = f"{type(e).__name__}: {str(e)[:200]}"
+    cause: BaseException | None = e
+    while cause is not None and not isinstance(cause, OSError):
+        cause = cause.__cause__ or cause.__context__  # torch wraps the OSError it hit
+    words = {
+        errno.ENOSPC: "the disk is full",
+        errno.EDQUOT: "the disk quota is exhausted",
+        errno.EROFS: "the file system is read-only",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "permission denied",
+        errno.ENOTDIR: "a part of the path is a file, not a folder",
+        errno.EEXIST: "a part of the path is a file, not a folder",
+    }
+    if isinstance(cause, OSError) and cause.errno in words:
+        return f"{words[cause.errno]} ({raw})"
+    return raw
 
 
 def _state_dict_of(
@@ -197,23 +147,7 @@ def save_sharded(
             raise ConfigError(f"metadata entry {k!r}: {v!r} must map a string to a string")
         if k in _RESERVED_METADATA:
             raise ConfigError(f"metadata key {k!r} is reserved; bigviz writes it itself")
-    target = Path(path).absolute()
-    if target.is_symlink():
-        # a linked folder (ckpt -> /big/disk/ckpt) is saved into where the link points:
-        # the temporary sibling must sit beside the real folder (same file system, and
-        # the swap must replace the folder, not the link)
-        try:
-            target = target.resolve(strict=False)
-        except (OSError, RuntimeError) as e:  # a link loop
-            raise CheckpointError(f"{path}: cannot follow the symlink ({e}); fix the link") from e
-    if target.exists() and not target.is_dir():
-        raise CheckpointError(f"{target} exists and is not a folder; choose a folder path")
-    if target.is_dir() and any(target.iterdir()) and not overwrite:
-        shown = sorted(p.name for p in target.iterdir())[:4]
-        raise CheckpointError(
-            f"{target} is not empty ({', '.join(shown)}…); pass overwrite=True to replace the "
-            "checkpoint there, or choose an empty folder"
-        )
+    target = checked_target(path, overwrite=overwrite)
 
     sd, discard = _state_dict_of(model_or_state_dict)
     if shared_tensors_to_discard is not None:
@@ -248,40 +182,61 @@ def save_sharded(
     names = [shard_filename(format, i, n) for i in range(n)]
     file_meta = {"format": "pt", **(all_meta if n == 1 else {})}
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    # mkdtemp makes the folder 0700; give the checkpoint the mode a plain mkdir would
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, target.stat().st_mode & 0o7777 if target.is_dir() else 0o777 & ~umask)
-    current = "?"
+    stage: Stage | None = None
     try:
-        # Each finished shard is fsynced by a helper thread while the next one is written,
-        # so flushing to disk overlaps writing instead of adding to it.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bigviz-ckpt-fsync") as syncer:
-            synced = []
-            for name, keys in zip(names, shards, strict=True):
-                current = name
-                _write_shard(format, {k: sd[k] for k in keys}, tmp / name, file_meta)
-                synced.append((name, syncer.submit(_fsync_path, tmp / name)))
-            if n > 1:
-                current = index_filename(format)
-                weight_map = {
-                    k: name for name, keys in zip(names, shards, strict=True) for k in keys
-                }
-                _write_text(tmp / current, dump_index(total, weight_map, all_meta))
-            for name, fut in synced:
-                current = f"{name} (fsync)"
-                fut.result()
-        _fsync_path(tmp)
-        current = "(moving into place)"
-        _publish(tmp, target)
+        with staged(target, overwrite=overwrite) as stage:
+            tmp = stage.dir
+            # Each finished shard is fsynced by a helper thread while the next one is
+            # written, so flushing to disk overlaps writing instead of adding to it.
+            with ThreadPoolExecutor(max_workers=1,
+                                    thread_name_prefix="bigviz-ckpt-fsync") as syncer:
+                synced = []
+                for name, keys in zip(names, shards, strict=True):
+                    stage.current = name
+                    _write_shard(format, {k: sd[k] for k in keys}, tmp / name, file_meta)
+                    synced.append((name, syncer.submit(fsync_path, tmp / name)))
+                if n > 1:
+                    stage.current = index_filename(format)
+                    weight_map = {
+                        k: name for name, keys in zip(names, shards, strict=True) for k in keys
+                    }
+                    write_text(tmp / stage.current, dump_index(total, weight_map, all_meta))
+                for name, fut in synced:
+                    stage.current = f"{name} (fsync)"
+                    fut.result()
     except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(e, Exception) and not isinstance(e, (CheckpointError, ConfigError)):
+            what = stage.current if stage is not None else "(making the folder)"
             raise CheckpointError(
-                f"saving {target}: writing {current} failed ({type(e).__name__}: {e}); the "
+                f"saving {target}: writing {what} failed: {describe_failure(e)}; the "
                 "previous checkpoint there (if any) is untouched and no partial checkpoint was left"
             ) from e
         raise
-    return inspect_checkpoint(target, format=format)
+    info = inspect_checkpoint(target, format=format)
+    info.notes.extend(stage.notes)
+    return info
+
+
+def checked_target(path: str | os.PathLike[str], *, overwrite: bool) -> Path:
+    """:func:`resolve_target` after checking that ``path`` is a usable path at all.
+
+    Raises:
+        ConfigError: ``path`` is not a string or path, or holds a NUL character.
+        CheckpointError: see :func:`resolve_target`.
+
+    Example:
+        >>> checked_target("ckpt", overwrite=False).name
+        'ckpt'
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise ConfigError(f"checkpoint path {path!r} is a {type(path).__name__}; give a folder "
+                          "path (str or pathlib.Path)")
+    if "\0" in os.fspath(path):  # type: ignore[operator]
+        raise ConfigError(f"checkpoint path {os.fspath(path)!r} contains a NUL character; "
+                          "remove it")
+    try:
+        return resolve_target(path, overwrite=overwrite)
+    except (CheckpointError, ConfigError):
+        raise
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot use this folder: {describe_failure(e)}") from e

@@ -167,10 +167,10 @@ def test_refuses_non_empty_folder_unless_overwrite(tmp_path: Path, net: Net) -> 
 def test_save_through_symlinked_folder_writes_into_its_target(
     tmp_path: Path, net: Net, monkeypatch: pytest.MonkeyPatch, exchange: bool
 ) -> None:
-    from bigviz.checkpoint import _save
+    from bigviz.checkpoint import _staging
 
     if not exchange:
-        monkeypatch.setattr(_save, "_exchange", lambda a, b: False)
+        monkeypatch.setattr(_staging, "_exchange", lambda a, b: False)
     # GIVEN a checkpoint on a "big disk" and a link to it elsewhere
     (tmp_path / "disk").mkdir()
     (tmp_path / "links").mkdir()
@@ -192,10 +192,10 @@ def test_save_through_symlinked_folder_writes_into_its_target(
 def test_overwrite_replaces_other_format_and_keeps_config(
     tmp_path: Path, net: Net, monkeypatch: pytest.MonkeyPatch, exchange: bool
 ) -> None:
-    from bigviz.checkpoint import _save
+    from bigviz.checkpoint import _staging
 
     if not exchange:  # filesystems without renameat2(RENAME_EXCHANGE): two renames
-        monkeypatch.setattr(_save, "_exchange", lambda a, b: False)
+        monkeypatch.setattr(_staging, "_exchange", lambda a, b: False)
     ck = tmp_path / "ck"
     save_sharded(net, ck, format="bin", max_shard_size="5kB")
     (ck / "config.json").write_text('{"a": 1}')
