@@ -17,8 +17,7 @@ import pytest
 import torch
 
 from bigviz import BigvizError, CheckpointError, ConfigError
-from bigviz.checkpoint import inspect_checkpoint, load_sharded, save_sharded
-from bigviz.checkpoint import _save
+from bigviz.checkpoint import _save, inspect_checkpoint, load_sharded, save_sharded
 
 
 def _model(seed: int, width: int = 256) -> torch.nn.Module:
