@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import zipfile
 from collections import defaultdict
 from collections.abc import Mapping
@@ -187,6 +188,25 @@ def _from_index(folder: Path, index_path: Path, fmt: str, notes: list[str]) -> L
 # .bin files, read with weights_only=True only
 
 
+def refused_pickle(message: str) -> str:
+    """What a ``weights_only`` refusal was about, from torch's message: the global the
+    pickle asked for (``posix.system``), not torch's advice and documentation link.
+
+    Example:
+        >>> refused_pickle("Weights only load failed. ...\\n\\nTrying to load unsupported GLOBAL "
+        ...                "posix.system whose module posix is blocked.\\n\\nCheck the docs")
+        'the file asks to call posix.system, which would run code'
+    """
+    m = re.search(r"GLOBAL ([A-Za-z_][\w.]*\w)", message)
+    if m:
+        return f"the file asks to call {m.group(1)}, which would run code"
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    keep = [ln for ln in lines if not ln.startswith(("Weights only load failed", "Check the doc"))]
+    what = (keep or lines or ["(no reason given)"])[0]
+    return ("the file holds Python objects that torch.load(weights_only=True) refuses "
+            f"({what[:200]})")
+
+
 def load_bin(path: Path, *, mmap: bool = True) -> dict[str, torch.Tensor]:
     """``torch.load(path, weights_only=True)`` (memory-mapped: no data copied), or a clear error.
 
@@ -204,10 +224,8 @@ def load_bin(path: Path, *, mmap: bool = True) -> dict[str, torch.Tensor]:
             else:
                 raise
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         raise CheckpointError(
-            f"{path}: refused to unpickle: the file holds Python objects that "
-            f"torch.load(weights_only=True) does not allow ({first[:200]}). bigviz never runs "
+            f"{path}: refused to unpickle: {refused_pickle(str(e))}. bigviz never runs "
             "pickled code; if you trust the file, convert it to safetensors yourself"
         ) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:

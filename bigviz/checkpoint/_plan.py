@@ -153,8 +153,10 @@ def plan_shards(
 
 
 def _end_ptr(tensor: torch.Tensor) -> int:
+    # from the strides, not tensor.view(-1): a transposed view cannot be flattened
     if tensor.nelement():
-        return int(tensor.view(-1)[-1].data_ptr()) + tensor.element_size()
+        last = sum((n - 1) * st for n, st in zip(tensor.shape, tensor.stride(), strict=True))
+        return int(tensor.data_ptr()) + (last + 1) * tensor.element_size()
     return int(tensor.data_ptr())
 
 
@@ -186,6 +188,46 @@ def _is_complete(tensor: torch.Tensor) -> bool:
     return tensor.data_ptr() == _storage_ptr(
         tensor
     ) and tensor.nelement() * tensor.element_size() == storage_size(tensor)
+
+
+def _same_view(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return (a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
+            and a.dtype == b.dtype)
+
+
+def detach_views(
+    state_dict: Mapping[str, torch.Tensor], *, discard_names: Iterable[str] = ()
+) -> dict[str, torch.Tensor]:
+    """The state dict with views that must not be saved as such replaced by copies.
+
+    Names that are the same tensor (tied weights) stay shared, so they are stored once.
+    A different view of shared memory (a buffer that is one row of a weight) gets its own
+    copy: stored as an alias it would load back as the whole weight. A view that alone
+    covers only part of its storage (a 4-byte slice of 100 MB) is copied too, as
+    safetensors does: ``torch.save`` would write the whole storage.
+
+    Example:
+        >>> w = torch.arange(6.0).reshape(2, 3)
+        >>> out = detach_views({"w": w, "tied": w, "row": w[1]})
+        >>> out["tied"] is w, out["row"].data_ptr() != w.data_ptr()
+        (True, True)
+    """
+    discard = set(discard_names)
+    out = dict(state_dict)
+    groups: dict[tuple[Any, ...], list[str]] = defaultdict(list)
+    for k, v in state_dict.items():
+        if v.device.type != "meta" and _storage_ptr(v) != 0 and storage_size(v) != 0:
+            groups[(v.device, _storage_ptr(v), storage_size(v))].append(k)
+    for names in groups.values():
+        complete = sorted(n for n in names if _is_complete(state_dict[n]))
+        keep = (sorted(set(complete) - discard) or complete or sorted(names))[0]
+        kept = state_dict[keep]
+        if not _is_complete(kept):
+            kept = kept.clone()  # only part of its storage: copy just that part
+        for name in names:
+            same = _same_view(state_dict[name], state_dict[keep])
+            out[name] = kept if same else state_dict[name].clone()
+    return out
 
 
 def duplicate_names(

@@ -20,6 +20,7 @@ from bigviz.checkpoint._format import (
 )
 from bigviz.checkpoint._inspect import inspect_checkpoint
 from bigviz.checkpoint._plan import (
+    detach_views,
     duplicate_names,
     split,
     storage_id,
@@ -42,10 +43,16 @@ def _write_shard(
 
         save_file(tensors, str(path), metadata=metadata)
     else:
-        # through a Python file: when the disk fills up, torch's zip writer reports only
-        # "unexpected pos"; the file's OSError (ENOSPC) then rides along as its context
-        with open(path, "wb") as f:
-            torch.save(tensors, f)
+        # by path, as huggingface_hub does (the archive's inner folder is named after the
+        # file, so the bytes match); torch's zip writer reports a full disk only as
+        # "unexpected pos": ask the file system whether that is what happened
+        try:
+            torch.save(tensors, path)
+        except RuntimeError as e:
+            st = os.statvfs(path.parent)
+            if st.f_bavail * st.f_frsize < 2**20:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
+            raise
 
 
 def describe_failure(e: BaseException) -> str:
@@ -166,7 +173,10 @@ def save_sharded(
             )
         if value.layout != torch.strided:
             raise ConfigError(f"tensor {k!r} is sparse; save t.to_dense() instead")
+    if format == "safetensors":
+        _check_safetensors_dtypes(sd)
 
+    sd = detach_views(sd, discard_names=discard)
     aliases: dict[str, str] = {}
     if format == "safetensors":
         for kept, dropped in duplicate_names(sd, discard_names=discard).items():
@@ -215,6 +225,25 @@ def save_sharded(
     info = inspect_checkpoint(target, format=format)
     info.notes.extend(stage.notes)
     return info
+
+
+def _check_safetensors_dtypes(sd: Mapping[str, torch.Tensor]) -> None:
+    """Refuse, before any I/O, a dtype the safetensors format cannot store (complex128…):
+    safetensors itself would fail halfway with a bare ``KeyError``."""
+    from safetensors.torch import save
+
+    seen: dict[torch.dtype, str] = {}
+    for k, v in sd.items():
+        seen.setdefault(v.dtype, k)
+    for dtype, key in seen.items():
+        try:
+            save({"probe": torch.empty(0, dtype=dtype)})  # an empty tensor: a header only
+        except (KeyError, ValueError, TypeError):
+            name = str(dtype).removeprefix("torch.")
+            raise ConfigError(
+                f"tensor {key!r} is {name}, a dtype the safetensors format cannot store; "
+                "save with format='bin', or convert it first (e.g. complex128 -> complex64)"
+            ) from None
 
 
 def checked_target(path: str | os.PathLike[str], *, overwrite: bool) -> Path:

@@ -426,6 +426,10 @@ def test_alias_recorded_in_metadata_fills_untied_model(tmp_path: Path) -> None:
 # safety: nothing executed
 
 
+#: the global _Evil's pickle asks for (what torch.load's refusal must name)
+_EVIL_GLOBAL = "io.open"
+
+
 class _Evil:
     def __init__(self, marker: str) -> None:
         self.marker = marker
@@ -447,6 +451,9 @@ def test_malicious_pickle_is_refused_and_runs_nothing(tmp_path: Path, net: Net) 
         with pytest.raises(CheckpointError, match="refused to unpickle") as err:
             call()
         assert "pytorch_model.bin" in str(err.value)
+        # the message names what the pickle asked for, not torch's documentation link
+        assert f"asks to call {_EVIL_GLOBAL}" in str(err.value)
+        assert "http" not in str(err.value)
         assert not marker.exists()
     # the payload is real: an unrestricted torch.load would have run it
     unsafe = torch.load(ck / "pytorch_model.bin", weights_only=False)

@@ -216,3 +216,61 @@ def test_the_saved_checkpoint_is_still_readable_by_inspect(tmp_path: Path) -> No
     info = save_sharded(_model(1), tmp_path / "ckpt", max_shard_size="100kB")
     again = inspect_checkpoint(tmp_path / "ckpt")
     assert again.total_size == info.total_size and info.notes == []
+
+
+class _RowBuffer(torch.nn.Module):
+    """A buffer that is a view of one row of a parameter (issue 14, item 15)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(8, 8)
+        self.register_buffer("row", self.lin.weight.data[1])
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "bin"])
+def test_a_buffer_viewing_a_parameter_loads_back_into_its_model(tmp_path: Path, fmt: str) -> None:
+    # GIVEN a model whose buffer is a row of its weight
+    model = _RowBuffer()
+    # WHEN it is saved and loaded into a fresh copy of the model
+    save_sharded(model, tmp_path / "ck", format=fmt)  # type: ignore[arg-type]
+    fresh = _RowBuffer()
+    load_sharded(fresh, tmp_path / "ck")
+    # THEN both the weight and the row come back (not the whole weight as the row)
+    assert torch.equal(fresh.lin.weight, model.lin.weight)
+    assert torch.equal(fresh.row, model.row)
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "bin"])
+def test_transposed_views_of_one_tensor_save_and_load(tmp_path: Path, fmt: str) -> None:
+    base = torch.arange(12.0).reshape(3, 4)
+    sd = {"a": base.t(), "b": base.t()[1]}
+    save_sharded(sd, tmp_path / "ck", format=fmt)  # type: ignore[arg-type]
+    got = {"a": torch.empty(4, 3), "b": torch.empty(3)}
+    from safetensors.torch import load_file
+
+    loaded = (load_file(str(tmp_path / "ck" / "model.safetensors")) if fmt == "safetensors"
+              else torch.load(tmp_path / "ck" / "pytorch_model.bin", weights_only=True))
+    got.update(loaded)
+    assert torch.equal(got["a"], base.t()) and torch.equal(got["b"], base.t()[1])
+
+
+def test_a_bin_save_of_a_small_view_does_not_write_its_whole_storage(tmp_path: Path) -> None:
+    # GIVEN a 4-byte view of a 100 MB tensor
+    big = torch.zeros(25_000_000)
+    # WHEN it alone is saved as .bin
+    info = save_sharded({"x": big[:1]}, tmp_path / "ck", format="bin")
+    # THEN the file holds the 4 bytes (plus the pickle), as safetensors would, not 100 MB
+    assert (tmp_path / "ck" / "pytorch_model.bin").stat().st_size < 64 * 1024
+    assert info.total_size == 4
+
+
+def test_complex128_to_safetensors_says_the_format_cannot_store_it(tmp_path: Path) -> None:
+    sd = {"a": torch.ones(2), "z": torch.zeros(3, dtype=torch.complex128)}
+    with pytest.raises(ConfigError, match=r"'z' is complex128, a dtype the safetensors format "
+                                          r"cannot store; save with format='bin'"):
+        save_sharded(sd, tmp_path / "ck")
+    assert not (tmp_path / "ck").exists()
+    # and .bin stores it
+    save_sharded(sd, tmp_path / "ck", format="bin")
+    assert torch.load(tmp_path / "ck" / "pytorch_model.bin", weights_only=True)["z"].dtype == (
+        torch.complex128)
