@@ -174,7 +174,7 @@ def read_safetensors_header(path: Path) -> SafetensorsHeader:
         raise CheckpointError(f"{path}: cannot read safetensors header: {e}") from e
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise CheckpointError(
             f"{path}: corrupt safetensors header (not UTF-8 JSON: {e}); re-save or re-download it"
         ) from e
@@ -270,9 +270,10 @@ def read_index(path: Path, fmt: str) -> Index:
         raise CheckpointError(f"{path}: cannot read index file: {e}") from e
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, RecursionError) as e:
         raise CheckpointError(
-            f"{path}: index is not valid JSON ({e}); re-save the checkpoint or fix the file"
+            f"{path}: index is not valid JSON ({str(e)[:200]}); re-save the checkpoint or fix "
+            "the file"
         ) from e
     if not isinstance(data, dict) or not isinstance(data.get("weight_map"), dict):
         raise CheckpointError(

@@ -263,7 +263,14 @@ def scan(
 ) -> tuple[CheckpointInfo, dict[str, SafetensorsHeader]]:
     """inspect_checkpoint plus the parsed safetensors headers by file name, so that
     load_sharded reads each header once (empty for ``.bin``)."""
-    layout = locate(path, format=format)
+    try:
+        layout = locate(path, format=format)
+    except OSError as e:  # a symlink loop, a folder we may not list, …
+        where = e.filename or path
+        raise CheckpointError(
+            f"{where}: cannot read the checkpoint ({e.strerror or e}); fix the link or the "
+            "permissions, or point at another folder"
+        ) from e
     folder = layout.folder
     tensors: dict[str, TensorInfo] = {}
     files: list[ShardInfo] = []

@@ -27,6 +27,9 @@ __all__ = [
     "to_plain",
 ]
 
+#: largest magnitude of an integer read from a document (a signed 64-bit value)
+MAX_INT = 2**63 - 1
+
 #: Version of the JSON schema of Recordings, RunResults and Sweeps. Bump it on any
 #: change that an older reader would misread; readers refuse newer versions.
 SCHEMA_VERSION = 1
@@ -119,6 +122,8 @@ def _convert(tp: Any, data: Any, where: str) -> Any:
         (arg,) = typing.get_args(tp)[:1] or (Any,)
         # fast paths for long numeric series (exactness is unchanged: same values)
         if arg is int and all(type(v) is int for v in data):
+            if data and max(abs(min(data)), abs(max(data))) > MAX_INT:
+                raise ReportError(f"{where}: a value is out of range (|v| > 2**63 - 1)")
             return list(data) if origin is list else tuple(data)
         if arg is float and all(type(v) is float or type(v) is int for v in data):
             floats = [float(v) for v in data]
@@ -153,7 +158,9 @@ def _convert(tp: Any, data: Any, where: str) -> Any:
         return float(data)
     if tp is int:
         if isinstance(data, bool) or not isinstance(data, int):
-            raise ReportError(f"{where}: expected an integer, got {data!r}")
+            raise ReportError(f"{where}: expected an integer, got {str(data)[:40]!r}")
+        if abs(data) > MAX_INT:
+            raise ReportError(f"{where}: {str(data)[:20]}… is out of range (|v| > 2**63 - 1)")
         return data
     if tp is str:
         if not isinstance(data, str):
@@ -195,6 +202,8 @@ def loads_json(text: str, what: str) -> Any:
             f"{what} JSON is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
             "was the file truncated? re-export it"
         ) from exc
+    except RecursionError:
+        raise ReportError(f"{what} JSON is nested too deeply to be a bigviz document") from None
 
 
 def dumps_document(kind: str, data: dict[str, Any]) -> str:
@@ -248,7 +257,11 @@ class Document:
     def from_dict(cls: type[_Doc], data: dict[str, Any]) -> _Doc:
         """Rebuild from :meth:`to_dict` data; refuses a newer schema version."""
         check_schema(data, cls.__name__)
-        return from_plain(cls, data)
+        obj = from_plain(cls, data)
+        from bigviz.data.validate import check_document  # bounds every reader relies on
+
+        check_document(obj, cls.__name__)
+        return obj
 
     def to_json(self, *, indent: int | None = None) -> str:
         """JSON text (strict: no NaN literals)."""

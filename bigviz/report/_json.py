@@ -124,6 +124,8 @@ def load(path: Path) -> Reportable:
         raise ReportError(f"report {where!r} is empty; was it written completely? re-export it")
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise ReportError(f"report {where!r} is nested too deeply to be a bigviz report") from None
     except json.JSONDecodeError as exc:
         raise ReportError(
             f"report {where!r} is not valid JSON ({exc.msg} at line {exc.lineno} column "
