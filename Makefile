@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.bigviz-installed
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup demo test test-fast lint bench docs clean browser-deps
+.PHONY: setup demo test test-fast lint bench docs clean browser-deps tf4
 
 setup: $(STAMP)
 
@@ -27,6 +27,13 @@ browser-deps:
 	      || echo "warning: could not install chromium; browser tests will be skipped"; \
 	  else echo "note: chromium missing and not root; browser tests will be skipped"; fi; }
 
+# Transformers 4.4x beside the venv (never in it), for tests/integration/test_transformers4.py:
+# the child interpreters run with PYTHONPATH=.tf4 (torch, numpy and the rest from the venv).
+TF4 := .tf4
+tf4: $(STAMP)
+	@test -f $(TF4)/transformers/__init__.py || $(PY) -m pip install -q --target $(TF4) --no-deps \
+	  "transformers==4.46.3" "tokenizers<0.21,>=0.20" "huggingface_hub<1.0,>=0.26"
+
 # The main job: ~1 minute on 2 cores (8 runs of a 400 MB model, each in a fresh process).
 demo: $(STAMP)
 	mkdir -p reports
@@ -34,7 +41,7 @@ demo: $(STAMP)
 	  --shard-sizes 50MB,200MB --format safetensors --device-map cpu \
 	  --out reports/demo.html --json reports/demo.json --md reports/demo.md
 
-test: $(STAMP) browser-deps
+test: $(STAMP) browser-deps tf4
 	$(PY) -m ruff check bigviz tests benchmarks
 	$(PY) -m mypy
 	$(PY) -m pytest
@@ -54,4 +61,4 @@ docs: $(STAMP)
 	$(PY) -m mkdocs build --strict --site-dir site
 
 clean:
-	rm -rf $(VENV) site reports .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TF4) site reports .pytest_cache .mypy_cache .ruff_cache

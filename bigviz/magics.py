@@ -76,7 +76,11 @@ def _cell_parser() -> _Parser:
         "phase. torch.load, safetensors, load_state_dict and Module.to become phases by\n"
         "themselves (torch and safetensors are imported before recording starts so\n"
         "that a cell importing them still gets those phases). Shows the timeline and a\n"
-        "phase table; the cell's result and exceptions are as without the magic."),
+        "phase table; the cell's result and exceptions are as without the magic.\n\n"
+        "Exact peaks come from resetting the kernel's high-water mark (VmHWM) at each\n"
+        "phase: afterwards this kernel's getrusage().ru_maxrss (resource module) and\n"
+        "/usr/bin/time -v report only the peak since the last reset. The recording keeps\n"
+        "the kernel process's whole-life peak: rec.ram_peak_process."),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--name", default=None, help="name of the recording (default: cell [N])")
     p.add_argument("--interval", type=float, default=1.0, metavar="MS",
@@ -190,6 +194,22 @@ def _cell_runs(cells: list[_Cell]) -> list[RunResult]:
     return runs
 
 
+def _lazy_lines(rec: Recording) -> list[str]:
+    """The cell's lazy loads (phases that mapped weights not yet in RAM, outermost only)
+    and the lazily mapped weights that arrived during the cell (the instrumentation's
+    "arrived on first use" marks)."""
+    lines = []
+    for p in rec.phases:
+        lazy = p.detail.get("lazy_bytes")
+        parent = rec.phases[p.parent] if p.parent is not None else None
+        if lazy and not (parent is not None and parent.detail.get("lazy_bytes")):
+            lines.append(f"lazy load: {p.name} — {format_size(lazy)} of the mapped weights "
+                         "is not in RAM yet; it arrives on first use (e.g. the first forward "
+                         "pass), as file-backed RAM")
+    lines += [m.name for m in rec.marks if m.name.startswith("arrived on first use")]
+    return lines
+
+
 @magics_class
 class BigvizMagics(Magics):
     """The ``%bigviz`` / ``%%bigviz`` magics; keeps this kernel's profiled cells."""
@@ -288,6 +308,10 @@ class BigvizMagics(Magics):
             display(HTML(phase_table_html(recording)))
         except Exception as exc:  # drawing must never cost the user's result
             print(f"bigviz: could not draw the timeline: {exc!r}", file=sys.stderr)
+        lazy = _lazy_lines(recording)
+        if lazy:
+            display(HTML('<p class="bigviz-lazy">' + "<br>".join(map(html.escape, lazy))
+                         + "</p>"))
         if report_path:
             _show_link(report.write(recording, report_path))
 

@@ -123,10 +123,27 @@ def _print_summary(res: ProfileResult, cmd: list[str], out_path: Path | None) ->
         headers = ["phase", "start s", "secs", "peak RAM", "growth", "scope"]
         print("\n" + format_table(headers, rows, right=[1, 2, 3, 4]), file=err)
         print("(~ = sampled peak; others are exact high-water marks)", file=err)
+    for line in _lazy_lines(rec):
+        print(line, file=err)
     for e in rec.errors[:5]:
         print(f"note: {e}", file=err)
     if out_path is not None:
         print(f"\nrecording written to {out_path}", file=err)
+
+
+def _lazy_lines(rec: Any) -> list[str]:
+    """Lazy loads (phases that mapped weights not yet in RAM, outermost only) and
+    lazily mapped weights that arrived later (the "arrived on first use" marks)."""
+    lines = []
+    for p in rec.phases:
+        lazy = p.detail.get("lazy_bytes")
+        parent = rec.phases[p.parent] if p.parent is not None else None
+        if lazy and not (parent is not None and parent.detail.get("lazy_bytes")):
+            lines.append(f"lazy load: {p.name} — {format_size(lazy)} of the mapped weights "
+                         "was not in RAM when it returned; it arrives on first use, as "
+                         "file-backed RAM")
+    lines += [m.name for m in rec.marks if m.name.startswith("arrived on first use")]
+    return (["", *lines]) if lines else []
 
 
 def run(args: argparse.Namespace) -> int:

@@ -263,11 +263,18 @@ def draw_marks(ax: Axes, rec: Recording, *, label: bool) -> None:
     Example:
         >>> draw_marks(figure(2, 1).add_subplot(), Recording(), label=True)
     """
+    # a label runs down from the top of the axes: fit it to the axes' height (the
+    # recorder's marks can be long: "arrived on first use: 39.6 MiB mapped by …"), and
+    # keep it out of the layout so a long one can never squeeze the plot to nothing
+    fig = ax.get_figure(root=True)
+    height_in = ax.get_position().height * (fig.get_figheight() if fig is not None else 3.0)
+    last_t: float | None = None
     for m in rec.marks:
         ax.axvline(m.t, color="#555555", lw=0.9, ls=(0, (2, 2)))
-        if label:
-            ax.annotate(
-                plain(m.name),
+        if label and (last_t is None or m.t - last_t > 1e-3):  # one label per instant
+            last_t = m.t
+            ann = ax.annotate(
+                fit_label(plain(m.name), height_in * 0.9, 7),
                 xy=(m.t, 1.0),
                 xycoords=("data", "axes fraction"),
                 xytext=(2, -2),
@@ -278,3 +285,4 @@ def draw_marks(ax: Axes, rec: Recording, *, label: bool) -> None:
                 fontsize=7,
                 color="#333333",
             )
+            ann.set_in_layout(False)
