@@ -54,6 +54,7 @@ _LAZY: dict[str, str] = {
     "build_model": "bigviz.models",
     "strategies": "bigviz.strategies",
     "run": "bigviz.runner",
+    "advise": "bigviz.advisor",
     "sweep": "bigviz.runner",
     "close": "bigviz.runner",
     "RunResult": "bigviz.data.result",
@@ -63,7 +64,7 @@ _LAZY: dict[str, str] = {
 
 _SUBMODULES = {
     "report", "testing", "units", "checkpoint", "models", "strategies", "plots", "widgets",
-    "data", "recorder", "runner", "options", "progress", "tables",
+    "data", "recorder", "runner", "options", "progress", "tables", "advisor",
 }
 
 __all__ = sorted([*_LAZY, "__version__"])
@@ -104,6 +105,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         SizeError,
         StrategyError,
     )
+    from bigviz.advisor import advise as advise
     from bigviz.data.recording import Mark, Phase, Recording, Series, SourceInfo
     from bigviz.data.result import Prediction, RunResult, Sweep
     from bigviz.units import format_size, parse_size

@@ -1,4 +1,5 @@
-"""The ``bigviz`` command: ``sweep``, ``profile``, ``inspect``, ``reshard``, ``report``, ``diff``.
+"""The ``bigviz`` command: ``sweep``, ``profile``, ``inspect``, ``reshard``, ``advise``,
+``report``, ``diff``.
 
 A thin front end on the core: each verb lives in its own module under
 :mod:`bigviz.commands` (the memray layout) and only parses, calls the library and prints.
@@ -49,6 +50,7 @@ examples:
   bigviz profile --out load.json -- python load.py
   bigviz inspect ./checkpoint
   bigviz reshard ./checkpoint ./checkpoint-2GB --max-shard-size 2GB
+  bigviz advise gpt:400MB --ram 2GB --verify
   bigviz report sweep.json --out sweep.md
   bigviz diff base.json new.json --threshold 5%
 
@@ -92,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         ('inspect', 'ckpt/')
     """
     from bigviz import __version__
-    from bigviz.commands import diff, inspect, profile, report, reshard, sweep
+    from bigviz.commands import advise, diff, inspect, profile, report, reshard, sweep
 
     parser = _Parser(
         prog=PROG,
@@ -102,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"bigviz {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
-    for module in (sweep, profile, inspect, reshard, report, diff):
+    for module in (sweep, profile, inspect, reshard, advise, report, diff):
         module.add_parser(sub)
     return parser
 

@@ -35,11 +35,13 @@ from bigviz._errors import ConfigError
 from bigviz.units import parse_max_memory, parse_size
 
 __all__ = [
+    "AS_SAVED",
     "DEFAULT_REPORT",
     "DEVICE_MAPS",
     "DTYPES",
     "FORMATS",
     "FRONT_END_DEFAULTS",
+    "MODEL_DEPENDENT",
     "NOTEBOOK_DEFAULTS",
     "RANK_STRATEGIES",
     "REQUIRED",
@@ -50,6 +52,7 @@ __all__ = [
     "default_strategies",
     "device_map_choices",
     "from_namespace",
+    "is_as_saved",
     "option",
     "parse_device_map_json",
     "parse_list",
@@ -72,6 +75,18 @@ STRATEGIES: Final[tuple[str, ...]] = ("naive", "sharded", "meta", "mmap")
 RANK_STRATEGIES: Final[tuple[str, ...]] = ("every-rank-loads", "rank0-broadcast", "shared-mmap")
 #: The report ``bigviz sweep`` writes when ``--out`` is not given.
 DEFAULT_REPORT: Final = "bigviz-sweep.html"
+#: The shard size of a checkpoint folder's files as they are (``--shard-sizes as-saved``).
+AS_SAVED: Final = "as saved"
+
+
+def is_as_saved(text: str) -> bool:
+    """Whether a typed shard size means "the files as saved" (``as saved``, ``as-saved``).
+
+    Example:
+        >>> is_as_saved("as-saved"), is_as_saved("200MB")
+        (True, False)
+    """
+    return text.strip().lower().replace("-", " ").replace("_", " ") == AS_SAVED
 
 
 def parse_list(text: str, flag: str) -> list[str]:
@@ -93,8 +108,9 @@ def parse_list(text: str, flag: str) -> list[str]:
 def _size_list(text: str, flag: str) -> list[str]:
     items = parse_list(text, flag)
     for size in items:
-        parse_size(size)  # a clear error now, not half-way through a sweep
-    return items
+        if not is_as_saved(size):
+            parse_size(size)  # a clear error now, not half-way through a sweep
+    return [AS_SAVED if is_as_saved(x) else x for x in items]
 
 
 def _size_text(text: str, flag: str) -> str:
@@ -186,14 +202,16 @@ class Option:
 #: in the order ``--help`` lists them.
 SWEEP_OPTIONS: Final[tuple[Option, ...]] = (
     Option("model", "--model", metavar="SPEC", default=REQUIRED, text="gpt:400MB",
-           help="gpt:SIZE, mlp:SIZE, bert-base, or package.module:function "
-           "(default: gpt:400MB)"),
+           help="gpt:SIZE, mlp:SIZE, bert-base, package.module:function, a checkpoint folder "
+           "(./my-model: loaded as saved, never written to) or hf:ORG/NAME[@REVISION] from "
+           "the local Hugging Face cache (default: gpt:400MB)"),
     Option("strategies", "--strategies", metavar="LIST", default=REQUIRED, parse=parse_list,
            help="comma-separated strategy names (default: " + ",".join(STRATEGIES)
            + "; with --nproc: " + ",".join(RANK_STRATEGIES) + ")"),
-    Option("shard_sizes", "--shard-sizes", metavar="LIST", default=("500MB",), text="200MB",
+    Option("shard_sizes", "--shard-sizes", metavar="LIST", default=None, text="200MB",
            parse=_size_list,
-           help="comma-separated max shard sizes, e.g. 100MB,500MB,2GB (default: 200MB)"),
+           help="comma-separated max shard sizes, e.g. 100MB,500MB,2GB (default: 200MB; "
+           "a checkpoint folder: as-saved, and a size reshards it into the work folder)"),
     Option("device_maps", "--device-map", metavar="LIST", default=("cpu",), text="cpu",
            parse=parse_list, choices=DEVICE_MAPS,
            help="comma-separated device maps: cpu, cuda, cuda:N, auto, balanced, "
@@ -201,9 +219,10 @@ SWEEP_OPTIONS: Final[tuple[Option, ...]] = (
     Option("formats", "--format", metavar="LIST", default=("safetensors",), text="safetensors",
            parse=parse_list, choices=FORMATS,
            help="comma-separated checkpoint formats: safetensors, bin (default: safetensors)"),
-    Option("dtype", "--dtype", metavar="DTYPE", default="float32", text="float32",
+    Option("dtype", "--dtype", metavar="DTYPE", default=None, text="float32",
            choices=DTYPES,
-           help="parameter dtype of the model: float32, bfloat16, float16 (default: float32)"),
+           help="parameter dtype of the model: float32, bfloat16, float16 (default: float32; "
+           "a checkpoint folder loads in its own dtype)"),
     Option("ram_budget", "--ram-budget", metavar="SIZE", parse=_size_text,
            help="kill a run whose RAM exceeds this (e.g. 8GB); it is reported as "
            "budget_exceeded"),
@@ -214,7 +233,11 @@ SWEEP_OPTIONS: Final[tuple[Option, ...]] = (
            "on N torch.distributed ranks"),
     Option("timeout", "--timeout", metavar="SECONDS", type=float, parse=_positive_seconds,
            help="stop a run (or a distributed job) that takes longer than this; outcome error"),
-    Option("work_dir", "--work-dir", metavar="DIR", help="where checkpoints are saved"),
+    Option("work_dir", "--work-dir", metavar="DIR",
+           help="where checkpoints, a folder's checksums and reshards are written"),
+    Option("factory", "--factory", metavar="MODULE:FUNCTION",
+           help="for a checkpoint folder without config.json: package.module:function that "
+           "returns its nn.Module (imported and called: it runs your code)"),
 )
 
 #: Options whose front-end starting value is not :func:`bigviz.sweep`'s default, and why.
@@ -222,11 +245,22 @@ FRONT_END_DEFAULTS: Final[Mapping[str, str]] = {
     "model": "the API takes the model as an argument; a command line needs one",
     "strategies": "the API requires them; front ends run default_strategies(nproc)",
     "shard_sizes": "200 MB shards give the default 400 MB model more than one file",
+    "dtype": "the API's None is float32 for the zoo and a checkpoint folder's own dtype",
 }
+
+#: Options whose front-end value depends on the model: a checkpoint folder is loaded as
+#: saved (its own shard sizes and dtype), a zoo model from the option's ``text``.
+MODEL_DEPENDENT: Final[tuple[str, ...]] = ("shard_sizes", "dtype")
 
 #: What the notebook front ends (dashboard, ``%bigviz dashboard``) start from: a smaller
 #: model than the command line's, so that a first click takes seconds.
 NOTEBOOK_DEFAULTS: Final[Mapping[str, str]] = {"model": "gpt:100MB", "shard_size": "20MB"}
+
+
+def _is_folder(model: str) -> bool:
+    from bigviz.models.folders import is_folder_spec  # torch-free
+
+    return is_folder_spec(model.strip())
 
 
 def option(name: str) -> Option:
@@ -285,7 +319,10 @@ def add_arguments(
         True
     """
     for opt in SWEEP_OPTIONS:
-        kwargs: dict[str, Any] = {"dest": opt.name, "default": opt.text,
+        # a model-dependent option left out stays None: from_namespace fills it in once
+        # the model is known
+        default = None if opt.name in MODEL_DEPENDENT else opt.text
+        kwargs: dict[str, Any] = {"dest": opt.name, "default": default,
                                   "metavar": opt.metavar, "help": opt.help}
         if opt.type is not None:
             kwargs["type"] = opt.type
@@ -313,6 +350,11 @@ def from_namespace(ns: argparse.Namespace) -> dict[str, Any]:
         ['naive', 'sharded', 'meta', 'mmap']
     """
     values = {opt.name: getattr(ns, opt.name, opt.text) for opt in SWEEP_OPTIONS}
+    model = values["model"]
+    folder = isinstance(model, str) and _is_folder(model)
+    for name in MODEL_DEPENDENT:
+        if values[name] is None and not folder:
+            values[name] = option(name).text  # a folder keeps None: as saved, own dtype
     # --nproc first: the strategies' default depends on it
     first = ("timeout", "nproc")
     kwargs = {name: option(name).convert(values[name]) for name in first}

@@ -22,6 +22,7 @@ EXAMPLES = """\
   bigviz inspect ./checkpoint --depth 3             # a deeper per-module table
   bigviz inspect ./checkpoint --device-map cuda:0   # predictions when weights go to a GPU
   bigviz inspect ./checkpoint --json | jq .predictions
+  bigviz inspect hf:openai-community/gpt2           # a model in the local Hugging Face cache
 
 Reads safetensors headers only; .bin files are memory-mapped with
 torch.load(mmap=True, weights_only=True), which runs no pickled code and copies no data.
@@ -41,7 +42,9 @@ def add_parser(subparsers: Any) -> None:
         ),
         examples=EXAMPLES,
     )
-    p.add_argument("dir", metavar="DIR", help="the checkpoint folder")
+    p.add_argument("dir", metavar="DIR",
+                   help="the checkpoint folder, or hf:ORG/NAME[@REVISION] from the local "
+                   "Hugging Face cache (never downloaded)")
     p.add_argument(
         "--depth",
         type=int,
@@ -112,6 +115,10 @@ def _module_rows(info: CheckpointInfo, depth: int) -> list[list[str]]:
 def run(args: argparse.Namespace) -> int:
     """``bigviz inspect``: print the checkpoint's tables, or ``--json``."""
     folder = Path(args.dir)
+    if args.dir.startswith("hf:"):
+        from bigviz.models.folders import resolve_hf
+
+        folder = resolve_hf(args.dir)  # the cached snapshot; a one-line error when missing
     if not folder.exists():
         raise ConfigError(
             f"checkpoint folder {args.dir!r} does not exist; give the folder that holds "

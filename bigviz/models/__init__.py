@@ -132,7 +132,6 @@ def parse_spec(
         >>> parse_spec("gpt:100MB").config["layers"] >= 1
         True
     """
-    itemsize = _itemsize(dtype or "float32")
     if factory is not None and (not isinstance(factory, str) or not _FACTORY_RE.match(factory)):
         raise ConfigError(f"factory {factory!r} is not valid; use 'package.module:function'")
     if callable(model) and not isinstance(model, str):
@@ -142,6 +141,7 @@ def parse_spec(
                 f"model factory {name} cannot be found by name in a worker process; "
                 "define it at module level and pass it or 'package.module:function'"
             )
+        _itemsize(dtype or "float32")
         return ModelSpec(kind="factory", spec=name, factory=name)
     if not isinstance(model, str) or not model.strip():
         raise ConfigError(f"model spec {model!r} is not valid; use {_VALID_FORMS}")
@@ -150,9 +150,11 @@ def parse_spec(
         raise ConfigError(f"factory {factory!r} goes with a checkpoint folder; model {text!r} "
                           "is not one (give a factory alone as the model)")
     if text == "bert-base":
+        _itemsize(dtype or "float32")
         return ModelSpec(kind="bert", spec=text, config=dict(_BERT_BASE))
     kind, sep, rest = text.partition(":")
     if sep and kind in ("gpt", "mlp"):
+        itemsize = _itemsize(dtype or "float32")
         try:
             target = parse_size(rest)
         except ConfigError as exc:
@@ -170,6 +172,7 @@ def parse_spec(
         folder = resolve_folder(text)
         return ModelSpec(kind="folder", spec=text, factory=factory, path=str(folder))
     if _FACTORY_RE.match(text) and kind not in ("gpt", "mlp"):
+        _itemsize(dtype or "float32")
         return ModelSpec(kind="factory", spec=text, factory=text)
     raise ConfigError(f"model spec {text!r} is not valid; use {_VALID_FORMS}")
 
@@ -346,8 +349,11 @@ def build_model(
             "not an nn.Module"
         )
     built: nn.Module = made
-    if dtype is not None or spec.kind != "folder":
-        built = built.to(getattr(torch, dtype or "float32"))
+    # a config-built skeleton already has its dtype (set at construction, so buffers the
+    # architecture keeps in float32, like rotary frequencies, stay as Transformers makes them)
+    from_config = spec.kind == "folder" and spec.factory is None
+    if not from_config and (dtype is not None or spec.kind != "folder"):
+        built = built.to(_torch_dtype(dtype or "float32", spec.spec))
     built = built.eval()
     tie = getattr(built, "tie_weights", None)
     if callable(tie):
@@ -355,6 +361,16 @@ def build_model(
     if device == "cpu":
         materialize(built, seed=seed)
     return built
+
+
+def _torch_dtype(name: str, spec: str) -> torch.dtype:
+    import torch
+
+    found = getattr(torch, name, None)
+    if not isinstance(found, torch.dtype):
+        raise ConfigError(f"dtype {name!r} of model {spec!r} is not a torch dtype; "
+                          f"use one of {sorted(DTYPES)}")
+    return found
 
 
 def _fill(t: torch.Tensor, name: str, seed: int) -> None:
@@ -389,7 +405,13 @@ def materialize(model: nn.Module, *, seed: int = 0, device: str = "cpu") -> nn.M
     """
     import torch
 
+    # buffers that already hold data (a config-built skeleton computes its non-persistent
+    # buffers, e.g. rotary frequencies or position ids, on the CPU) keep their values:
+    # to_empty would leave them uninitialised and no checkpoint restores them
+    real = {n: b for n, b in model.named_buffers(remove_duplicate=True) if not b.is_meta}
     model.to_empty(device=device)
+    for name, value in real.items():
+        model.get_buffer(name).copy_(value)
     tie = getattr(model, "tie_weights", None)
     if callable(tie):
         tie()
@@ -398,7 +420,7 @@ def materialize(model: nn.Module, *, seed: int = 0, device: str = "cpu") -> nn.M
         named: list[tuple[str, torch.Tensor]] = list(model.named_parameters(remove_duplicate=True))
         named += list(model.named_buffers(remove_duplicate=True))
         for name, t in named:
-            if id(t) in done or t.numel() == 0:
+            if id(t) in done or t.numel() == 0 or name in real:
                 continue
             done.add(id(t))
             if t.is_floating_point():

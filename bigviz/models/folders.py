@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +39,7 @@ __all__ = [
     "resolve_folder",
     "resolve_hf",
     "skeleton_from_config",
+    "transformers_class",
 ]
 
 #: prefix of a Hugging Face id resolved from the local cache
@@ -180,20 +183,17 @@ def read_config(folder: Path) -> dict[str, Any] | None:
     return data
 
 
-def skeleton_from_config(folder: Path, spec: str, dtype: str | None) -> nn.Module:
-    """Build the model of a Transformers folder on the meta device (no weight memory).
-
-    The class is ``config.json``'s first ``architectures`` entry, looked up in the
-    installed Transformers; ``dtype`` (``None``: the config's ``dtype``/``torch_dtype``,
-    else float32) is the parameters' dtype.
+def transformers_class(folder: Path, spec: str | None = None) -> Any:
+    """The Transformers model class a folder's ``config.json`` names (``architectures[0]``).
 
     Raises:
         ConfigError: no config.json (pass a factory), no ``architectures`` entry,
             Transformers missing, or an architecture it does not know.
 
     Example:
-        >>> # skeleton_from_config(Path("ckpt"), "ckpt", None) -> GPT2LMHeadModel on meta
+        >>> # transformers_class(Path("gpt2-folder")).__name__ -> 'GPT2LMHeadModel'
     """
+    spec = spec or str(folder)
     cfg = read_config(folder)
     if cfg is None:
         raise ConfigError(
@@ -213,22 +213,78 @@ def skeleton_from_config(folder: Path, spec: str, dtype: str | None) -> nn.Modul
             f"model folder {spec!r} is a Transformers checkpoint ({archs[0]}) but Transformers "
             "is not installed; pip install transformers, or pass a factory"
         ) from None
-    cls = getattr(transformers, archs[0], None)
+    try:
+        cls = getattr(transformers, archs[0], None)
+    except Exception:  # a lazy module that fails to import (a missing extra)
+        cls = None
     if cls is None:
         raise ConfigError(
             f"architecture {archs[0]!r} of {spec!r} is unknown to the installed Transformers "
             f"{transformers.__version__}; upgrade transformers or pass a factory"
         )
-    import torch
+    return cls
 
+
+@contextmanager
+def _parameters_on_meta() -> Iterator[None]:
+    """Parameters go to the meta device as they are registered; buffers stay real.
+
+    This is Accelerate's ``init_empty_weights()`` (``include_buffers=False``), without
+    needing Accelerate: buffers an architecture computes in ``__init__`` and never saves
+    (rotary frequencies, ``position_ids``) keep their values, which no checkpoint could
+    restore, while no parameter memory is ever touched (``torch.empty`` before the move).
+    """
+    import torch
+    from torch import nn
+
+    original = nn.Module.register_parameter
+
+    def register(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        original(module, name, param)
+        held = module._parameters[name]
+        if held is not None and not held.is_meta:
+            kwargs = dict(held.__dict__)
+            kwargs["requires_grad"] = held.requires_grad
+            module._parameters[name] = type(held)(held.to(torch.device("meta")), **kwargs)
+
+    nn.Module.register_parameter = register  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = original  # type: ignore[method-assign]
+
+
+def skeleton_from_config(folder: Path, spec: str, dtype: str | None) -> nn.Module:
+    """Build the model of a Transformers folder with its parameters on the meta device.
+
+    The class is ``config.json``'s first ``architectures`` entry, looked up in the
+    installed Transformers; ``dtype`` (``None``: the config's ``dtype``/``torch_dtype``,
+    else float32) is the parameters' dtype. Buffers the architecture computes (and never
+    saves) are real, as with Accelerate's ``init_empty_weights()``.
+
+    Raises:
+        ConfigError: no config.json (pass a factory), no ``architectures`` entry,
+            Transformers missing, or an architecture it does not know.
+
+    Example:
+        >>> # skeleton_from_config(Path("ckpt"), "ckpt", None) -> GPT2LMHeadModel on meta
+    """
+    cls = transformers_class(folder, spec)
+    import torch
+    import transformers
+
+    cfg = read_config(folder) or {}
     config = transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True)
     name = dtype or _config_dtype(cfg) or "float32"
-    torch_dtype = getattr(torch, name)
+    torch_dtype = getattr(torch, name, None)
+    if not isinstance(torch_dtype, torch.dtype) or not torch_dtype.is_floating_point:
+        raise ConfigError(f"dtype {name!r} for {spec!r} is not a floating torch dtype; "
+                          "use float32, bfloat16 or float16")
     default = torch.get_default_dtype()
     try:
         # the default dtype decides the parameters' dtype at construction: no cast later
         torch.set_default_dtype(torch_dtype)
-        with torch.device("meta"):
+        with _parameters_on_meta():
             model: nn.Module = cls(config)
     finally:
         torch.set_default_dtype(default)

@@ -11,6 +11,12 @@ Checkpoints are saved once per (model, dtype, shard size, format) into the work 
 reused; the checksums of every tensor are stored beside them, and every load is checked
 against them (wrong weights → outcome ``"error"``).
 
+A checkpoint folder on disk (a Transformers ``save_pretrained`` folder, any folder
+:func:`~bigviz.checkpoint.inspect_checkpoint` reads with a ``factory``) or
+``hf:ORG/NAME[@REVISION]`` from the local Hugging Face cache is loaded **as saved**: no
+re-save, its own dtype and format, checksums read from its files once into the work
+folder, nothing ever written into it. Other shard sizes reshard it into the work folder.
+
 The RAM budget applies to the worker's resident set (``VmRSS``: anonymous plus
 file-backed pages, what the kernel's OOM accounting sees). The parent reads it every
 5 ms and also checks each phase's exact peak as it ends; a run whose exact peak went
@@ -31,23 +37,25 @@ from typing import TYPE_CHECKING, Any
 from bigviz.data.result import TOLERANCE, RunResult, Sweep
 from bigviz.models import ModelLike
 from bigviz.runner import forkserver
-from bigviz.runner.checkpoints import prepare_checkpoint
+from bigviz.runner.checkpoints import prepare_checkpoint, prepare_folder
 from bigviz.runner.plan import (
     PlannedRun,
     Settings,
+    parse_shard,
     plan_runs,
+    prepare_for,
     run_planned,
     sweep_plan,
     validate_single,
 )
 from bigviz.runner.supervisor import EventCallback
 from bigviz.runner.validate import check_ranks_options, parse_budget
-from bigviz.units import parse_size
 
 if TYPE_CHECKING:
     from bigviz.strategies import Strategy
 
-__all__ = ["TOLERANCE", "close", "prepare_checkpoint", "run", "sweep", "sweep_interruptibly"]
+__all__ = ["TOLERANCE", "close", "prepare_checkpoint", "prepare_folder", "run", "sweep",
+           "sweep_interruptibly"]
 
 
 def close() -> None:
@@ -64,12 +72,12 @@ def run(
     strategy: str | Strategy,
     *,
     model: ModelLike = "gpt:100MB",
-    max_shard_size: int | str = "500MB",
+    max_shard_size: int | str | None = None,
     format: str = "safetensors",
     device_map: Any = "cpu",
     max_memory: Mapping[Any, Any] | None = None,
     ram_budget: int | str | None = None,
-    dtype: str = "float32",
+    dtype: str | None = None,
     work_dir: str | os.PathLike[str] | None = None,
     interval_ms: float = 1.0,
     on_event: EventCallback | None = None,
@@ -77,24 +85,30 @@ def run(
     cancel: threading.Event | None = None,
     seed: int = 0,
     nproc: int | None = None,
+    factory: str | None = None,
 ) -> RunResult:
     """Run one strategy in a fresh worker process and measure it.
 
     Args:
         strategy: a name from ``bigviz.strategies.names()``, or a Strategy instance
             whose class the worker can import by name.
-        model: a zoo spec (``"gpt:1GB"``), ``"package.module:function"`` or a
-            module-level callable.
-        max_shard_size: shard size of the checkpoint to load (saved once, reused).
-        format: ``"safetensors"`` or ``"bin"``.
+        model: a zoo spec (``"gpt:1GB"``), ``"package.module:function"``, a
+            module-level callable, a checkpoint folder (``"./my-model"``: Transformers
+            layout, safetensors or ``.bin``, sharded or not) or ``"hf:ORG/NAME[@REVISION]"``
+            from the local Hugging Face cache (never downloaded).
+        max_shard_size: shard size of the checkpoint to load (saved once, reused);
+            ``None`` (the default): 500 MB for a zoo model, a folder's files as saved
+            (``"as saved"`` says so too); a size reshards a folder into the work folder.
+        format: ``"safetensors"`` or ``"bin"`` (a folder as saved: its own format).
         device_map: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"auto"``, ``"balanced"``,
             ``"sequential"``, ``"disk"`` or a dict (``dispatch``, ``accelerate``,
             ``transformers`` only).
         max_memory: per-device caps, e.g. ``{"cpu": "2GB", 0: "10GB"}``.
         ram_budget: kill the worker when its RSS exceeds this (``"8GB"``); outcome
             ``"budget_exceeded"``.
-        dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``.
-        work_dir: where checkpoints and scratch files go (default
+        dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"`` for a zoo model (``None``:
+            float32); a folder loads in its files' own dtype (leave it out).
+        work_dir: where checkpoints, a folder's checksums and scratch files go (default
             ``$TMPDIR/bigviz-work``).
         interval_ms: sampling interval of the timeline.
         on_event: called in this process with each streamed event (samples, phase
@@ -105,6 +119,9 @@ def run(
         nproc: launch this many ``torch.distributed`` ranks instead of one worker, with a
             distributed strategy (``every-rank-loads``, ``rank0-broadcast``,
             ``shared-mmap``); see :func:`bigviz.runner.launcher.run_distributed`.
+        factory: for a checkpoint folder without ``config.json``:
+            ``"package.module:function"`` returning the ``nn.Module`` (it is imported and
+            called, in this process on the meta device and in each worker: user code runs).
 
     Returns:
         A :class:`RunResult`; its ``outcome`` says how the run ended.
@@ -118,35 +135,43 @@ def run(
     Example:
         >>> # r = bigviz.run("meta", model="gpt:2GB", max_shard_size="500MB", ram_budget="8GB")
         >>> # r.outcome, r.ram_peak / r.model_bytes
+        >>> # bigviz.run("mmap", model="./my-gpt2").params["as_saved"]  -> '3 × ≤ 99.8 MB'
     """
+    settings = Settings(model, dtype=dtype, budget=parse_budget(ram_budget), work_dir=work_dir,
+                        interval_ms=interval_ms, timeout=timeout, seed=seed, nproc=nproc,
+                        factory=factory).resolved()
     if nproc is not None:
         from bigviz.runner.launcher import run_distributed
 
         check_ranks_options(nproc, device_map, max_memory, model)
         return run_distributed(
-            str(strategy), nproc=nproc, model=str(model), max_shard_size=max_shard_size,
-            format=format, dtype=dtype, work_dir=work_dir, ram_budget=ram_budget,
+            str(strategy), nproc=nproc, model=str(model),
+            max_shard_size=max_shard_size or "500MB",
+            format=format, dtype=settings.dtype or "float32", work_dir=work_dir,
+            ram_budget=ram_budget,
             interval_ms=interval_ms, on_event=on_event, timeout=timeout, cancel=cancel,
             seed=seed)
-    strat, dmap, mm = validate_single(strategy, model, format=format, dtype=dtype,
+    shard = parse_shard(max_shard_size if max_shard_size is not None or settings.folder
+                        else "500MB", settings)
+    if shard is None:  # the files as saved, in their own format
+        format = settings.folder_format or format
+    strat, dmap, mm = validate_single(strategy, model, format=format,
+                                      dtype=settings.dtype or "float32",
                                       device_map=device_map, max_memory=max_memory)
-    shard = parse_size(max_shard_size)
-    settings = Settings(model, dtype=dtype, budget=parse_budget(ram_budget), work_dir=work_dir,
-                        interval_ms=interval_ms, timeout=timeout, seed=seed)
-    folder = prepare_checkpoint(model, max_shard_size=shard, format=format, dtype=dtype,
-                                work_dir=work_dir, seed=seed)
-    return run_planned(PlannedRun(strat, shard, format, dmap, mm), folder, settings,
-                       on_event=on_event, cancel=cancel)
+    folder = prepare_for(settings, shard, format)
+    item = PlannedRun(strat, shard, format, dmap, mm,
+                      as_saved=settings.as_saved if shard is None else None)
+    return run_planned(item, folder, settings, on_event=on_event, cancel=cancel)
 
 
 def sweep(
     model: ModelLike,
     *,
     strategies: Sequence[str | Strategy],
-    shard_sizes: Sequence[int | str] = ("500MB",),
+    shard_sizes: Sequence[int | str] | None = None,
     device_maps: Sequence[Any] = ("cpu",),
     formats: Sequence[str] = ("safetensors",),
-    dtype: str = "float32",
+    dtype: str | None = None,
     max_memory: Mapping[Any, Any] | None = None,
     ram_budget: int | str | None = None,
     work_dir: str | os.PathLike[str] | None = None,
@@ -157,6 +182,7 @@ def sweep(
     timeout: float | None = None,
     seed: int = 0,
     nproc: int | None = None,
+    factory: str | None = None,
 ) -> Sweep:
     """Run every (shard size, format, strategy, device map) combination, each in a fresh
     worker, saving each checkpoint once.
@@ -168,7 +194,11 @@ def sweep(
     Args:
         model: as for :func:`run`.
         strategies: strategy names, e.g. ``["naive", "sharded", "meta", "mmap"]``.
-        shard_sizes, device_maps, formats: the values to cross.
+        shard_sizes, device_maps, formats: the values to cross. ``shard_sizes`` ``None``
+            (the default): ``["500MB"]`` for a zoo model, the files as saved for a
+            checkpoint folder; ``"as saved"`` may sit beside sizes (``["as saved",
+            "50MB"]``), which reshard the folder into the work folder once. A folder's
+            files as saved keep their own format; ``formats`` applies to resharded sizes.
         on_progress: called with ``{"stage": "prepare" | "run" | "done", "index",
             "total", "label", "result"}`` before and after each step.
         on_event: each worker's events, with ``"run"`` (the label) and
@@ -188,9 +218,11 @@ def sweep(
     Example:
         >>> # s = bigviz.sweep("gpt:1GB", strategies=["naive", "meta"], shard_sizes=["200MB"])
         >>> # [(r.strategy, r.outcome) for r in s.results]
+        >>> # bigviz.sweep("./my-gpt2", strategies=["meta", "mmap", "transformers"])
     """
     settings = Settings(model, dtype=dtype, budget=parse_budget(ram_budget), work_dir=work_dir,
-                        interval_ms=interval_ms, timeout=timeout, seed=seed, nproc=nproc)
+                        interval_ms=interval_ms, timeout=timeout, seed=seed, nproc=nproc,
+                        factory=factory).resolved()
     plan = plan_runs(settings, strategies=strategies, shard_sizes=shard_sizes,
                      device_maps=device_maps, formats=formats, max_memory=max_memory,
                      ram_budget=ram_budget)

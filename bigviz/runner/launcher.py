@@ -406,5 +406,5 @@ class NodeSampler:
         pred = res.checks.prediction
         if pred is not None and res.ram_peak is not None:
             res.checks.prediction = PredictionCheck.judge(
-                res.ram_peak, pred.predicted, res.model_bytes,
+                res.ram_peak, res.predicted or pred.predicted,
                 nproc=int(res.params.get("nproc") or 1))

@@ -7,6 +7,10 @@ combination before the first process starts, and lists the ones a strategy canno
 every combination in a fresh worker (:mod:`bigviz.runner.single`) or on fresh ranks
 (:mod:`bigviz.runner.launcher`).
 
+A checkpoint folder (or ``hf:`` id) is loaded as saved: its shard-size axis is "as saved"
+(``None``), its format and dtype are its files' own, and other shard sizes reshard it into
+the work folder (:func:`~bigviz.runner.checkpoints.prepare_folder`).
+
 Example:
     >>> # p = plan_runs(Settings("gpt:1GB"), strategies=["naive", "meta"], shard_sizes=["200MB"])
     >>> # sweep_plan(p, Settings("gpt:1GB")).results
@@ -22,7 +26,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +34,13 @@ import bigviz.strategies as registry
 from bigviz._errors import ConfigError, StrategyError
 from bigviz.data.result import TOLERANCE, RunResult, Sweep
 from bigviz.models import ModelLike, model_bytes, parse_spec
-from bigviz.runner.checkpoints import prepare_checkpoint
+from bigviz.options import AS_SAVED, is_as_saved
+from bigviz.runner.checkpoints import (
+    as_saved_text,
+    files_dtype,
+    prepare_checkpoint,
+    prepare_folder,
+)
 from bigviz.runner.launcher import check_rank_options, launch
 from bigviz.runner.results import dmap_label, single_result
 from bigviz.runner.single import execute
@@ -45,18 +55,23 @@ from bigviz.runner.validate import (
 from bigviz.strategies import Strategy, normalize_max_memory, validate_device_map
 from bigviz.units import format_size, parse_size
 
-__all__ = ["Plan", "PlannedRun", "Settings", "plan_runs", "run_planned", "sweep_plan",
-           "validate_single"]
+__all__ = ["Plan", "PlannedRun", "Settings", "parse_shard", "plan_runs", "run_planned",
+           "sweep_plan", "validate_single"]
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
 class Settings:
-    """The options every run of a plan shares (checked: sizes in bytes)."""
+    """The options every run of a plan shares (checked: sizes in bytes).
+
+    ``dtype`` ``None`` means float32 for the zoo and a checkpoint folder's own dtype;
+    :meth:`resolved` fills it in, with ``folder`` (the checkpoint folder, resolved) and
+    ``folder_format`` for a folder or ``hf:`` model.
+    """
 
     model: ModelLike
-    dtype: str = "float32"
+    dtype: str | None = None
     budget: int | None = None
     work_dir: str | os.PathLike[str] | None = None
     interval_ms: float = 1.0
@@ -65,6 +80,44 @@ class Settings:
     nproc: int | None = None
     per_rank: str = "naive"
     backend: str | None = None
+    factory: str | None = None
+    folder: Path | None = None
+    folder_format: str | None = None
+    as_saved: str | None = None
+
+    def resolved(self) -> Settings:
+        """These settings with the model resolved: the dtype runs use, and for a checkpoint
+        folder its path, format and how it is cut. Checks everything a run needs of the
+        model before any process starts (no config.json and no factory, an architecture
+        Transformers does not know, a corrupt shard header).
+
+        Raises:
+            ConfigError, CheckpointError: naming the model and the fix.
+        """
+        if self.folder is not None:
+            return self
+        spec = parse_spec(self.model, self.dtype, factory=self.factory)
+        if spec.kind != "folder":
+            return replace(self, dtype=check_dtype(self.dtype or "float32"))
+        from bigviz.checkpoint import inspect_checkpoint
+        from bigviz.models import build_model
+
+        folder = Path(spec.path or "")
+        info = inspect_checkpoint(folder)
+        own = files_dtype(info, spec.spec)
+        if self.dtype is not None and self.dtype != own:
+            raise ConfigError(
+                f"model {spec.spec!r} is saved in {own} and runs load its files as saved; "
+                f"leave out dtype={self.dtype!r} (--dtype)")
+        if self.nproc is not None:
+            raise ConfigError(
+                f"model {spec.spec!r}: checkpoint folders run single-process strategies; "
+                "leave out nproc (--nproc), or use a zoo model like 'gpt:1GB' for ranks")
+        # the skeleton on meta: a missing config.json, an unknown architecture or a bad
+        # factory is a one-line error now, not a failed run (nothing is materialised)
+        build_model(str(folder), dtype=own, factory=self.factory, device="meta")
+        return replace(self, dtype=own, folder=folder, folder_format=info.format,
+                       as_saved=as_saved_text(info))
 
 
 @dataclass
@@ -72,18 +125,21 @@ class PlannedRun:
     """One combination of a plan, checked."""
 
     strategy: Strategy
-    shard: int
+    shard: int | None  # None: a checkpoint folder's files as saved
     format: str
     device_map: Any = "cpu"
     max_memory: dict[int | str, int] | None = None
+    as_saved: str | None = None  # how the files are cut ("3 × ≤ 9.8 MB"), when as saved
 
     def label(self, nproc: int | None) -> str:
         """What progress displays call this run."""
         if nproc is not None:
             size = format_size(self.shard, binary=False, precision=0)
             return f"{self.strategy.name} · {size} · {self.format} × {nproc}"
+        params = {} if self.as_saved is None else {"as_saved": self.as_saved}
         return RunResult(strategy=self.strategy.name, outcome="ok", shard_size=self.shard,
-                         format=self.format, device_map=dmap_label(self.device_map)).label
+                         format=self.format, device_map=dmap_label(self.device_map),
+                         params=params).label
 
 
 @dataclass
@@ -94,6 +150,43 @@ class Plan:
     skipped: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     command: str = ""
+
+
+def parse_shard(size: int | str | None, settings: Settings) -> int | None:
+    """A shard size in bytes, or ``None`` for "as saved" (``None``, ``"as saved"``,
+    ``"as-saved"``), which only a checkpoint folder has.
+
+    Raises:
+        ConfigError: "as saved" for a model bigviz saves itself; SizeError: a bad size.
+
+    Example:
+        >>> parse_shard("20MB", Settings("gpt:10MB"))
+        20000000
+    """
+    if size is None or (isinstance(size, str) and is_as_saved(size)):
+        if settings.folder is None:
+            what = "None (as saved)" if size is None else repr(size)
+            raise ConfigError(
+                f"shard size {what} applies to a checkpoint folder; model "
+                f"{model_id(settings.model)!r} is saved by bigviz: give sizes like '200MB'")
+        return None
+    return parse_size(size)
+
+
+def _shard_list(shard_sizes: Sequence[int | str | None] | None, settings: Settings,
+                zoo_default: str = "500MB") -> list[int | None]:
+    if shard_sizes is None:
+        return [None] if settings.folder is not None else [parse_size(zoo_default)]
+    if isinstance(shard_sizes, (str, int)):
+        shard_sizes = [shard_sizes]
+    out: list[int | None] = []
+    for s in shard_sizes:
+        v = parse_shard(s, settings)
+        if v not in out:
+            out.append(v)
+    if not out:
+        raise ConfigError("shard_sizes is empty; give sizes like ['200MB'] or leave it out")
+    return out
 
 
 def validate_single(
@@ -107,8 +200,9 @@ def validate_single(
         ConfigError, StrategyError: naming the bad option.
     """
     check_format(format)
-    check_dtype(dtype)
-    parse_spec(model, dtype)
+    if parse_spec(model, None).kind != "folder":  # a folder loads in its files' dtype
+        check_dtype(dtype)
+        parse_spec(model, dtype)
     strat = registry.get(strategy, kind="single")
     dmap = validate_device_map(device_map)
     strat.check(model=model, format=format, device_map=dmap, dtype=dtype)
@@ -120,7 +214,7 @@ def validate_single(
 
 def plan_runs(
     settings: Settings, *, strategies: Sequence[str | Strategy],
-    shard_sizes: Sequence[int | str], device_maps: Sequence[Any], formats: Sequence[str],
+    shard_sizes: Sequence[int | str] | None, device_maps: Sequence[Any], formats: Sequence[str],
     max_memory: Mapping[Any, Any] | None, ram_budget: int | str | None,
 ) -> Plan:
     """Every combination, checked before anything runs.
@@ -132,19 +226,20 @@ def plan_runs(
         strategies = [strategies]
     if not strategies:
         raise ConfigError(f"strategies is empty; pick from {registry.names()}")
+    settings = settings.resolved()
     if settings.nproc is not None:
         return _plan_ranks(settings, strategies, shard_sizes, device_maps, formats,
                            max_memory, ram_budget)
-    model, dtype = settings.model, settings.dtype
+    model, dtype = settings.model, settings.dtype or "float32"
     names = [registry.get(s, kind="single").name for s in strategies]  # unknown names fail here
     for fmt in formats:
         check_format(fmt)
-    check_dtype(dtype)
-    parse_spec(model, dtype)
-    shards = [parse_size(s) for s in shard_sizes]
+    shards = _shard_list(shard_sizes, settings)
     plan = Plan([])
     for shard in shards:
-        for fmt in formats:
+        # files as saved are in their own format; --format applies to resharded sizes
+        fmts = [settings.folder_format or "safetensors"] if shard is None else list(formats)
+        for fmt in fmts:
             for item, name in zip(strategies, names, strict=True):
                 for dm in device_maps:
                     cand = registry.get(item)
@@ -158,21 +253,30 @@ def plan_runs(
                         continue
                     strat, dmap, mm = validate_single(item, model, format=fmt, dtype=dtype,
                                                       device_map=dm, max_memory=max_memory)
-                    plan.runs.append(PlannedRun(strat, shard, fmt, dmap, mm))
+                    plan.runs.append(PlannedRun(strat, shard, fmt, dmap, mm,
+                                                as_saved=None if shard is not None
+                                                else settings.as_saved))
     if not plan.runs:
         raise StrategyError("no combination of this sweep can run: " + "; ".join(plan.skipped))
     plan.config = {
         "model": model_id(model), "strategies": names,
-        "shard_sizes": shards, "device_maps": list(device_maps), "formats": list(formats),
+        "shard_sizes": [AS_SAVED if s is None else s for s in shards],
+        "device_maps": list(device_maps), "formats": list(formats),
         "dtype": dtype, "ram_budget": settings.budget, "interval_ms": settings.interval_ms,
         "seed": settings.seed,
         "max_memory": {str(k): str(v) for k, v in dict(max_memory).items()}
         if max_memory else None,
     }
+    if settings.folder is not None:
+        plan.config["checkpoint"] = str(settings.folder)
+        plan.config["factory"] = settings.factory
     args = [repr(model_id(model))] + [
         f"{k}={v!r}" for k, v in (
-            ("strategies", names), ("shard_sizes", list(shard_sizes)),
-            ("device_maps", list(device_maps)), ("formats", list(formats)), ("dtype", dtype),
+            ("strategies", names),
+            ("shard_sizes", None if shard_sizes is None else list(shard_sizes)),
+            ("device_maps", list(device_maps)), ("formats", list(formats)),
+            ("dtype", settings.dtype if settings.folder is None else None),
+            ("factory", settings.factory),
             ("ram_budget", ram_budget), ("max_memory", max_memory)) if v is not None
     ]
     plan.command = f"bigviz.sweep({', '.join(args)})"
@@ -180,7 +284,8 @@ def plan_runs(
 
 
 def _plan_ranks(
-    settings: Settings, strategies: Sequence[str | Strategy], shard_sizes: Sequence[int | str],
+    settings: Settings, strategies: Sequence[str | Strategy],
+    shard_sizes: Sequence[int | str] | None,
     device_maps: Sequence[Any], formats: Sequence[str], max_memory: Mapping[Any, Any] | None,
     ram_budget: int | str | None,
 ) -> Plan:
@@ -197,7 +302,7 @@ def _plan_ranks(
                             f"distributed strategies are {known}")
     for fmt in formats:
         check_format(fmt)
-    shards = [parse_size(s) for s in shard_sizes]
+    shards = [parse_size(s) for s in (shard_sizes or ["500MB"])]
     # a format a strategy does not read (shared-mmap maps safetensors only) is skipped up
     # front, as single-process sweeps skip combinations a strategy cannot run
     reads = {name: registry.get(name).formats for name in names}
@@ -208,7 +313,8 @@ def _plan_ranks(
             for name in names:
                 if fmt in reads[name]:
                     strat = check_rank_options(
-                        name, nproc=nproc, model=model, format=fmt, dtype=settings.dtype,
+                        name, nproc=nproc, model=model, format=fmt,
+                        dtype=settings.dtype or "float32",
                         per_rank=settings.per_rank, backend=settings.backend,
                         interval_ms=settings.interval_ms)
                     plan.runs.append(PlannedRun(strat, shard, fmt))
@@ -216,12 +322,13 @@ def _plan_ranks(
         raise StrategyError("no combination of this sweep can run: " + "; ".join(plan.skipped))
     plan.config = {
         "model": model_id(model), "strategies": names, "shard_sizes": shards,
-        "device_maps": ["cpu"], "formats": list(formats), "dtype": settings.dtype,
+        "device_maps": ["cpu"], "formats": list(formats), "dtype": settings.dtype or "float32",
         "ram_budget": settings.budget, "interval_ms": settings.interval_ms,
         "seed": settings.seed, "nproc": nproc, "max_memory": None,
     }
     plan.command = (f"bigviz.sweep({model_id(model)!r}, strategies={names!r}, "
-                    f"shard_sizes={list(shard_sizes)!r}, formats={list(formats)!r}, "
+                    f"shard_sizes={list(shard_sizes or ['500MB'])!r}, "
+                    f"formats={list(formats)!r}, "
                     f"nproc={nproc})")
     return plan
 
@@ -250,19 +357,15 @@ def sweep_plan(
         if on_progress is not None:
             on_progress({"total": total, **kw})
 
-    folders: dict[tuple[int, str], Path] = {}
+    folders: dict[tuple[int | None, str], Path] = {}
     for i, item in enumerate(plan.runs):
         if cancel is not None and cancel.is_set():
             break
         label = item.label(settings.nproc)
         key = (item.shard, item.format)
         if key not in folders:
-            progress(stage="prepare", index=i, label=f"saving "
-                     f"{format_size(item.shard, binary=False)} {item.format} checkpoint",
-                     result=None)
-            folders[key] = prepare_checkpoint(
-                settings.model, max_shard_size=item.shard, format=item.format,
-                dtype=settings.dtype, work_dir=settings.work_dir, seed=settings.seed)
+            progress(stage="prepare", index=i, label=_preparing(settings, item), result=None)
+            folders[key] = prepare_for(settings, item.shard, item.format)
         progress(stage="run", index=i, label=label, result=None)
         r = run_planned(item, folders[key], settings, on_event=_tag(on_event, label, i),
                         cancel=cancel)
@@ -271,14 +374,38 @@ def sweep_plan(
     return result
 
 
+def _preparing(settings: Settings, item: PlannedRun) -> str:
+    """What the progress display says while a checkpoint is being made ready."""
+    if settings.folder is None:
+        return f"saving {format_size(item.shard, binary=False)} {item.format} checkpoint"
+    if item.shard is None:
+        return f"checksums of {model_id(settings.model)} as saved (read-only)"
+    return (f"resharding {model_id(settings.model)} into "
+            f"{format_size(item.shard, binary=False)} {item.format} shards")
+
+
+def prepare_for(settings: Settings, shard: int | None, fmt: str) -> Path:
+    """The prepared folder (``checkpoint/`` + ``checksums.json``) of one combination:
+    saved once from a zoo model, or a checkpoint folder as saved or resharded."""
+    if settings.folder is not None:
+        return prepare_folder(settings.folder, shard=shard,
+                              format=None if shard is None else fmt,
+                              work_dir=settings.work_dir)
+    assert shard is not None  # parse_shard refuses "as saved" for the zoo
+    return prepare_checkpoint(settings.model, max_shard_size=shard, format=fmt,
+                              dtype=settings.dtype or "float32", work_dir=settings.work_dir,
+                              seed=settings.seed)
+
+
 def run_planned(
     item: PlannedRun, folder: Path, settings: Settings, *,
     on_event: EventCallback | None = None, cancel: threading.Event | None = None,
 ) -> RunResult:
     """Run one planned combination on its prepared checkpoint ``folder``."""
     if settings.nproc is not None:
+        assert item.shard is not None  # Settings.resolved refuses folders with nproc
         return launch(item.strategy, folder, nproc=settings.nproc, model=str(settings.model),
-                      shard=item.shard, format=item.format, dtype=settings.dtype,
+                      shard=item.shard, format=item.format, dtype=settings.dtype or "float32",
                       per_rank=settings.per_rank, budget=settings.budget,
                       interval_ms=float(settings.interval_ms), on_event=on_event,
                       timeout=settings.timeout, cancel=cancel, seed=settings.seed,
@@ -303,25 +430,38 @@ def _run_worker(
     strat, shard, fmt, dmap, mm = (item.strategy, item.shard, item.format, item.device_map,
                                    item.max_memory)
     model = model_id(settings.model)
-    ckpt = folder / "checkpoint"
+    # a folder as saved is a link to the user's folder: name the real files
+    ckpt = (folder / "checkpoint").resolve()
     info = inspect_checkpoint(ckpt)
     scratch = work_folder(settings.work_dir) / "runs" / f"{strat.name}-{uuid.uuid4().hex[:8]}"
-    label = f"{strat.name} · {model} · {format_size(shard, binary=False)} {fmt}"
+    size = "as saved" if shard is None else format_size(shard, binary=False)
+    label = f"{strat.name} · {model} · {size} {fmt}"
+    dtype = settings.dtype or "float32"
+    # the worker builds from the resolved folder: it may not share this process's working
+    # folder or HF_HOME (the fork server started earlier)
+    built = str(settings.folder) if settings.folder is not None else model
     job = {
-        "kind": "run", "strategy": strat.name, "model": model, "dtype": settings.dtype,
+        "kind": "run", "strategy": strat.name, "model": built, "dtype": dtype,
+        "factory": settings.factory,
         "seed": settings.seed, "checkpoint": str(ckpt),
         "checksums": str(folder / "checksums.json"),
         "device_map": dmap, "max_memory": [[k, v] for k, v in mm.items()] if mm else None,
         "shard_size": shard, "format": fmt, "interval_ms": settings.interval_ms,
         "scratch": str(scratch), "label": label, "sys_path": sys.path,
         "strategy_class": _strategy_class(strat),
-        "preload": list(getattr(strat, "preload", ())),
+        "preload": list(getattr(strat, "preload", ())) + _model_modules(settings),
     }
-    params = {"model": model, "dtype": settings.dtype, "max_shard_size": shard,
-              "format": fmt, "device_map": dmap, "ram_budget": settings.budget,
-              "seed": settings.seed,
-              "max_memory": {str(k): v for k, v in mm.items()} if mm else None,
-              "interval_ms": settings.interval_ms, "checkpoint": str(ckpt)}
+    params: dict[str, Any] = {
+        "model": model, "dtype": dtype, "max_shard_size": shard, "format": fmt,
+        "device_map": dmap, "ram_budget": settings.budget, "seed": settings.seed,
+        "max_memory": {str(k): v for k, v in mm.items()} if mm else None,
+        "interval_ms": settings.interval_ms, "checkpoint": str(ckpt)}
+    if settings.folder is not None:
+        params["source"] = str(settings.folder)
+        if settings.factory:
+            params["factory"] = settings.factory
+    if shard is None:
+        params["as_saved"] = as_saved_text(info)
     try:
         out = execute(job, on_event=on_event, ram_budget=settings.budget,
                       timeout=settings.timeout, cancel=cancel)
@@ -330,6 +470,21 @@ def _run_worker(
     return single_result(strat, out, info=info, model=model, m_bytes=int(info.total_size),
                          shard=shard, format=fmt, dmap=dmap, mm=mm, budget=settings.budget,
                          params=params)
+
+
+def _model_modules(settings: Settings) -> list[str]:
+    """Modules a folder model's build imports (Transformers and the architecture's
+    module, or the factory's): the fork server imports them once, so workers fork warm."""
+    if settings.folder is None:
+        return []
+    if settings.factory:
+        return [settings.factory.partition(":")[0]]
+    from bigviz.models.folders import transformers_class
+
+    try:
+        return ["transformers", transformers_class(settings.folder).__module__]
+    except ConfigError:  # the run reports it
+        return []
 
 
 def _tag(on_event: EventCallback | None, label: str, index: int) -> EventCallback | None:

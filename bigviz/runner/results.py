@@ -86,7 +86,7 @@ def dmap_label(dmap: Any) -> str:
 
 
 def single_result(
-    strat: Any, out: Outcome, *, info: Any, model: str, m_bytes: int, shard: int,
+    strat: Any, out: Outcome, *, info: Any, model: str, m_bytes: int, shard: int | None,
     format: str, dmap: Any, mm: dict[int | str, int] | None, budget: int | None,
     params: dict[str, Any],
 ) -> RunResult:
@@ -134,7 +134,7 @@ def single_result(
         traceback=tb or None,
     )
     if outcome == "ok" and pred is not None and ram_peak is not None and pred.ram_peak:
-        checks.prediction = PredictionCheck.judge(ram_peak, pred.ram_peak, m_bytes)
+        checks.prediction = PredictionCheck.judge(ram_peak, pred)
     return RunResult(
         strategy=strat.name,
         outcome=outcome,  # type: ignore[arg-type]
@@ -318,8 +318,7 @@ def rank_result(
     )
     measured = node.ram_peak
     if measured is not None and predicted.formula != "unavailable":
-        checks.prediction = PredictionCheck.judge(measured, predicted.ram_peak, m_bytes,
-                                                  nproc=nproc)
+        checks.prediction = PredictionCheck.judge(measured, predicted, nproc=nproc)
     vram: dict[str, int] = {}
     hosts = {str(f.host) for f in ranks}
     for f in ranks:

@@ -38,6 +38,9 @@ def child_main(job: dict[str, Any], fd: int) -> int:
         if job["kind"] == "prepare":
             chan.send({"type": "prepared", **prepare(job)})
             return 0
+        if job["kind"] == "prepare-folder":
+            chan.send({"type": "prepared", **prepare_folder(job)})
+            return 0
         if job["kind"] == "run":
             return _run(job, chan)
         raise ValueError(f"unknown job kind {job['kind']!r}")
@@ -71,6 +74,33 @@ def prepare(job: dict[str, Any]) -> dict[str, Any]:
     return {"n_shards": len(info.files), "total_size": int(info.total_size)}
 
 
+def prepare_folder(job: dict[str, Any]) -> dict[str, Any]:
+    """Checksums of a user's checkpoint folder, read from its files (mapped, read-only),
+    and either a link to the folder (as saved) or a reshard of it, all in ``job["dir"]``.
+    Nothing is written into the source folder."""
+    from bigviz.checkpoint import inspect_checkpoint, reshard
+    from bigviz.strategies.weights import checksum, load_shard
+
+    src, target = Path(job["src"]), Path(job["dir"])
+    info = inspect_checkpoint(src)
+    target.mkdir(parents=True)
+    sums: dict[str, list[int]] = {}
+    for path in info.shard_paths():
+        shard = load_shard(Path(path), mmap=True)
+        for k, v in shard.items():
+            sums[k] = checksum(v)
+        del shard  # unmaps the file before the next one
+    if job.get("shard_size") is None:
+        (target / "checkpoint").symlink_to(src, target_is_directory=True)
+        n = len(info.files)
+    else:
+        out = reshard(src, target / "checkpoint", max_shard_size=int(job["shard_size"]),
+                      format=job.get("format"))
+        n = len(out.files)
+    (target / "checksums.json").write_text(json.dumps(sums))
+    return {"n_shards": n, "total_size": int(info.total_size)}
+
+
 def _max_memory(pairs: list[list[Any]] | None) -> dict[int | str, int] | None:
     if pairs is None:
         return None
@@ -93,6 +123,7 @@ def _run(job: dict[str, Any], chan: Channel) -> int:
     else:
         strategy = strategies.get(job["strategy"])
     _warm_up(job.get("device_map"))
+    _warm_up_model(job)
     ckpt = Path(job["checkpoint"])
     strategy.warm_up(ckpt)  # its imports belong to the baseline, not to a phase
     info = inspect_checkpoint(ckpt)
@@ -114,7 +145,7 @@ def _run(job: dict[str, Any], chan: Channel) -> int:
             model=job["model"], checkpoint=ckpt, info=info, recorder=rec, scratch=scratch,
             dtype=job["dtype"], device_map=job["device_map"],
             max_memory=_max_memory(job.get("max_memory")), format=job["format"],
-            shard_size=job.get("shard_size"), seed=job["seed"],
+            shard_size=job.get("shard_size"), seed=job["seed"], factory=job.get("factory"),
         )
         try:
             model = strategy.run(ctx)
@@ -167,6 +198,20 @@ def _warm_up(device_map: Any = None) -> None:
         for i in range(torch.cuda.device_count()):
             torch.empty(1, device=f"cuda:{i}")
         torch.cuda.synchronize()
+
+
+def _warm_up_model(job: dict[str, Any]) -> None:
+    """Build a checkpoint folder's skeleton once on the meta device before the baseline:
+    the first build imports Transformers' architecture module (or the user's factory)
+    and fills its caches, tens of MiB that are the library's cost, not the strategy's
+    (they were ~90 MiB of a 4 MiB GPT-2's "build" phase)."""
+    from bigviz.models import build_model
+    from bigviz.models.folders import is_folder_spec
+
+    if isinstance(job.get("model"), str) and is_folder_spec(job["model"]):
+        skeleton = build_model(job["model"], dtype=job["dtype"], factory=job.get("factory"),
+                               device="meta")
+        del skeleton
 
 
 def warm_up_cpu() -> None:

@@ -62,7 +62,7 @@ def build_controls(
     full = {"description_width": "90px"}
     dash.model_w = w.Text(value=model, description="model", continuous_update=False,
                           style=full, layout=w.Layout(width="340px"),
-                          placeholder="gpt:1GB, mlp:500MB, bert-base, pkg.mod:fn")
+                          placeholder="gpt:1GB, bert-base, pkg.mod:fn, ./folder, hf:org/name")
     dash.format_w = w.ToggleButtons(options=list(options.FORMATS), value=format,
                                     style={"button_width": "90px"})
     dash.shard_w = w.FloatLogSlider(value=float(parse_size(shard_size)), base=10, min=5,
@@ -89,6 +89,11 @@ def build_controls(
                                placeholder="e.g. 8GB (blank: none)", style=full)
     dash.run_w = w.Button(description="Run", button_style="primary", icon="play")
     dash.cancel_w = w.Button(description="Cancel", icon="stop", disabled=True)
+    # Advise: bigviz.advise for the typed RAM budget fills the inputs with its pick
+    dash.advise_w = w.Button(description="Advise", icon="lightbulb-o",
+                             tooltip="pick the fastest strategy, device map and shard size "
+                                     "that fit the RAM budget")
+    dash.advice_w = w.HTML()
     dash.status_w = w.HTML()
     dash.progress_w = w.VBox()
     dash.live_w = w.Image(format="png", layout=w.Layout(display="none", max_width="900px"))
@@ -114,7 +119,8 @@ def build_controls(
                         "bigviz-shard-info"), (dash.run_w, "bigviz-run"),
                         (dash.cancel_w, "bigviz-cancel"), (dash.peaks_w, "bigviz-peaks"),
                         (dash.status_w, "bigviz-status"), (dash.table_w, "bigviz-table"),
-                        (dash.live_w, "bigviz-live")):
+                        (dash.live_w, "bigviz-live"), (dash.advise_w, "bigviz-advise"),
+                        (dash.advice_w, "bigviz-advice-out")):
         widget.add_class(cls)
     dash.widget = w.VBox([
         w.HTML("<h3 style='margin:4px 0'>bigviz: what does loading this model cost?</h3>"),
@@ -123,7 +129,8 @@ def build_controls(
         w.HBox([dash.device_map_w, dash.max_memory_w]),
         dash.device_json_w,
         w.HBox([dash.strategies_w,
-                w.VBox([dash.ram_budget_w, w.HBox([dash.run_w, dash.cancel_w])])]),
-        dash.status_w, dash.progress_w, dash.live_w, dash.results_w,
+                w.VBox([dash.ram_budget_w,
+                        w.HBox([dash.run_w, dash.cancel_w, dash.advise_w])])]),
+        dash.status_w, dash.advice_w, dash.progress_w, dash.live_w, dash.results_w,
     ])
     dash.widget.add_class("bigviz-dashboard")

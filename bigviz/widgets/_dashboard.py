@@ -76,6 +76,8 @@ class Dashboard:
     """
 
     # the ipywidgets, made by build_controls (bigviz.widgets._controls)
+    advice_w: Any
+    advise_w: Any
     cancel_w: Any
     device_json_w: Any
     device_map_w: Any
@@ -147,6 +149,8 @@ class Dashboard:
         self.pick_w.observe(lambda _c: self._show_timeline(), names="value")
         self.run_w.on_click(lambda _b: self._clicked(self.run))
         self.cancel_w.on_click(lambda _b: self.cancel())
+        self.advise_w.on_click(lambda _b: self._clicked(self.advise))
+        self.advice: Any = None  # the last bigviz.advise result (an Advice)
         for kind, button in zip(REPORT_SUFFIX, self.export_w, strict=True):
             button.on_click(lambda _b, k=kind: self._clicked(lambda: self.export(k)))
         self._model_changed()
@@ -177,14 +181,33 @@ class Dashboard:
         spec = self.model_w.value.strip()
         try:
             if spec not in self._modules:
-                # meta device: shapes only, no memory; ties are seen by identity
-                self._modules[spec] = build_model(spec, device="meta")
+                # meta device: shapes only, no memory; ties are seen by identity (a
+                # checkpoint folder in its own dtype: dtype=None)
+                self._modules[spec] = build_model(spec, dtype=None, device="meta")
         except Exception as exc:  # a user's factory may raise anything: show it
             self._plan, self._plan_error = None, f"{spec}: {exc}"
             self.shard_info.value = f'<span style="color:#c0392b">{_e(exc)}</span>'
             self.run_w.disabled = True
             return
-        from bigviz.checkpoint import plan_shards
+        from bigviz.checkpoint import inspect_checkpoint, plan_shards
+        from bigviz.models import parse_spec
+
+        parsed = parse_spec(spec, None)
+        # a checkpoint folder (or hf: id) runs on its files as saved: no slider
+        self.shard_w.disabled = parsed.kind == "folder"
+        if parsed.kind == "folder":
+            from bigviz.runner.checkpoints import as_saved_text
+
+            info = inspect_checkpoint(parsed.path or "")
+            self._plan, self._plan_error = plan_shards(self._modules[spec], 2**62), None
+            self._expected_phases = 3 + info.n_shards
+            self.shard_info.value = (
+                f'<span class="bigviz-shards" data-n="{info.n_shards}" data-as-saved="1">'
+                f"<b>as saved</b> ({_e(as_saved_text(info))}), model "
+                f"{_e(format_size(info.total_size))}, {_e(info.format)}: loaded from "
+                "its own files, never written to</span>")
+            self.run_w.disabled = self.running
+            return
 
         total = plan_shards(self._modules[spec], 2**62).total_size
         # from ~1/64 of the model (many shards) to past its size (a single file)
@@ -231,7 +254,7 @@ class Dashboard:
         from bigviz.models import parse_spec
 
         model = self.model_w.value.strip()
-        parse_spec(model)
+        folder = parse_spec(model).kind == "folder"  # its files as saved: no shard size
         strategies = list(self.strategies_w.value)
         if not strategies:
             raise ConfigError("no strategy selected; pick one or more, e.g. naive and meta")
@@ -242,7 +265,8 @@ class Dashboard:
         budget = options.option("ram_budget").convert(self.ram_budget_w.value.strip() or None)
         caps = options.option("max_memory").convert(self.max_memory_w.value.strip() or None)
         return {
-            "model": model, "strategies": strategies, "shard_sizes": [self.shard_size],
+            "model": model, "strategies": strategies,
+            "shard_sizes": None if folder else [self.shard_size],
             "device_maps": [device_map], "formats": [self.format_w.value], "max_memory": caps,
             "ram_budget": budget, "work_dir": self.work_dir,
         }
@@ -417,6 +441,38 @@ class Dashboard:
             return
         self.timeline_w.value = plots.to_png(plots.timeline(sweep.results[index]),
                                              dpi=FIGURE_DPI)
+
+    # -- advise -------------------------------------------------------------------------
+    def advise(self, **options: Any) -> Any:
+        """:func:`bigviz.advise` for the typed RAM budget (``options``: more of its
+        keywords, e.g. ``disk=True``); fills the inputs with the pick, shows the table and
+        returns the Advice.
+
+        Raises:
+            ConfigError: no or a bad RAM budget, or a bad model spec.
+        """
+        from bigviz.advisor import advise
+
+        budget = self.ram_budget_w.value.strip()
+        if not budget:
+            raise ConfigError("type a RAM budget (e.g. 8GB) in the 'RAM budget' box, "
+                              "then click Advise")
+        options.setdefault("work_dir", self.work_dir)
+        self.advice = found = advise(self.model_w.value.strip(), ram=budget, **options)
+        pick = found.pick
+        if pick is not None:
+            self.strategies_w.value = (pick.strategy,)
+            if pick.device_map not in self.device_map_w.options:
+                self.device_map_w.options = (*self.device_map_w.options, pick.device_map)
+            self.device_map_w.value = pick.device_map
+            self.max_memory_w.value = ",".join(f"{k}={v}"
+                                               for k, v in (pick.max_memory or {}).items())
+            if pick.shard_size is not None:  # past the slider's end is one file too
+                self.shard_w.value = float(min(max(pick.shard_size, 10**self.shard_w.min),
+                                               10**self.shard_w.max))
+        self.advice_w.value = found.html()
+        self._set_status(_e(found.reason), error=pick is None)
+        return found
 
     # -- export -------------------------------------------------------------------------
     def export(self, kind: str = "html") -> Path:

@@ -21,11 +21,13 @@ UI = ("widgets", "magics", "cli", "commands")
 # layer -> (bigviz parts it must not load, third-party libraries it must not load)
 RULES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "bigviz": (
-        ("data", "options", "progress", "recorder", "checkpoint", "models", "strategies", "runner", *ABOVE_RUNNER),
+        ("data", "options", "progress", "recorder", "checkpoint", "models", "strategies",
+         "runner", *ABOVE_RUNNER),
         ("torch", "numpy", *CORE_LIBS),
     ),
     "bigviz.units": (
-        ("data", "options", "progress", "recorder", "checkpoint", "models", "strategies", "runner", *ABOVE_RUNNER),
+        ("data", "options", "progress", "recorder", "checkpoint", "models", "strategies",
+         "runner", *ABOVE_RUNNER),
         ("torch", *CORE_LIBS),
     ),
     "bigviz.data": (
@@ -56,6 +58,8 @@ RULES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
     "bigviz.strategies": (("runner", *ABOVE_RUNNER), CORE_LIBS),
     "bigviz.runner": (ABOVE_RUNNER, CORE_LIBS),
+    # `bigviz advise`: predictions (strategies) and, for --verify, the runner
+    "bigviz.advisor": (ABOVE_RUNNER, CORE_LIBS),
     "bigviz.tables": (
         ("recorder", "checkpoint", "strategies", "runner", "plots", "report", *UI),
         ("torch", *CORE_LIBS),

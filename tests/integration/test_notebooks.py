@@ -149,3 +149,38 @@ def test_04_distributed_ranks_show_a_row_per_strategy(tmp_path: Path) -> None:
     rows = re.findall(r'<tr data-strategy="([^"]*)" data-outcome="([^"]*)"', html(outs))
     assert rows == [(s, "ok") for s in ("every-rank-loads", "rank0-broadcast", "shared-mmap")]
     assert images(cell_outputs(nb, "plots.timeline(results[0])")) == 1
+
+
+def test_06_your_checkpoint_profiles_sweeps_and_advises_a_transformers_checkpoint(
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("transformers")
+    nb = execute("06_your_checkpoint.ipynb", tmp_path, timeout=300)
+    no_errors(nb)
+    # %%bigviz on from_pretrained: the phase, a child per shard, and the lazy bytes
+    outs = cell_outputs(nb, "%%bigviz --name \"from_pretrained\"")
+    assert images(outs) == 1
+    phases = re.findall(r'data-phase="([^"]*)" data-depth="(\d+)"', html(outs))
+    assert any("GPT2LMHeadModel.from_pretrained" in p and d == "0" for p, d in phases), phases
+    shards = [p for p, d in phases if re.search(r"shard \d+/\d+", p) and int(d) >= 1]
+    assert len(shards) >= 2, phases
+    assert "arrives on first use" in html(outs) and 'class="bigviz-lazy"' in html(outs)
+    assert "arrived on first use" in html(cell_outputs(nb, "%%bigviz --name \"first use\""))
+    # the sweep over the files as saved: every run agrees with its prediction, a report
+    printed = "".join(o.get("text", "") for o in cell_outputs(nb, "sweep = bigviz.sweep("))
+    runs = re.findall(r"^(\w+) · as saved .* agrees: (\w+)", printed, re.MULTILINE)
+    assert [s for s, _ in runs] == ["naive", "sharded", "meta", "mmap", "transformers",
+                                    "accelerate"], printed
+    assert all(a == "yes" for _, a in runs), printed
+    assert "every run agrees with its prediction: True" in printed
+    assert (tmp_path / "reports" / "gpt2-sweep.html").stat().st_size > 0
+    rows = re.findall(r'<tr data-strategy="([^"]*)" data-outcome="([^"]*)"',
+                      html(cell_outputs(nb, "results_table_html(sweep.results)")))
+    assert [o for _, o in rows] == ["ok"] * 6
+    # advise: a pick that fits 1 GB, verified under that budget within its prediction
+    assert "data-fits='true'" in html(cell_outputs(nb, "advice = bigviz.advise("))
+    printed = "".join(o.get("text", "") for o in cell_outputs(nb, "print(advice.verdict())"))
+    assert re.search(r"^pick: \w+ .*fits 1 GB: True; verified: ok, within its prediction: True",
+                     printed, re.MULTILINE), printed
+    assert "ran ok under a 1.0 GB budget" in printed
+    assert not (tmp_path / "gpt2-ckpt").exists()  # the last cell cleans up
