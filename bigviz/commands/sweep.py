@@ -55,8 +55,9 @@ def _run_text(r: RunResult) -> str:
 
 
 def summary_table(results: list[RunResult]) -> str:
-    """The end-of-sweep table: one row per run, peaks above baseline beside predictions
-    (the cells of :func:`bigviz.tables.run_rows`, written for a terminal).
+    """The end-of-sweep table: one row per run, peaks above baseline beside predicted
+    ranges (the cells of :func:`bigviz.tables.run_rows`, written for a terminal), then one
+    line per run outside its range saying which bound it crossed and what that means.
 
     Example:
         >>> print(summary_table([]).splitlines()[0].split()[:3])
@@ -73,7 +74,7 @@ def summary_table(results: list[RunResult]) -> str:
             format_size(r.ram_anon_peak),
             format_size(r.ram_file_peak),
             vram_text(r.vram),
-            f"{format_size(r.predicted)} ({_short_formula(r.formula)})"
+            f"{r.predicted_range} ({_short_formula(r.range_formula or r.formula)})"
             if r.predicted is not None
             else "—",
             "" if r.agrees is None else ("yes" if r.agrees else "NO"),
@@ -82,7 +83,11 @@ def summary_table(results: list[RunResult]) -> str:
         for r in run_rows(results)
     ]
     headers = ["run", "outcome", "peak RAM", "anon", "file", "VRAM", "predicted", "agrees", "s"]
-    return format_table(headers, rows, right=[2, 3, 4, 8])
+    table = format_table(headers, rows, right=[2, 3, 4, 8])
+    # the runner's verdict in words, for each run outside its predicted range
+    off = [f"{r.full_label}: {r.verdict}" for r in run_rows(results)
+           if r.off_prediction and r.verdict]
+    return table + ("\n\n" + "\n".join(off) if off else "")
 
 
 def _short_formula(formula: str, width: int = 24) -> str:

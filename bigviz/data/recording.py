@@ -32,7 +32,6 @@ from bigviz.data.serde import SCHEMA_VERSION, Document
 __all__ = ["SCHEMA_VERSION", "Mark", "Phase", "Recording", "Series", "SourceInfo"]
 
 
-
 @dataclass
 class Series:
     """One measured quantity over time: ``v[i]`` was measured at ``t[i]`` seconds.
@@ -79,6 +78,10 @@ class Phase:
     it is the maximum of the samples. ``ram_growth`` is that peak minus the RSS at the
     phase start: the memory the phase itself needed.
 
+    ``ram_peak_why`` says why the peak is sampled and not exact (``None`` when exact, or
+    when no exact figure was attempted), e.g. a ``VmHWM`` reset that waited for the
+    process's mmap lock.
+
     ``vram_peak`` maps a CUDA device (``"cuda:0"``) to the allocator's exact
     ``max_memory_allocated`` during the phase.
 
@@ -99,6 +102,7 @@ class Phase:
     ram_end: int | None = None
     ram_peak: int | None = None
     ram_peak_exact: bool = False
+    ram_peak_why: str | None = None
     ram_anon_peak: int | None = None
     ram_file_peak: int | None = None
     vram_start: dict[str, int] = field(default_factory=dict)
@@ -143,6 +147,12 @@ class SourceInfo:
 class Recording(Document):
     """RAM and VRAM of one process over time, with named phases and marks.
 
+    ``ram_peak_process`` is the process's RSS peak over its whole life up to the end of
+    the recording, as ``getrusage().ru_maxrss`` would report it if bigviz had not reset
+    the kernel's high-water mark at each phase (after a reset, ``ru_maxrss`` and
+    ``/usr/bin/time -v`` report only the peak since the last reset). For ``bigviz
+    profile`` it is the command's own process. ``None`` when not measured.
+
     Example:
         >>> r = Recording(name="demo", pid=1, interval_ms=1.0)
         >>> Recording.from_json(r.to_json()) == r
@@ -162,6 +172,7 @@ class Recording(Document):
     sources: list[SourceInfo] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    ram_peak_process: int | None = None
     rank: int | None = None
     ranks: list[Recording] = field(default_factory=list)
     schema: int = SCHEMA_VERSION
@@ -186,4 +197,3 @@ class Recording(Document):
         """Largest value of a series over the whole recording (``None`` if absent/empty)."""
         s = self.series.get(series)
         return s.max() if s else None
-

@@ -13,7 +13,9 @@ See :class:`Recorder` for the options, and :mod:`bigviz.data.recording` for the 
 
 The package, by concern: :mod:`._recorder` (the Recorder), :mod:`.phases` (open phases and
 the fold of exact peaks, shared with the process-tree sampler), :mod:`.sources` (proc RAM
-via the :mod:`.sidecar` process, CUDA, NVML), :mod:`.procfs` (the one ``/proc`` reader),
+via the :mod:`.sidecar` process, CUDA, NVML; psutil where ``/proc`` is missing),
+:mod:`.procfs` (the one ``/proc`` reader), :mod:`.hwm` (``VmHWM`` resets off the sampling
+thread, and when a tree phase's peak is exact),
 :mod:`._instrument` (automatic loader phases), :mod:`.tree` and :mod:`.markers` (the
 process-tree sampler of ``bigviz profile``), :mod:`.profiler` (``profile_command``),
 :mod:`.merge` (putting recordings on one clock).

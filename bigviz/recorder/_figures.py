@@ -29,7 +29,30 @@ from bigviz.recorder._options import plain_detail
 from bigviz.recorder._store import SampleStore, SeriesStore, median
 from bigviz.recorder.sources import Source
 
-__all__ = ["fill_meta", "fill_sampled", "snapshot"]
+__all__ = ["fill_meta", "fill_sampled", "platform_name", "snapshot"]
+
+
+def platform_name() -> str:
+    """``platform.platform()``'s answer without its fork.
+
+    ``platform.platform()`` asks for the processor, which on Linux runs ``uname -p`` in a
+    child process: a fork of the *measured* process, whose pages the fork shares for a
+    few ms, so ``bigviz profile`` summed them twice (issue 13). Here: ``os.uname()`` and
+    the C library's own version string, no child process.
+
+    Example:
+        >>> platform_name().startswith(platform.system())
+        True
+    """
+    if not hasattr(os, "uname"):  # Windows: platform.platform() does not fork there
+        return platform.platform()
+    u = os.uname()
+    name = f"{u.sysname}-{u.release}-{u.machine}"
+    try:
+        libc = os.confstr("CS_GNU_LIBC_VERSION") or ""  # "glibc 2.36"
+    except (ValueError, OSError, AttributeError):
+        libc = ""
+    return f"{name}-with-{libc.replace(' ', '')}" if libc else name
 
 
 def fill_sampled(ph: Phase, series: Mapping[str, SeriesStore]) -> None:
@@ -78,7 +101,7 @@ def fill_meta(
         names: the source names asked for.
     """
     m["host"] = socket.gethostname()
-    m["platform"] = platform.platform()
+    m["platform"] = platform_name()
     m["cpu_count"] = os.cpu_count()
     try:
         m["ram_total"] = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")

@@ -89,6 +89,13 @@ class LiveSources:
                 keys |= src.exact_keys()
         return keys
 
+    def why_sampled(self, key: str) -> str:
+        """Why peak ``key`` (``"ram"``) is the highest sample, not an exact mark."""
+        info = self.infos.get(key)
+        if info is not None and info.reason:
+            return info.reason
+        return f"no source gives an exact high-water mark of {key!r}; the highest sample"
+
     def read_now(self) -> dict[str, int]:
         """The current value of every peak key."""
         now: dict[str, int] = {}

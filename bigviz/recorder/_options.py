@@ -15,7 +15,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from bigviz._errors import ConfigError
-from bigviz.recorder.sources import SOURCE_NAMES, CudaSource, NvmlSource, ProcSource, Source
+from bigviz.recorder.sources import (
+    SOURCE_NAMES,
+    CudaSource,
+    NvmlSource,
+    ProcSource,
+    PsutilSource,
+    Source,
+)
+from bigviz.recorder.sources import fallback as _fallback
+from bigviz.recorder.sources import proc as _proc
 
 __all__ = ["build_sources", "check_interval", "check_name", "check_options", "plain_detail"]
 
@@ -77,7 +86,7 @@ def build_sources(
 ) -> tuple[list[Source], list[str]]:
     """Source objects for ``record(sources=...)``; returns (sources, names requested)."""
     if sources is None:
-        return [ProcSource(pid), CudaSource(), NvmlSource(pid)], list(SOURCE_NAMES)
+        return [_ram_source(pid), CudaSource(), NvmlSource(pid)], list(SOURCE_NAMES)
     if isinstance(sources, str) or not isinstance(sources, Sequence):
         raise ConfigError(
             f"sources must be a list of source names from {list(SOURCE_NAMES)}, got {sources!r}"
@@ -95,9 +104,17 @@ def build_sources(
                 "(or a bigviz.recorder.Source instance)"
             )
     if "ram" in names or "sys" in names:
-        objects.append(ProcSource(pid, proc="ram" in names, system="sys" in names))
+        objects.append(_ram_source(pid, proc="ram" in names, system="sys" in names))
     if "cuda" in names:
         objects.append(CudaSource())
     if "nvml" in names:
         objects.append(NvmlSource(pid))
     return objects, names
+
+
+def _ram_source(pid: int | None, *, proc: bool = True, system: bool = True) -> Source:
+    # Linux: the sidecar reading /proc (exact peaks); elsewhere psutil, all sampled.
+    # Looked up through the modules, so a test can force the Linux source off.
+    if _proc.proc_available() or not _fallback.psutil_available():
+        return ProcSource(pid, proc=proc, system=system)
+    return PsutilSource(pid, proc=proc, system=system)

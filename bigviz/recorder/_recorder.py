@@ -10,9 +10,8 @@ They are kept compactly (:mod:`._store`): ~11–12 bytes per sample, ~2.3 MB per
 ~140 MB per hour at 1 ms. ``Recording.meta["recorder_bytes"]`` is what the store held at
 the end and ``meta["recorder_bytes_per_sample"]`` that divided by the samples, so a reader
 can subtract it. The plain-list ``Series`` are built only when :attr:`Recorder.recording`
-is read (on first access after the recording stopped, then the store is released), so
-code that reads RSS right after ``with bigviz.record():`` does not see them either. The
-sidecar process buffers what the pipe cannot take in its own memory, not in this process's.
+is first read after the recording stopped (then the store is released). The sidecar
+process buffers what the pipe cannot take in its own memory, not in this process's.
 """
 
 from __future__ import annotations
@@ -68,11 +67,9 @@ class Recorder:
             ``flush_ms``, phase start/end, marks); its exceptions are recorded in
             ``Recording.errors`` and never propagate.
         pid: the process whose RAM is sampled (default: this one).
-        clock: monotonic clock in seconds (default ``time.monotonic``; tests pass a
-            :class:`bigviz.testing.FakeClock`).
-        background: run the ``bigviz-recorder`` thread that collects samples every
-            ``flush_ms``; with ``False`` samples are collected at phase boundaries, marks
-            and :meth:`poll` only (deterministic tests).
+        clock: monotonic clock in seconds (tests pass a :class:`bigviz.testing.FakeClock`).
+        background: collect samples every ``flush_ms`` on a ``bigviz-recorder`` thread;
+            ``False``: at phase boundaries, marks and :meth:`poll` only (for tests).
         flush_ms: how often samples are collected and streamed to ``on_event``.
 
     Raises:
@@ -143,8 +140,7 @@ class Recorder:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        # not stop(): the plain-list Recording is built when first asked for, so code
-        # that reads RSS right after the block does not see it
+        # not stop(): the Recording is built when first asked for (not in RSS read after)
         if self._state == "recording":
             self._teardown()
 
@@ -239,6 +235,9 @@ class Recorder:
                 sources=self._live.sources,
                 names=self._names,
             )
+            # the process's lifetime peak (what ru_maxrss said before the resets)
+            if isinstance(peak := self._rec.meta.pop("ram_peak_process", None), int):
+                self._rec.ram_peak_process = max(peak, self._stack.root.get("ram", 0))
             self._events.emit_samples(self._store)
 
     # -- phases and marks ------------------------------------------------------
@@ -430,8 +429,9 @@ class Recorder:
             ph.ram_end = now.get("ram")
             exact = self._live.exact_keys()
             if "ram" in exact and "ram" in op.peaks:
-                ph.ram_peak = op.peaks["ram"]
-                ph.ram_peak_exact = True
+                ph.ram_peak, ph.ram_peak_exact = op.peaks["ram"], True
+            else:
+                ph.ram_peak_why = self._live.why_sampled("ram")
             ph.vram_peak = {k: v for k, v in op.peaks.items() if k != "ram" and k in exact}
             self._stack.close(op)
             fill_sampled(ph, self._series())

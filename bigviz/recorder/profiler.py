@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import os
@@ -34,6 +35,7 @@ from typing import Any
 
 from bigviz._errors import ConfigError
 from bigviz.data.recording import Recording, Series, SourceInfo
+from bigviz.recorder.hwm import HwmRead, exact_peak
 from bigviz.recorder.merge import merge_process
 from bigviz.recorder.tree import TreeSampler
 
@@ -90,20 +92,50 @@ def python_bootstrap_argv(cmd: list[str]) -> list[str] | None:
     return None
 
 
-def _merge_bootstrap(rec: Recording, path: Path, t0: float) -> None:
-    """Fold the instrumented process's Recording into the tree recording."""
+def _read_bootstrap(path: Path, t0: float) -> tuple[Recording, int, float] | str:
+    """The instrumented process's Recording, its pid and its clock shift; or why not."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        rec.errors.append("the Python bootstrap wrote no recording (the program was killed?)")
-        return
+        return "the Python bootstrap wrote no recording (the program was killed?)"
     if "error" in data:
-        rec.errors.append(f"auto-instrumentation: {data['error']}")
-        return
+        return f"auto-instrumentation: {data['error']}"
     inner = Recording.from_dict(data["recording"])
     # both sides use CLOCK_MONOTONIC, which is system-wide on Linux
     t_start = inner.meta.get("t0_monotonic", data["t_enter"])
-    merge_process(rec, inner, dt=float(t_start) - t0, pid=int(data["pid"]))
+    return inner, int(data["pid"]), float(t_start) - t0
+
+
+def _inner_reads(inner: Recording, pid: int, t0: float) -> list[HwmRead]:
+    """The VmHWM reads the recorder inside the process made, on the tree's clock."""
+    out: list[HwmRead] = []
+    for t_read, hwm, t_reset in inner.meta.pop("hwm_reads", None) or []:
+        reset = None if t_reset is None else float(t_reset) - t0
+        # the recorder reads and resets in one go at its own boundary: asked = read
+        out.append(HwmRead(pid, float(t_read) - t0, float(t_read) - t0, int(hwm), reset))
+    return out
+
+
+def _exact_inner_phases(rec: Recording, first: int, reads: list[HwmRead], pid: int) -> None:
+    """Recompute the instrumented process's phase peaks from every VmHWM read of it (its
+    recorder's and the tree sampler's, which resets it at markers): each read covers the
+    stretch since the last reset by either of them."""
+    own = [e for e in reads if e.boundary < 0]
+    for ph in rec.phases[first:]:
+        if not ph.ram_peak_exact or ph.end is None:
+            continue
+        # the recorder reads+resets, then stamps the start; at the end it stamps, then reads
+        start = next((e for e in reversed(own) if e.t_reset is not None
+                      and e.t_reset <= ph.start + 1e-6), None)  # fmt: skip
+        end = next((e for e in own if e.t_read >= ph.end - 1e-6), None)
+        if start is not None:
+            # the phase began once that reset was done: its wait is not the phase's
+            start = dataclasses.replace(start, t_request=start.t_reset or start.t_request)
+        peak, why = exact_peak(reads, pid, start, end)
+        if peak is None:
+            ph.ram_peak_exact, ph.ram_peak_why = False, why
+        else:
+            ph.ram_peak = max(peak, ph.ram_start or 0, ph.ram_end or 0)
 
 
 @dataclass
@@ -184,8 +216,9 @@ def profile_command(
         interval_s=interval_ms / 1000.0,
         t0=t0,
         marker_fd=read_fd,
-        # the bootstrap's recorder resets the program's VmHWM itself
-        no_reset={proc.pid} if boot is not None else None,
+        # the bootstrap's recorder resets the program's VmHWM too; its reads are merged
+        # with the sampler's below, so both sets of phases stay exact
+        shared_log={proc.pid} if boot is not None else None,
     )
     sampler.start()
     interrupted = False
@@ -206,10 +239,21 @@ def profile_command(
     duration = time.monotonic() - t0
     for pid in [p for p, info in sampler.procs.items() if info.excluded]:
         sampler.drop(pid)
+    inner = _read_bootstrap(boot_out, t0) if boot is not None else None
+    reads: list[HwmRead] = []
+    if isinstance(inner, tuple):
+        reads = _inner_reads(inner[0], inner[1], t0)
+        sampler.add_reads(reads)
     sampler.fill_phases()
     rec = _build_recording(sampler, cmd, interval_ms, started_at, duration, proc.pid, returncode)
-    if boot is not None:
-        _merge_bootstrap(rec, boot_out, t0)
+    if isinstance(inner, str):
+        rec.errors.append(inner)
+    elif inner is not None:
+        first = len(rec.phases)
+        merge_process(rec, inner[0], dt=inner[2], pid=inner[1])
+        _exact_inner_phases(rec, first, sampler.reads, inner[1])
+        if inner[0].ram_peak_process is not None:
+            rec.ram_peak_process = max(rec.ram_peak_process or 0, inner[0].ram_peak_process)
     if interrupted:
         rec.errors.append("interrupted (Ctrl-C); the recording stops there")
     shutil.rmtree(workdir, ignore_errors=True)
@@ -233,12 +277,14 @@ def _build_recording(
         "ram.rss": Series("ram.rss", list(s.t), list(s.rss), source="proc-tree"),
         "ram.anon": Series("ram.anon", list(s.t), list(s.anon), source="proc-tree"),
         "ram.file": Series("ram.file", list(s.t), list(s.file), source="proc-tree"),
+        "ram.shmem": Series("ram.shmem", list(s.t), list(s.shmem), source="proc-tree"),
     }
     processes: dict[str, Any] = {}
     for pid, info in sorted(s.procs.items()):
         if not info.t:
             continue
-        for kind, values in (("rss", info.rss), ("anon", info.anon), ("file", info.file)):
+        kinds = (("rss", info.rss), ("anon", info.anon), ("file", info.file))
+        for kind, values in (*kinds, ("shmem", info.shmem)):
             name = f"proc:{pid}.ram.{kind}"
             series[name] = Series(name, list(info.t), list(values), source="proc-tree")
         processes[str(pid)] = {
@@ -247,8 +293,11 @@ def _build_recording(
             "first_seen": info.first_seen,
             "last_seen": info.last_seen,
             "ram_peak": info.ram_peak,
+            "ram_peak_process": info.hwm_peak,
+            "counted": info.counted,
         }
     achieved = duration / len(s.t) * 1000.0 if s.t else None
+    root_info = s.procs.get(root)
     source = SourceInfo(
         "proc-tree",
         available=True,
@@ -274,10 +323,19 @@ def _build_recording(
             "samples": len(s.t),
             "interval_ms_achieved": achieved,
             "note": (
-                "ram.* series are summed over the process tree from /proc/PID/statm; "
-                "anon = resident - shared, file = shared (file-backed + shmem). "
-                "Marker phases' peaks are sampled; auto-instrumented phases are exact per process."
+                "ram.* series are summed over the process tree from /proc/PID/status "
+                "(RssAnon, RssFile, RssShmem from one read per process and tick); a child "
+                "forked without exec counts its private pages only (USS), a vfork child "
+                "nothing, so pages shared with the parent count once. Marker phases of one "
+                "process and auto-instrumented phases are exact (VmHWM, reset at each "
+                "boundary off the sampling thread) unless a phase says why not "
+                "(ram_peak_why)."
             ),
         },
         errors=s.errors,
+        ram_peak_process=max(
+            [root_info.hwm_peak if root_info is not None else 0]
+            + [e.hwm for e in s.reads if e.pid == root]
+        )
+        or None,
     )

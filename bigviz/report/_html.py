@@ -17,7 +17,7 @@ from typing import Any
 
 import bigviz
 from bigviz.data.recording import Recording
-from bigviz.data.result import RunResult, Sweep
+from bigviz.data.result import ALLOWANCE, RunResult, Sweep
 from bigviz.tables.findings import failures, headline
 from bigviz.tables.labels import outcome_text, percent, shard_text
 from bigviz.tables.phases import PhaseRow, lanes, phase_rows
@@ -102,7 +102,7 @@ def _summary_table(rows: list[RunRow], anchors: list[str]) -> str:
     # a column that is the same for every run is said once above the table, so the
     # columns that differ get the width
     optional: dict[str, Callable[[RunRow], str]] = {
-        "shard size": lambda r: shard_text(r.shard_size),
+        "shard size": lambda r: shard_text(r.shard_size, r.as_saved),
         "format": lambda r: r.format or "—",
         "device map": lambda r: r.device_map or "cpu",
         "ranks": lambda r: "1 process" if r.nproc is None else str(r.nproc),
@@ -126,15 +126,17 @@ def _summary_table(rows: list[RunRow], anchors: list[str]) -> str:
         ratio_cell = (
             '<td class="num" data-v="">—</td>'
             if ratio is None
-            else f'<td class="num{" off" if row.off_prediction else ""}" '
-            f'data-v="{ratio!r}" title="flagged when measurement and prediction disagree">'
-            f"{ratio:.2f}×</td>"
+            else f'<td class="num{" off" if row.off_prediction else ""}" data-v="{ratio!r}" '
+            f'title="{e(row.verdict or "measured ÷ predicted")}">{ratio:.2f}×'
+            + (f'<br><span class="note">{e(row.verdict)}</span>' if row.off_prediction
+               else "") + "</td>"
         )
-        formula = f'<br><span class="note">{e(row.formula)}</span>' if row.formula else ""
+        shown_formula = row.range_formula or row.formula
+        formula = f'<br><span class="note">{e(shown_formula)}</span>' if shown_formula else ""
         pv = "" if row.predicted is None else repr(row.predicted)
         cells = [f'<td><a href="#{anchor}" title="{e(row.label)}">{e(row.strategy)}</a></td>']
         if shown["shard size"]:
-            cells.append(_num(shard_text(row.shard_size), row.shard_size))
+            cells.append(_num(shard_text(row.shard_size, row.as_saved), row.shard_size))
         if shown["format"]:
             cells.append(f"<td>{e(row.format or '—')}</td>")
         if shown["device map"]:
@@ -146,7 +148,7 @@ def _summary_table(rows: list[RunRow], anchors: list[str]) -> str:
             _num(size(row.ram_anon_peak), row.ram_anon_peak),
             _num(size(row.ram_file_peak), row.ram_file_peak),
             _num(size(row.vram_peak), row.vram_peak),
-            f'<td class="num pred" data-v="{pv}">{e(size(row.predicted))}{formula}</td>',
+            f'<td class="num pred" data-v="{pv}">{e(row.predicted_range)}{formula}</td>',
             ratio_cell,
             _num(f"{row.seconds:.2f} s", row.seconds),
             f'<td data-v="">{_outcome(row.outcome)}</td>',
@@ -164,8 +166,10 @@ def _summary_table(rows: list[RunRow], anchors: list[str]) -> str:
         f'{note}<div class="scroll"><table class="sortable summary"><thead>{head}</thead>'
         f"<tbody>{''.join(body)}</tbody></table></div>"
         "<p class=note>Peaks are bytes above each run's baseline (its RSS after imports, "
-        "before the first phase); <em>vs predicted</em> is measured ÷ predicted, in red "
-        "when they disagree (beyond the runner's tolerance). Click a column to sort.</p>"
+        "before the first phase); <em>predicted</em> is the range the strategy's terms allow; "
+        "<em>vs predicted</em> is measured ÷ the nominal formula, in red with the bound "
+        "crossed when the peak lies outside the range by more than the fixed allowance "
+        f"({size(ALLOWANCE)} per process). Click a column to sort.</p>"
     )
 
 
@@ -277,7 +281,7 @@ def _facts(pairs: list[tuple[str, str]]) -> str:
 def _run_facts(r: RunResult) -> list[tuple[str, str]]:
     pairs = [
         ("model", f"{r.model} ({size(r.model_bytes)})" if r.model_bytes else r.model or "—"),
-        ("shard size", shard_text(r.shard_size)),
+        ("shard size", shard_text(r.shard_size, r.params.get("as_saved"))),
         ("format", r.format or "—"),
         ("device map", r.device_map or "cpu"),
         ("baseline RSS", size(r.baseline)),
@@ -293,10 +297,17 @@ def _run_facts(r: RunResult) -> list[tuple[str, str]]:
         ]
     pairs.append(("time", f"{r.seconds:.2f} s"))
     if r.predicted is not None:
-        pred = f"{size(r.predicted.ram_peak)} = {r.predicted.formula}"
+        low, high = r.predicted.bounds
+        span = size(low) if low == high else f"{size(low)} … {size(high)}"
+        pred = f"{span} = {r.predicted.range_formula}"
         if r.ram_peak is not None and r.predicted.ram_peak:
-            pred += f" (measured {percent(r.ram_peak / r.predicted.ram_peak - 1)})"
+            pred += (f" (measured {percent(r.ram_peak / r.predicted.ram_peak - 1)} vs "
+                     f"{r.predicted.formula})")
         pairs.append(("predicted", pred))
+        if r.predicted.width:
+            pairs.append(("why this range", r.predicted.width))
+        if r.checks.prediction is not None and r.checks.prediction.says:
+            pairs.append(("verdict", r.checks.prediction.says))
         if r.predicted.notes:
             pairs.append(("prediction notes", r.predicted.notes))
     if r.vram_peak:

@@ -37,12 +37,18 @@ def _runs_table(obj: Reportable) -> list[str]:
         "|" + "|".join(["---"] + ["---:"] * (len(head) - 2) + ["---"]) + "|",
     ]
     for r in rows:
-        pred = size(r.predicted) + (f" ({r.formula})" if r.formula else "")
+        shown = r.range_formula or r.formula
+        pred = r.predicted_range + (f" ({shown})" if shown else "")
+        if r.off_prediction:
+            pred += " — disagrees"
         vals = [r.label, size(r.ram_peak), size(r.ram_anon_peak), size(r.ram_file_peak)]
         vals += [size(r.vram_peak)] if has_vram else []
         outcome = outcome_text(r.outcome)
         vals += [pred, f"{r.seconds:.2f} s", outcome if r.outcome == "ok" else f"**{outcome}**"]
         out.append("| " + " | ".join(cell(v) if not v.startswith("**") else v for v in vals) + " |")
+    off = [f"- **{cell(r.label)}** disagrees with its prediction: {cell(r.verdict)}"
+           for r in rows if r.off_prediction and r.verdict]
+    out += ["", *off] if off else []
     return out
 
 

@@ -65,6 +65,9 @@ class RunContext:
     shard_size: int | None = None
     seed: int = 0
     notes: dict[str, Any] = field(default_factory=dict)
+    #: for a checkpoint folder without config.json: the "package.module:function" that
+    #: builds its model (pass it to build_model)
+    factory: str | None = None
 
     def phase(self, name: str, **detail: Any) -> contextlib.AbstractContextManager[Any]:
         """A named phase of the timeline (nests)."""

@@ -26,28 +26,66 @@ from bigviz.strategies.weights import largest_shard, load_shard, model_size, tie
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["Dispatch", "predict_placed"]
+__all__ = ["Dispatch", "aliased_bytes", "largest_tensor", "predict_placed"]
+
+
+def largest_tensor(info: Any) -> int:
+    """T: the largest tensor of the checkpoint, in bytes (0 when unknown)."""
+    sizes = [int(t.nbytes) for t in (getattr(info, "tensors", {}) or {}).values()]
+    return max(sizes, default=0)
+
+
+def aliased_bytes(info: Any) -> int:
+    """A: bytes of the names the checkpoint stores once for several (tied weights such as
+    ``lm_head`` = ``wte``): a loader that treats them as missing allocates them again."""
+    tensors = getattr(info, "tensors", {}) or {}
+    return sum(int(tensors[stored].nbytes)
+               for stored in (getattr(info, "aliases", {}) or {}).values() if stored in tensors)
 
 
 def predict_placed(
     info: Any, placement: Mapping[str, int], *, mapped: bool, name: str
 ) -> Prediction:
-    """Prediction for a device-mapped load: CPU holds its share, plus one shard in
-    transit when part of the model goes elsewhere; each GPU holds its share."""
-    m, s = model_size(info), largest_shard(info)
+    """Prediction for a device-mapped load by bigviz's ``dispatch``: the CPU share C stays
+    in RAM, the rest passes through RAM one shard at a time (S in transit), and weights
+    offloaded to disk are written, then read back at first use, through a file mapping
+    of one weight at a time (up to T file-backed). Each GPU holds its share.
+    ``mapped``: the CPU share is mapped from the checkpoint (file-backed), not read."""
+    m, s, t = model_size(info), largest_shard(info), largest_tensor(info)
     cpu = int(placement.get("cpu", 0))
+    disk = int(placement.get("disk", 0))
     vram = {d: int(b) for d, b in placement.items() if d.startswith("cuda")}
     transit = s if cpu < m else 0
+    mapping = t if disk else 0
+    terms = f"C = {cpu} bytes mapped to cpu of M = {m}; S = {s}; T = {t}; disk {disk}"
     if mapped:
         formula = "C (file-backed) + S in transit" if transit else "M, file-backed"
-        return Prediction(ram_peak=cpu + transit, formula=formula, ram_anon=transit,
-                          ram_file=cpu, vram=vram,
-                          notes=f"C = {cpu} bytes mapped to cpu of M = {m}; S = {s}")
+        return Prediction(
+            ram_peak=cpu + transit, formula=formula, ram_anon=transit, ram_file=cpu,
+            vram=vram, notes=terms, low=cpu, high=cpu + transit + mapping,
+            low_formula="C (file-backed)" if transit else "M, file-backed",
+            high_formula=("C + S" + (" + T" if mapping else "")) if transit else "",
+            width="mapped pages count once touched; the shard in transit is not always "
+                  "resident at once" if transit else "one value: the mapped weights, once",
+            above="anonymous copies of mapped weights (something materialised them)",
+            below="mapped pages never touched: first use did not read every weight",
+        )
     formula = "C + S (C = bytes mapped to cpu)" if transit else "M"
     return Prediction(
-        ram_peak=cpu + transit, formula=formula, ram_anon=cpu + transit, ram_file=0, vram=vram,
-        notes=f"C = {cpu} of M = {m}; S = {s}; disk {placement.get('disk', 0)} "
-              f"({name}: GPU and disk shares pass through one shard in RAM)",
+        ram_peak=cpu + transit, formula=formula, ram_anon=cpu + transit, ram_file=0,
+        vram=vram,
+        notes=f"{terms} ({name}: GPU and disk shares pass through one shard in RAM)",
+        low=max(cpu, transit) if transit else cpu, high=cpu + transit + mapping,
+        low_formula="max(C, S)" if transit else "M",
+        high_formula=("C + S + T" if mapping else "C + S") if transit else "",
+        width=("shards are read in order, so the last one in transit may find most of C "
+               "not yet loaded (at least the larger of C and S is resident)"
+               + ("; offloaded weights are written, and read back at first use, through a "
+                  "file mapping of one weight at a time: up to T file-backed" if mapping
+                  else "")
+               if transit else "one value: each weight is read once, into its final place"),
+        above="more than one shard in transit, or offloaded weights kept in RAM",
+        below="less than the CPU share: weights left on meta, or the map put fewer on cpu",
     )
 
 
@@ -103,7 +141,8 @@ class Dispatch(Strategy):
         from accelerate.utils import offload_weight, save_offload_index, set_module_tensor_to_device
 
         with ctx.phase("build", device="meta"):
-            model = build_model(ctx.model, dtype=ctx.dtype, device="meta")
+            model = build_model(ctx.model, dtype=ctx.dtype, factory=ctx.factory,
+                                device="meta")
         with ctx.phase("plan"):
             dmap = resolve_device_map(model, ctx.device_map, max_memory=ctx.max_memory,
                                       dtype=ctx.dtype, no_split=NO_SPLIT)

@@ -27,7 +27,8 @@ __all__ = ["Meta", "load_assigned"]
 def load_assigned(ctx: RunContext, *, mmap: bool) -> nn.Module:
     """Meta build, then each shard read (``mmap`` or materialised) and assigned."""
     with ctx.phase("build", device="meta"):
-        model = build_model(ctx.model, dtype=ctx.dtype, device="meta")
+        model = build_model(ctx.model, dtype=ctx.dtype, factory=ctx.factory,
+                            device="meta")
     shards = ctx.shards()
     for i, path in enumerate(shards, 1):
         with ctx.phase(f"load shard {i}/{len(shards)}", file=path.name, mmap=mmap):
@@ -57,7 +58,14 @@ class Meta(Strategy):
         m = model_size(info)
         return Prediction(ram_peak=m, formula="M", ram_anon=m, ram_file=0,
                           notes=f"M = {m}; the shard read (S = {largest_shard(info)}) "
-                                "becomes the parameters, no transient copy")
+                                "becomes the parameters, no transient copy",
+                          low=m, high=m,
+                          width="one value: safetensors' pread backend and torch.load read "
+                                "straight into the tensors that become the parameters "
+                                "(assign=True), so no shard is copied (measured 1.00×)",
+                          above="more than one copy: a shard was copied on assign, or freed "
+                                "shards were kept",
+                          below="less than the model: weights left on meta or only mapped")
 
     def run(self, ctx: RunContext) -> nn.Module:
         return load_assigned(ctx, mmap=False)

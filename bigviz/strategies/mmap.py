@@ -42,6 +42,11 @@ class Mmap(Strategy):
             ram_anon=0,
             ram_file=m,
             notes="mapped pages are read on first touch and are reclaimable page cache",
+            low=m,
+            high=m,
+            width="one value: first use touches every mapped page once; nothing is copied",
+            above="anonymous copies beside the mapping: something materialised the weights",
+            below="mapped pages never touched: first use did not read every weight",
         )
 
     def run(self, ctx: RunContext) -> nn.Module:

@@ -29,7 +29,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from bigviz._errors import StrategyError
@@ -191,12 +191,12 @@ class EveryRankLoads(DistStrategy):
         p = self._inner(per_rank).predict(info, "cpu")
         m = model_size(info)
         if _gpu(device):
-            return Prediction(ram_peak=p.ram_peak, formula=f"{p.formula}, then to {device}",
-                              ram_anon=p.ram_anon, ram_file=p.ram_file, vram={device: m},
-                              notes=f"rank {rank}: loads on the CPU as {per_rank!r}, then "
-                                    "moves to its GPU")
-        return Prediction(ram_peak=p.ram_peak, formula=p.formula, ram_anon=p.ram_anon,
-                          ram_file=p.ram_file, notes=f"rank {rank}: {per_rank!r} load")
+            then = f", then to {device}"
+            return replace(
+                p, formula=p.formula + then, low_formula=p.low_formula + then,
+                high_formula=p.high_formula + then, vram={device: m},
+                notes=f"rank {rank}: loads on the CPU as {per_rank!r}, then moves to its GPU")
+        return replace(p, notes=f"rank {rank}: {per_rank!r} load")
 
     def predict(
         self,
@@ -209,6 +209,11 @@ class EveryRankLoads(DistStrategy):
         per_rank: str = "naive",
     ) -> Prediction:
         p = self.predict_rank(info, 0, nproc=nproc, per_rank=per_rank)
+        m = model_size(info)
+        low, high = p.bounds
+        # the ranks do not reach their peaks at the same instant; at the "loaded" barrier
+        # each holds its M, and one rank alone reaches its own peak
+        node_low = max(nproc * m, low)
         return Prediction(
             ram_peak=nproc * p.ram_peak,
             formula=f"N × ({p.formula})",
@@ -216,6 +221,12 @@ class EveryRankLoads(DistStrategy):
             ram_file=None if p.ram_file is None else nproc * p.ram_file,
             notes=f"N = {nproc} ranks, each {per_rank!r} ({p.formula} = {p.ram_peak} bytes); "
                   "nothing is shared, so the node pays every copy",
+            low=node_low, high=nproc * high,
+            low_formula=f"max(N × M, {p.low_formula})", high_formula=f"N × ({p.high_formula})",
+            width="the ranks do not peak at the same instant: at least every rank's M (the "
+                  "barrier after loading) or one rank's own peak; at most all peaks at once",
+            above=f"more than N ranks' {per_rank!r} peaks: {p.above}",
+            below="less than every rank holding its model: a rank did not load",
         )
 
     def check_options(self, per_rank: str) -> None:
@@ -260,10 +271,17 @@ class Rank0Broadcast(DistStrategy):
         if rank == 0:
             return Prediction(ram_peak=m, formula="M", ram_anon=m, ram_file=0,
                               notes="rank 0 reads each shard into RAM; the shard becomes "
-                                    "its weights (no second copy)")
+                                    "its weights (no second copy)", low=m, high=m,
+                              above="more than one copy on rank 0: a shard was copied",
+                              below="rank 0 did not hold the whole model")
         return Prediction(ram_peak=m, formula="M (+ transient T)", ram_anon=m, ram_file=0,
                           notes=f"rank {rank} receives each tensor into its final storage; "
-                                f"at most one tensor (T = {t} bytes) in flight in the backend")
+                                f"at most one tensor (T = {t} bytes) in flight in the backend",
+                          low=m, high=m + t, low_formula="M", high_formula="M + T",
+                          width="the backend may hold one tensor in flight beside the "
+                                "weights received so far",
+                          above="more than one tensor in flight: received tensors were "
+                                "copied", below="the rank did not receive the whole model")
 
     def predict(
         self,
@@ -279,11 +297,17 @@ class Rank0Broadcast(DistStrategy):
         parts = [self.predict_rank(info, r, dev, nproc=nproc) for r in range(nproc)]
         total = sum(p.ram_peak for p in parts)
         formula = "S (rank 0 only)" if _gpu(dev) else "N × M"
+        high = sum(p.bounds[1] for p in parts)
         return Prediction(
             ram_peak=total,
             formula=formula,
             ram_anon=total,
             ram_file=0,
+            low=total, high=high, low_formula=formula,
+            high_formula=formula if high == total else "N × M + (N − 1) × T",
+            width="one tensor may be in flight in each receiver's backend",
+            above="more than one copy per rank: received or read tensors were copied",
+            below="a rank did not hold the whole model",
             notes=f"N = {nproc}; " + "; ".join(f"rank {r}: {p.formula}"
                                               for r, p in enumerate(parts[:2]))
                   + ("; …" if nproc > 2 else "")
@@ -386,6 +410,10 @@ class SharedMmap(DistStrategy):
             formula="M once per node (page cache shared), N × M RSS",
             ram_anon=0,
             ram_file=m,
+            low=m, high=m, low_formula="M once per node",
+            width="one value: the ranks map the same page-cache pages, counted once by PSS",
+            above="pages counted more than once per node, or anonymous copies of the weights",
+            below="mapped pages never touched: first use did not read every weight",
             notes=f"N = {nproc}; each rank's RSS shows M, but the pages are the same page "
                   "cache pages: summing RSS would count them N times, summing PSS once",
         )

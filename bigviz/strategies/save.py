@@ -37,17 +37,29 @@ class Save(Strategy):
         per_rank: str = "naive",
     ) -> Prediction:
         m, s = model_size(info), largest_shard(info)
+        # after the save, the worker maps the written shards one at a time beside the
+        # model to check them: M + S file-backed at that moment, whatever the format
+        check = "then the check of the written files maps one shard at a time beside it"
         if getattr(info, "format", "safetensors") == "safetensors":
             return Prediction(ram_peak=m + s, formula="M + S", ram_anon=m + s, ram_file=0,
-                              notes="safetensors' save_file builds each shard as bytes first")
+                              notes="safetensors' save_file builds each shard as bytes first",
+                              low=m + s, high=m + s,
+                              width=f"one value: save_file holds one shard as bytes; {check}",
+                              above="more than one shard serialised at once",
+                              below="the model was not built whole, or a shard not written")
         return Prediction(ram_peak=m, formula="M", ram_anon=m, ram_file=0,
-                          notes="torch.save streams tensors into the zip file")
+                          notes="torch.save streams tensors into the zip file",
+                          low=m, high=m + s, high_formula="M + S",
+                          width=f"torch.save streams tensors into the zip file; {check}",
+                          above="more than one shard held beside the model",
+                          below="the model was not built whole in RAM")
 
     def run(self, ctx: RunContext) -> nn.Module:
         from bigviz.checkpoint import save_sharded
 
         with ctx.phase("build"):
-            model = build_model(ctx.model, dtype=ctx.dtype, device="cpu", seed=ctx.seed)
+            model = build_model(ctx.model, dtype=ctx.dtype, factory=ctx.factory,
+                                device="cpu", seed=ctx.seed)
         out = ctx.scratch / "saved"
         with ctx.phase("save", format=ctx.format):
             fmt: Literal["safetensors", "bin"] = "bin" if ctx.format == "bin" else "safetensors"

@@ -37,12 +37,20 @@ class Sharded(Strategy):
     ) -> Prediction:
         m, s = model_size(info), largest_shard(info)
         return Prediction(ram_peak=m + s, formula="M + S", ram_anon=m + s, ram_file=0,
-                          notes=f"M = {m}, S = {s} (largest shard); glibc may keep one freed "
-                                "shard cached (adaptive mmap threshold): up to M + 2 S")
+                          notes=f"M = {m}, S = {s} (largest shard)",
+                          low=m + s, high=m + 2 * s, high_formula="M + 2 S",
+                          width="glibc may keep one freed shard cached (its mmap threshold "
+                                "rises after the first large free, so the next shard comes "
+                                "from the heap and is not returned): M + S measured with "
+                                "50 MB shards of a 200 MB model, ≈ M + 2 S of a 400 MB one",
+                          above="more than one freed shard kept in RAM",
+                          below="less than the model plus one shard: the model was not "
+                                "built whole in RAM, or a shard was never read whole")
 
     def run(self, ctx: RunContext) -> nn.Module:
         with ctx.phase("build"):
-            model = build_model(ctx.model, dtype=ctx.dtype, device="cpu", seed=ctx.seed + 1)
+            model = build_model(ctx.model, dtype=ctx.dtype, factory=ctx.factory,
+                                device="cpu", seed=ctx.seed + 1)
         shards = ctx.shards()
         for i, path in enumerate(shards, 1):
             with ctx.phase(f"load shard {i}/{len(shards)}", file=path.name):

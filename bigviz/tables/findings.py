@@ -13,16 +13,67 @@ from bigviz.tables.ranks import is_distributed, node_rss_sum, nproc_of
 from bigviz.tables.runs import results_of
 from bigviz.units import format_size as size
 
-__all__ = ["DIST_REFERENCE", "failures", "headline", "key_finding", "phase_peak_sentence"]
+__all__ = [
+    "DIST_REFERENCE",
+    "NOISE_BYTES",
+    "NOISE_FRACTION",
+    "beyond_noise",
+    "failures",
+    "headline",
+    "key_finding",
+    "phase_peak_sentence",
+]
 
+
+
+#: A difference in peak RAM is stated only when it is at least this fraction of the
+#: larger peak **and** at least :data:`NOISE_BYTES`: run-to-run noise of one strategy is
+#: a few MiB (docs/strategies.md), and a 1 % "cut" is not a finding.
+NOISE_FRACTION = 0.05
+NOISE_BYTES = 16 * 2**20
+
+# what must be equal for two runs to be compared, unless it is the axis being compared
+_AXES = ("strategy", "shard_size", "format", "device_map")
+
+
+def beyond_noise(low: int, high: int) -> bool:
+    """Whether ``high`` exceeds ``low`` by at least 5 % of ``high`` and 16 MiB.
+
+    Example:
+        >>> beyond_noise(194 * 2**20, 196 * 2**20), beyond_noise(2**29, 2**30)
+        (False, True)
+    """
+    diff = high - low
+    return diff >= NOISE_BYTES and diff >= NOISE_FRACTION * high
+
+
+def _axis(done: Sequence[RunResult]) -> str:
+    """The option being compared: strategies when several ran, else the one that varies."""
+    for axis in _AXES:
+        if len({getattr(r, axis) for r in done}) > 1:
+            return axis
+    return "strategy"
+
+
+def _cheapest(runs: Sequence[RunResult]) -> RunResult:
+    """The lowest peak; runs within noise of it are a tie, broken by lower anonymous memory
+    (file-backed pages are reclaimable), then by time."""
+    low = min(r.ram_peak or 0 for r in runs)
+    tied = [r for r in runs if not beyond_noise(low, r.ram_peak or 0)]
+    return min(tied, key=lambda r: (r.ram_anon_peak if r.ram_anon_peak is not None
+                                    else r.ram_peak or 0, r.seconds))
 
 
 def key_finding(results: Sequence[RunResult]) -> str | None:
-    """The one sentence a reviewer needs, computed from the runs.
+    """The one sentence a reviewer needs, computed from the runs, true or not said.
 
-    The cheapest finished run is compared with ``naive`` (the same shard size and device
-    map when there is one), or with the most expensive finished run when ``naive`` is
-    absent, e.g. ``"meta cuts peak RAM from 1.6 GiB (naive) to 800.0 MiB (−49%)."``
+    Only comparable runs are compared: the same shard size, format and device map, unless
+    that is what varies (a sweep of one strategy over shard sizes compares the sizes). In
+    each such group the cheapest run (ties within noise: lower anonymous memory, then less
+    time) is compared with ``naive``, or with the most expensive run when ``naive`` is
+    absent; a difference is stated only beyond noise (:func:`beyond_noise`), e.g.
+    ``"meta cuts peak RAM from 1.6 GiB (naive) to 800.0 MiB (−49%)."``, otherwise
+    ``"No strategy differs beyond noise: …"``. Of several groups, the largest cut is told.
 
     Distributed runs are compared by node RAM (Σ PSS over ranks) with ``every-rank-loads``
     on the same number of ranks (the largest rank count with two finished runs), e.g.
@@ -38,6 +89,9 @@ def key_finding(results: Sequence[RunResult]) -> str | None:
         ...         ram_peak=2**30)]
         >>> key_finding(runs)
         'meta cuts peak RAM from 2.0 GiB (naive) to 1.0 GiB (−50%).'
+        >>> key_finding([RunResult("meta", "ok", ram_peak=2**30),
+        ...              RunResult("mmap", "ok", ram_peak=2**30 + 2**20)])[:33]
+        'No strategy differs beyond noise:'
     """
     dist = [r for r in results if is_distributed(r) or nproc_of(r) is not None]
     if dist:
@@ -49,35 +103,54 @@ def key_finding(results: Sequence[RunResult]) -> str | None:
         return f"{labels[id(r)]} peaked at {size(r.ram_peak)} of RAM above its baseline."
     if len(done) < 2:
         return None
-    best = min(done, key=lambda r: r.ram_peak or 0)
-    naive = [r for r in done if r.strategy == "naive"]
-    same = [r for r in naive if (r.shard_size, r.device_map) == (best.shard_size, best.device_map)]
-    if same:
-        ref = max(same, key=lambda r: r.ram_peak or 0)
-    elif naive:
-        ref = max(naive, key=lambda r: r.ram_peak or 0)
-    else:
-        failed_naive = [r for r in results if r.strategy == "naive" and not r.ok]
-        if failed_naive:
+    axis = _axis(done)
+    others = [a for a in _AXES if a != axis]
+    groups: dict[tuple[object, ...], list[RunResult]] = {}
+    for r in results:
+        groups.setdefault(tuple(getattr(r, a) for a in others), []).append(r)
+    cuts: list[tuple[int, str]] = []
+    failed: list[str] = []
+    flat: list[tuple[int, str]] = []
+    for group in groups.values():
+        ok = [r for r in group if r.ok and r.ram_peak is not None]
+        if len(ok) < 2:
+            continue
+        best = _cheapest(ok)
+        naive = [r for r in ok if r.strategy == "naive"] if axis == "strategy" else []
+        lost = [r for r in group if r.strategy == "naive" and not r.ok]
+        worst = max(naive or ok, key=lambda r: r.ram_peak or 0)
+        b, w = best.ram_peak or 0, worst.ram_peak or 0
+        if beyond_noise(b, w):
+            text = (f"{labels[id(best)]} cuts peak RAM from {size(w)} ({labels[id(worst)]}) "
+                    f"to {size(b)} ({percent((b - w) / w)})")
+            anon, file = best.ram_anon_peak, best.ram_file_peak
+            if anon is not None and file is not None and file > anon:
+                # an mmap strategy's peak is mostly page cache the kernel can drop: say so
+                text += f", of which {size(file)} is file-backed and reclaimable"
+            cuts.append((w - b, text + "."))
+        elif axis == "strategy" and lost and not naive:
             # naive could not even finish: that, not a 3% gap to the next-worst, is the news
-            why = outcome_text(failed_naive[0].outcome)
-            return (
-                f"naive did not finish ({why}); {labels[id(best)]} has the lowest peak RAM, "
-                f"{size(best.ram_peak)}."
+            failed.append(
+                f"naive did not finish ({outcome_text(lost[0].outcome)}); "
+                f"{labels[id(best)]} has the lowest peak RAM, {size(b)}."
             )
-        ref = max(done, key=lambda r: r.ram_peak or 0)
-    b, w = best.ram_peak or 0, ref.ram_peak or 0
-    if ref is best or w <= b:
-        return f"{labels[id(best)]} has the lowest peak RAM, {size(b)}; the others are no lower."
-    text = (
-        f"{labels[id(best)]} cuts peak RAM from {size(w)} ({labels[id(ref)]}) to {size(b)} "
-        f"({percent((b - w) / w)})"
-    )
-    anon, file = best.ram_anon_peak, best.ram_file_peak
-    if anon is not None and file is not None and file > anon:
-        # an mmap strategy's peak is mostly page cache the kernel can drop: say so
-        text += f", of which {size(file)} is file-backed and reclaimable"
-    return text + "."
+        else:
+            low = min(ok, key=lambda r: r.ram_peak or 0)
+            high = max(ok, key=lambda r: r.ram_peak or 0)
+            what = "strategy" if axis == "strategy" else axis.replace("_", " ")
+            flat.append((len(ok), (
+                f"No {what} differs beyond noise: peak RAM {size(low.ram_peak)} "
+                f"({labels[id(low)]}) to {size(high.ram_peak)} ({labels[id(high)]}), under "
+                f"{percent(NOISE_FRACTION).lstrip('+')} or {size(NOISE_BYTES)} apart.")))
+    if cuts:
+        return max(cuts, key=lambda c: c[0])[1]
+    if failed:
+        return failed[0]
+    if flat:
+        return max(flat, key=lambda f: f[0])[1]
+    # no two comparable runs finished: say so rather than compare unlike runs
+    return (f"No two comparable runs finished (same shard size, format and device map); "
+            f"the lowest peak RAM is {size(min(r.ram_peak or 0 for r in done))}.")
 
 
 #: the distributed strategy every remedy is measured against (DESIGN.md)
@@ -107,7 +180,7 @@ def _distributed_finding(results: Sequence[RunResult]) -> str | None:
         )
     if len(done) < 2:
         return None
-    best = min(done, key=lambda r: r.ram_peak or 0)
+    best = _cheapest(done)
     refs = [r for r in done if r.strategy == DIST_REFERENCE]
     if refs:
         ref = max(refs, key=lambda r: r.ram_peak or 0)
@@ -121,10 +194,12 @@ def _distributed_finding(results: Sequence[RunResult]) -> str | None:
             )
         ref = max(done, key=lambda r: r.ram_peak or 0)
     b, w = best.ram_peak or 0, ref.ram_peak or 0
-    if ref is best or w <= b:
+    if ref is best or not beyond_noise(b, w):
+        high = max(done, key=lambda r: r.ram_peak or 0)
         return (
-            f"{labels[id(best)]} has the lowest node RAM on {on}, {size(b)}; "
-            "the others are no lower."
+            f"No strategy differs beyond noise on {on}: node RAM {size(b)} "
+            f"({labels[id(best)]}) to {size(high.ram_peak)} ({labels[id(high)]}), under "
+            f"{percent(NOISE_FRACTION).lstrip('+')} or {size(NOISE_BYTES)} apart."
         )
     return (
         f"{labels[id(best)]} cuts node RAM on {on} from {size(w)} ({labels[id(ref)]}) to "

@@ -43,13 +43,16 @@ def outcome_text(outcome: str) -> str:
     return OUTCOME_TEXT.get(outcome, outcome)
 
 
-def shard_text(n: int | None) -> str:
-    """A shard size the way people typed it (decimal units), or ``one file``.
+def shard_text(n: int | None, as_saved: str | None = None) -> str:
+    """A shard size the way people typed it (decimal units), or ``one file``; a checkpoint
+    folder loaded as saved reads ``as saved (3 × ≤ 9.8 MB)``.
 
     Example:
-        >>> shard_text(200_000_000), shard_text(None)
-        ('200 MB', 'one file')
+        >>> shard_text(200_000_000), shard_text(None), shard_text(None, "3 × ≤ 9.8 MB")
+        ('200 MB', 'one file', 'as saved (3 × ≤ 9.8 MB)')
     """
+    if as_saved:
+        return f"as saved ({as_saved})"
     return "one file" if n is None else format_size(n, binary=False, precision=0)
 
 
@@ -78,7 +81,7 @@ def vram_text(vram: Mapping[str, int], *, sep: str = " ") -> str:
 
 def _shard(r: RunResult) -> str:
     if r.shard_size is None:
-        return "1 file"
+        return "as saved" if r.params.get("as_saved") else "1 file"
     return format_size(r.shard_size, binary=False, precision=0).replace(" ", "")
 
 

@@ -3,7 +3,8 @@
 The HTML, Markdown and CSV reports, the notebook tables and the terminal's end-of-sweep
 table all read these rows and only choose how to write each cell. Sizes are bytes above
 the run's baseline; "agrees with the prediction" is the runner's verdict
-(``checks.prediction``, :meth:`PredictionCheck.judge`), never a rule of a front end.
+(``checks.prediction``, :meth:`PredictionCheck.judge`: inside the predicted range, give
+or take a fixed allowance), never a rule of a front end.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from bigviz.data.recording import Recording
 from bigviz.data.result import PredictionCheck, RunResult, Sweep
 from bigviz.tables.labels import short_labels
 from bigviz.tables.ranks import nproc_of
+from bigviz.units import format_size
 
 __all__ = ["RunRow", "results_of", "run_rows"]
 
@@ -73,6 +75,11 @@ class RunRow:
     formula: str = ""
     prediction: PredictionCheck | None = None
     seconds: float = 0.0
+    #: the predicted range (bytes above baseline) and its formulas, "M + S … M + 2 S"
+    predicted_low: int | None = None
+    predicted_high: int | None = None
+    range_formula: str = ""
+    as_saved: str | None = None  # a checkpoint folder's files as saved: how they are cut
 
     @property
     def ok(self) -> bool:
@@ -88,6 +95,21 @@ class RunRow:
     def agrees(self) -> bool | None:
         """The runner's verdict on measured vs predicted (``None``: no verdict)."""
         return None if self.prediction is None else self.prediction.agrees
+
+    @property
+    def predicted_range(self) -> str:
+        """The predicted range as sizes, ``"236.4 MiB … 282.1 MiB"`` (one size when the
+        range is one value; ``"—"`` without a prediction)."""
+        low, high = self.predicted_low, self.predicted_high
+        if low is None or high is None or low == high:
+            return format_size(self.predicted)
+        return f"{format_size(low)} … {format_size(high)}"
+
+    @property
+    def verdict(self) -> str:
+        """The runner's verdict in words (``"above M + 2 S by 120.0 MiB: more than one
+        freed shard kept"``); ``""`` without one, or from a result written before ranges."""
+        return "" if self.prediction is None else self.prediction.says
 
     @property
     def off_prediction(self) -> bool:
@@ -140,7 +162,11 @@ def run_rows(results: Sequence[RunResult]) -> list[RunRow]:
             predicted=r.predicted.ram_peak if r.predicted else None,
             formula=r.predicted.formula if r.predicted else "",
             prediction=r.checks.prediction,
+            predicted_low=r.predicted.bounds[0] if r.predicted else None,
+            predicted_high=r.predicted.bounds[1] if r.predicted else None,
+            range_formula=r.predicted.range_formula if r.predicted else "",
             seconds=r.seconds,
+            as_saved=r.params.get("as_saved") or None,
         )
         for lab, r in zip(labels, results, strict=True)
     ]

@@ -267,15 +267,16 @@ def test_sidecar_protocol_decodes_samples_and_error_text() -> None:
     src = ProcSource()
     message = "reading /proc/1/smaps_rollup failed: [Errno 13] Permission denied " * 2
     src._buf += sc.REC.pack(sc.K_STATUS, 10.0, 50, 30, 4)
-    src._buf += sc.REC.pack(sc.K_STATM, 10.001, 100, 34, 0)
+    src._buf += sc.REC.pack(sc.K_STATUS, 10.001, 66, 30, 4)
     src._buf += sc.text_records(10.002, sc.E_SOURCE, message)
     src._buf += sc.REC.pack(sc.K_SMAPS, 10.003, 70, 80, 1000)
     # WHEN the recorder side decodes them
     out = {k: (list(ts), list(vs)) for k, (ts, vs) in src.poll().items()}
-    # THEN anon = rss - shared and file = shared - shmem, and the message arrives whole
-    assert out["ram.rss"] == ([10.001], [100])
-    assert out["ram.anon"][1] == [66] and out["ram.file"][1] == [30]
-    assert out["ram.shmem"] == ([10.0], [4])
+    # THEN each sample's rss, anon, file and shmem come from one status reading (rss is
+    # their sum), and the message arrives whole
+    assert out["ram.rss"] == ([10.0, 10.001], [84, 100])
+    assert out["ram.anon"][1] == [50, 66] and out["ram.file"][1] == [30, 30]
+    assert out["ram.shmem"] == ([10.0, 10.001], [4, 4])
     assert out["ram.uss"] == ([10.003], [70]) and out["ram.pss"][1] == [80]
     assert src.errors == [f"sidecar: {message}"]
     assert not src._buf

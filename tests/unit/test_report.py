@@ -143,15 +143,26 @@ def test_format_and_overwrite_options(small: Sweep, tmp_path: Path) -> None:
 
 
 def test_key_finding_compares_best_with_naive_from_the_data(small: Sweep) -> None:
+    # GIVEN runs whose lowest peaks lie within noise of each other (< 5 % apart)
     naive = next(r for r in small.results if r.strategy == "naive")
-    best = min(small.results, key=lambda r: r.ram_peak or 0)
+    low = min(r.ram_peak or 0 for r in small.results)
+    tied = [r for r in small.results if (r.ram_peak or 0) - low < 16 * 2**20
+            or (r.ram_peak or 0) - low < 0.05 * (r.ram_peak or 0)]
+    # THEN the tie goes to lower anonymous memory, then less time
+    best = min(tied, key=lambda r: (r.ram_anon_peak, r.seconds))
     assert best.strategy != "naive" and naive.ram_peak and best.ram_peak
     pct = round((best.ram_peak - naive.ram_peak) / naive.ram_peak * 100)
-    sentence = report.key_finding(small.results)
-    assert sentence == (
+    sentence = report.key_finding(small.results) or ""
+    # AND it is compared with naive, from the data
+    assert sentence.startswith(
         f"{best.strategy} cuts peak RAM from {format_size(naive.ram_peak)} (naive) to "
-        f"{format_size(best.ram_peak)} (−{-pct}%)."
+        f"{format_size(best.ram_peak)} (−{-pct}%)"
     )
+    if (best.ram_file_peak or 0) > (best.ram_anon_peak or 0):
+        assert sentence.endswith(f", of which {format_size(best.ram_file_peak)} is "
+                                 "file-backed and reclaimable.")
+    else:
+        assert sentence.endswith(f"(−{-pct}%).")
 
 
 def test_key_finding_without_naive_uses_the_worst_and_flags_file_backed() -> None:
@@ -352,8 +363,11 @@ def test_a_real_tiny_sweep_reports_in_every_format(tmp_path: Path) -> None:
     assert report.load(tmp_path / "real.json") == s
     naive, meta = s.results
     finding = report.key_finding(s.results) or ""
-    if (meta.ram_peak or 0) < (naive.ram_peak or 0):
+    gap = (naive.ram_peak or 0) - (meta.ram_peak or 0)
+    if gap >= 16 * 2**20 and gap >= 0.05 * (naive.ram_peak or 0):
         assert finding.startswith(f"meta cuts peak RAM from {format_size(naive.ram_peak)}")
+    else:  # an 8 MB model's copies are within noise (16 MiB): no cut is claimed
+        assert finding.startswith("No strategy differs beyond noise: peak RAM ")
     md = (tmp_path / "real.md").read_text()
     assert "| naive |" in md and "| meta |" in md
     assert s.command in (tmp_path / "real.html").read_text().replace("&#x27;", "'")

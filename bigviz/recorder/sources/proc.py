@@ -1,7 +1,8 @@
 """Process RAM and system RAM, sampled by the sidecar process (:mod:`bigviz.recorder.sidecar`).
 
-The timeline comes from a tiny separate process reading ``/proc/PID/statm`` (and, less
-often, ``status``, ``smaps_rollup``, ``/proc/meminfo``), so a workload that holds the GIL
+The timeline comes from a tiny separate process reading ``/proc/PID/status`` every tick
+(anon, file-backed and shmem from one reading; and, less often, ``smaps_rollup``,
+``/proc/meminfo``), so a workload that holds the GIL
 is still sampled on time. Exact per-phase peaks come from the kernel's ``VmHWM``, reset
 through ``/proc/PID/clear_refs``.
 
@@ -28,7 +29,20 @@ from bigviz.recorder import procfs
 from bigviz.recorder import sidecar as sc
 from bigviz.recorder.sources.base import Clock, SampleBatch, Source
 
-__all__ = ["ProcSource", "sidecar_command", "sidecar_target"]
+__all__ = ["ProcSource", "proc_available", "sidecar_command", "sidecar_target"]
+
+
+def proc_available() -> bool:
+    """True where Linux's ``/proc`` gives this process's memory (``/proc/self/status``).
+    Elsewhere (macOS, Windows) the recorder falls back to
+    :class:`~bigviz.recorder.sources.fallback.PsutilSource`.
+
+    Example:
+        >>> isinstance(proc_available(), bool)
+        True
+    """
+    return sys.platform.startswith("linux") and os.path.exists("/proc/self/status")
+
 
 #: how the sidecar script's path ends (``/proc`` exists on Linux only: "/" separators)
 _SIDECAR_TAIL = "bigviz/recorder/sidecar.py"
@@ -99,7 +113,8 @@ class ProcSource(Source):
         pid: process to measure (default: this one).
         proc: sample ``ram.*`` series.
         system: sample ``sys.available``.
-        status_ms: how often ``/proc/PID/status`` is read for the RssShmem split.
+        status_ms: unused (``/proc/PID/status`` is read at every tick, so anon,
+            file-backed and shmem come from one reading); kept for callers.
         smaps_ms: how often ``smaps_rollup`` is read for USS/PSS (it walks all page
             tables, so it is rate-limited further when it is slow).
         meminfo_ms: how often ``/proc/meminfo`` is read.
@@ -130,7 +145,7 @@ class ProcSource(Source):
         self._sidecar_pid: int | None = None
         self._buf = bytearray()
         self._chunk = bytearray(64 << 10)  # ~1,600 records per read
-        self._shmem = 0
+        self._hwm_log: array[float] = array("d")
         self._text_left = 0
         self._text = bytearray()
         self._clear_refs_ok = False
@@ -207,8 +222,13 @@ class ProcSource(Source):
 
     def _probe_clear_refs(self) -> None:
         path = f"{self._proc_dir}/clear_refs"
+        # the mark before the first reset is the process's peak so far: keep it
+        hwm = procfs.read_kib(self.pid, ("VmHWM",)).get("VmHWM")
+        t_read = time.monotonic()
         try:
             self._clear_refs_ok = procfs.reset_hwm(self._proc_target)
+            if self._clear_refs_ok and hwm is not None:
+                self._log_read(hwm, time.monotonic(), t_read)
             why = "the process is gone"
         except OSError as exc:
             self._clear_refs_ok = False
@@ -306,15 +326,15 @@ class ProcSource(Source):
         rss_v: array[int] = array("q")
         anon_v: array[int] = array("q")
         file_v: array[int] = array("q")
+        shmem_v: array[int] = array("q")
         for kind, t, a, b, c in sc.REC.iter_unpack(view):
-            if kind == sc.K_STATM:
+            if kind == sc.K_STATUS:
+                # one status read: RssAnon, RssFile, RssShmem of the same instant
                 rss_t.append(t)
-                rss_v.append(a)
-                anon_v.append(a - b)  # statm "shared" = RssFile + RssShmem
-                file_v.append(max(0, b - self._shmem))
-            elif kind == sc.K_STATUS:
-                self._shmem = max(0, c)
-                put("ram.shmem", t, c)
+                rss_v.append(a + b + c)
+                anon_v.append(a)
+                file_v.append(b)
+                shmem_v.append(c)
             elif kind == sc.K_SMAPS:
                 put("ram.uss", t, a)
                 put("ram.pss", t, b)
@@ -342,6 +362,7 @@ class ProcSource(Source):
             # one time list for the three: the recorder then keeps one time array for them
             out["ram.anon"] = (rss_t, anon_v)
             out["ram.file"] = (rss_t, file_v)
+            out["ram.shmem"] = (rss_t, shmem_v)
         return out
 
     # -- exact peaks -----------------------------------------------------------
@@ -357,6 +378,7 @@ class ProcSource(Source):
             return {}
         hwm = procfs.read_kib(self.pid, ("VmHWM",)).get("VmHWM")
         if hwm is not None:
+            self._log_read(hwm, None)
             return {"ram": hwm}
         if os.path.isdir(self._proc_dir):
             return {}  # a zombie: exited, nothing resident, no VmHWM line any more
@@ -366,10 +388,37 @@ class ProcSource(Source):
         )
 
     def reset_peaks(self) -> None:
-        if self._clear_refs_ok and not procfs.reset_hwm(self._proc_target):
+        if not self._clear_refs_ok:
+            return
+        # read the mark just before the reset: the first one is the process's peak
+        # before the recording (ru_maxrss forgets it after the reset), and every one
+        # is a VmHWM read for `bigviz profile` to merge with its own (hwm_reads)
+        hwm = procfs.read_kib(self.pid, ("VmHWM",)).get("VmHWM")
+        t_read = time.monotonic()
+        if not procfs.reset_hwm(self._proc_target):
             raise ProcessLookupError(
                 f"cannot reset VmHWM via {self._proc_dir}/clear_refs: the process is gone"
             )
+        if hwm is not None:
+            self._log_read(hwm, time.monotonic(), t_read)
+
+    def _log_read(self, hwm: int, t_reset: float | None, t_read: float | None = None) -> None:
+        # flat array of (t_read, hwm, t_reset or -1): 24 bytes per phase boundary
+        self._hwm_log.extend((t_read or time.monotonic(), float(hwm), t_reset or -1.0))
+
+    def hwm_reads(self) -> list[tuple[float, int, float | None]]:
+        """Every ``VmHWM`` read so far: ``(t_read, hwm, t_reset or None)``, monotonic
+        times; the process's peak over its life is the largest ``hwm``.
+
+        Example:
+            >>> ProcSource().hwm_reads()
+            []
+        """
+        log = self._hwm_log
+        return [
+            (log[i], int(log[i + 1]), log[i + 2] if log[i + 2] >= 0 else None)
+            for i in range(0, len(log), 3)
+        ]
 
     def exact_keys(self) -> set[str]:
         return {"ram"} if self._clear_refs_ok else set()
@@ -384,6 +433,10 @@ class ProcSource(Source):
             m["sidecar_exit"] = reasons.get(self._bye[0], str(self._bye[0]))
             m["sidecar_ticks"] = self._bye[1]
             m["sidecar_ticks_late"] = self._bye[2]
+        reads = self.hwm_reads()
+        if reads:
+            m["hwm_reads"] = [list(r) for r in reads]
+            m["ram_peak_process"] = max(r[1] for r in reads)
         m["ram_peak_method"] = (
             "VmHWM reset per phase via clear_refs (exact)"
             if self._clear_refs_ok
