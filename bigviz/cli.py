@@ -30,10 +30,11 @@ import contextlib
 import os
 import sys
 import traceback
-from collections.abc import Sequence
-from typing import Any, NoReturn
+from collections.abc import Iterator, Sequence
+from typing import Any, NoReturn, TextIO
 
 from bigviz._errors import BigvizError, ConfigError, StrategyError
+from bigviz.units import printable
 
 __all__ = ["UsageError", "build_parser", "main"]
 
@@ -121,8 +122,36 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+class _PrintableStream:
+    """A text stream that writes :func:`printable` text to the stream it wraps."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(printable(text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:  # flush, isatty, fileno, encoding, …
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _printable_streams() -> Iterator[None]:
+    out, err = sys.stdout, sys.stderr
+    sys.stdout = _PrintableStream(out)  # type: ignore[assignment]
+    sys.stderr = _PrintableStream(err)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        if isinstance(sys.stdout, _PrintableStream):
+            sys.stdout = out
+        if isinstance(sys.stderr, _PrintableStream):
+            sys.stderr = err
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``bigviz`` command line.
+    """Run the ``bigviz`` command line (nothing it prints carries control characters).
 
     Args:
         argv: the arguments after the program name; ``None`` reads ``sys.argv[1:]``.
@@ -135,6 +164,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         bigviz inspect: error: checkpoint folder '/no/such/dir' does not exist; ...
         2
     """
+    with _printable_streams():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     prog = PROG
     try:

@@ -11,7 +11,7 @@ import re
 
 from bigviz._errors import ConfigError, SizeError
 
-__all__ = ["format_size", "parse_max_memory", "parse_size"]
+__all__ = ["format_size", "parse_max_memory", "parse_size", "printable"]
 
 _UNITS: dict[str, int] = {
     "B": 1,
@@ -150,3 +150,19 @@ def parse_max_memory(text: str | None) -> dict[int | str, str] | None:
         key: int | str = int(dev) if dev.isdigit() else dev
         out[key] = size
     return out
+
+
+#: control characters never reach the terminal (ESC/OSC sequences in a tensor or phase
+#: name could retitle the window, clear the screen or forge output): shown escaped instead
+_UNPRINTABLE = {c: f"\\x{c:02x}" for c in (*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0))
+                if chr(c) not in "\t\n\r"}
+
+
+def printable(text: str) -> str:
+    r"""``text`` with control characters (ESC, BEL, C1 codes…) shown as ``\xNN``.
+
+    Example:
+        >>> printable("w\x1b]0;pwned\x07.weight")
+        'w\\x1b]0;pwned\\x07.weight'
+    """
+    return text.translate(_UNPRINTABLE)

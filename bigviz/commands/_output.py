@@ -10,6 +10,8 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from bigviz.units import printable
+
 __all__ = [
     "Progress",
     "add_verb",
@@ -44,6 +46,9 @@ def format_table(
         x    1
         yy  22
     """
+    # cells may hold names from files (tensor, phase names): escape control characters
+    # before measuring, so the columns line up with what the terminal shows
+    rows = [[printable(c) for c in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in rows:
         for i, cell in enumerate(row):
