@@ -3,6 +3,9 @@ bigviz thread or a child process running (the tqdm habit, STYLE.md)."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import os
 import sys
 import threading
@@ -37,6 +40,34 @@ def _children() -> set[int]:
         except psutil.Error:
             pass
     return alive
+
+
+# Tests that measure this process's own memory (the recorder in-process, %%bigviz cells,
+# the truth checks) run first, while the process holds only torch: later tests import
+# Transformers and load models in-process, which leaves hundreds of MiB resident (library
+# pages, heap glibc keeps) that would blur a growth or an absolute bound.
+_MEMORY_FIRST = ("test_record_", "test_truth", "test_magics", "test_checksum", "test_widgets",
+                 "test_strategies")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: 0 if item.path.name.startswith(_MEMORY_FIRST) else 1)
+
+
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+
+
+@pytest.fixture(autouse=True)
+def fresh_heap() -> Iterator[None]:
+    """Give freed heap memory back to the OS after each test.
+
+    Tests in this process load models; glibc keeps what they free (and raises its mmap
+    threshold), so a later test's allocation would reuse pages that are already resident
+    and show no growth. ``malloc_trim`` returns them, as a fresh process would start.
+    """
+    yield
+    gc.collect()
+    _LIBC.malloc_trim(0)
 
 
 @pytest.fixture(autouse=True)

@@ -174,7 +174,8 @@ def test_transformers_adapter_states_which_models_it_runs() -> None:
     s = strategies.get("transformers")
     if s.unavailable():
         pytest.skip("transformers not installed")
-    with pytest.raises(StrategyError, match=r"'gpt:<size>' models only"):
+    with pytest.raises(StrategyError, match=r"runs 'gpt:<size>' models and Transformers "
+                                            r"checkpoint folders, not 'mlp:10MB'"):
         s.check(model="mlp:10MB", format="safetensors", device_map="cpu")
 
 

@@ -103,7 +103,9 @@ time.sleep(0.1)
     # below what the poller saw over the process's whole life (the kernel's mark misses
     # nothing between samples)
     assert rec.ram_peak_process is not None
-    assert polled <= rec.ram_peak_process <= polled * 1.02 + 4 * MiB
+    # (the kernel batches RSS counters per CPU, up to 64 pages each: a poller's VmRSS can
+    # lead VmHWM by that much, hence one MiB of slack below)
+    assert polled - 1 * MiB <= rec.ram_peak_process <= polled * 1.02 + 4 * MiB
 
 
 def test_a_fork_child_is_not_counted_twice_and_bigviz_itself_never_forks(tmp_path: Path) -> None:
@@ -257,24 +259,32 @@ del block
 with bigviz.record(instrument=False, sources=["ram"]) as rec:
     with rec.phase("small"):
         small = bytearray(50 << 20)
+phase = rec.recording.phase("small")
 print(json.dumps({"maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                  "process": rec.recording.ram_peak_process,
-                  "phase": rec.recording.phase("small").ram_peak}))
+                  "process": rec.recording.ram_peak_process, "phase": phase.ram_peak,
+                  "exact": phase.ram_peak_exact, "why": phase.ram_peak_why}))
 """
 
 
 def test_the_process_wide_peak_survives_the_vmhwm_reset() -> None:
     # GIVEN a process that peaked at 400 MiB before recording a 50 MiB phase
+    # (started by a small shell, not by this big test process: at exec the kernel folds
+    # the forking process's high-water mark into the new program's ru_maxrss, and this
+    # process's mark is whatever earlier tests left; a child of `sh` starts clean)
     out = subprocess.run(
-        [sys.executable, "-c", PROCESS_PEAK], capture_output=True, text=True, timeout=120,
-        check=True,
+        ["sh", "-c", '"$0" -c "$1" & wait $!', sys.executable, PROCESS_PEAK],
+        capture_output=True, text=True, timeout=120, check=True,
     )  # fmt: skip
     got = json.loads(out.stdout)
-    # THEN getrusage now reports only the peak since bigviz's last reset (the side
-    # effect the docs warn about), while the recording kept the process-wide peak
-    assert got["maxrss"] < 400 * MiB
+    # THEN the recording kept the process-wide peak
     assert got["process"] >= 400 * MiB
     assert got["process"] >= got["phase"]
+    # AND getrusage now reports only the peak since bigviz's last reset (the side effect
+    # the docs warn about) once that reset ran in time; a late one says why
+    if got["exact"]:
+        assert got["maxrss"] < 400 * MiB, got
+    else:
+        assert got["why"], got
 
 
 def test_without_proc_a_psutil_source_samples_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
