@@ -18,6 +18,7 @@ from bigviz.widgets._controls import (
     CUSTOM,
     FIGURE_DPI,
     REPORT_SUFFIX,
+    TEXT,
     build_controls,
     ipywidgets,
 )
@@ -43,12 +44,22 @@ class Dashboard:
     plan of the model built on the meta device; nothing runs), format, device map (a
     named map or custom JSON) with ``max_memory``, strategies, and a RAM budget.
 
+    Guidance before anything runs: strategies that cannot run with the chosen model,
+    format and device map are greyed out, with a tooltip and one line saying why (each
+    strategy's own ``incompatible()``); ``cuda``/``cuda:N`` are offered only with a GPU;
+    the custom-JSON map lists the model's own module names (from its meta skeleton) and
+    is checked against them when Run is clicked, before any worker starts. Errors name
+    the box they came from (``RAM budget: …``); the worker baseline, which the budget
+    counts, is shown beside it.
+
     Run starts :func:`bigviz.sweep` on a background thread and returns at once; each run
-    gets a progress bar, the live timeline follows the streamed samples (redrawn a few
-    times a second), and Cancel stops the running worker (its outcome is
-    ``"cancelled"``). Results: peak-per-strategy chart, timelines, a measured-vs-
-    predicted table, and export buttons that write an HTML, JSON or Markdown report and
-    show a link to it.
+    gets a progress bar (one line each; runs never started after Cancel say "skipped"),
+    the live timeline follows the streamed samples (redrawn a few times a second), and
+    Cancel stops the running worker (its outcome is ``"cancelled"``). Results, where the
+    live chart was: peak-per-strategy chart, the runs' timelines overlaid (with several
+    runs), the picked run's timeline, a measured-vs-predicted table (scrolling sideways
+    in a narrow output), and export buttons that write an HTML, JSON or Markdown report
+    and show a link to it. Colours are JupyterLab's theme variables (Light and Dark).
 
     Defaults left as ``None`` come from the options spec (:mod:`bigviz.options`).
 
@@ -78,7 +89,10 @@ class Dashboard:
     # the ipywidgets, made by build_controls (bigviz.widgets._controls)
     advice_w: Any
     advise_w: Any
+    baseline_w: Any
     cancel_w: Any
+    device_json_box: Any
+    device_json_hint: Any
     device_json_w: Any
     device_map_w: Any
     export_w: Any
@@ -96,9 +110,11 @@ class Dashboard:
     shard_info: Any
     shard_w: Any
     status_w: Any
+    strategies_hint: Any
     strategies_w: Any
     table_w: Any
     timeline_w: Any
+    timelines_box: Any
     timelines_w: Any
     widget: Any
 
@@ -138,6 +154,7 @@ class Dashboard:
         self._plan: ShardPlan | None = None
         self._plan_error: str | None = None
         self._expected_phases = 4
+        self._baseline: tuple[int, str] | None = None  # (bytes, where it was measured)
         self.exported: list[Path] = []
 
         build_controls(self, w, model=model, shard_size=shard_size, strategies=strategies,
@@ -146,6 +163,8 @@ class Dashboard:
         self.model_w.observe(lambda _c: self._model_changed(), names="value")
         self.shard_w.observe(lambda _c: self._update_plan(), names="value")
         self.device_map_w.observe(lambda _c: self._device_map_changed(), names="value")
+        self.device_json_w.observe(lambda _c: self._update_guidance(), names="value")
+        self.format_w.observe(lambda _c: self._update_guidance(), names="value")
         self.pick_w.observe(lambda _c: self._show_timeline(), names="value")
         self.run_w.on_click(lambda _b: self._clicked(self.run))
         self.cancel_w.on_click(lambda _b: self.cancel())
@@ -154,6 +173,7 @@ class Dashboard:
         for kind, button in zip(REPORT_SUFFIX, self.export_w, strict=True):
             button.on_click(lambda _b, k=kind: self._clicked(lambda: self.export(k)))
         self._model_changed()
+        self._show_baseline()
 
     # -- display ----------------------------------------------------------------------
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
@@ -186,8 +206,9 @@ class Dashboard:
                 self._modules[spec] = build_model(spec, dtype=None, device="meta")
         except Exception as exc:  # a user's factory may raise anything: show it
             self._plan, self._plan_error = None, f"{spec}: {exc}"
-            self.shard_info.value = f'<span style="color:#c0392b">{_e(exc)}</span>'
+            self.shard_info.value = f'<span style="color:{TEXT["error"]}">{_e(exc)}</span>'
             self.run_w.disabled = True
+            self._update_guidance()
             return
         from bigviz.checkpoint import inspect_checkpoint, plan_shards
         from bigviz.models import parse_spec
@@ -204,9 +225,10 @@ class Dashboard:
             self.shard_info.value = (
                 f'<span class="bigviz-shards" data-n="{info.n_shards}" data-as-saved="1">'
                 f"<b>as saved</b> ({_e(as_saved_text(info))}), model "
-                f"{_e(format_size(info.total_size))}, {_e(info.format)}: loaded from "
-                "its own files, never written to</span>")
+                f"{_e(format_size(info.total_size, binary=False))}, {_e(info.format)}: "
+                "loaded from its own files, never written to</span>")
             self.run_w.disabled = self.running
+            self._update_guidance()
             return
 
         total = plan_shards(self._modules[spec], 2**62).total_size
@@ -219,6 +241,7 @@ class Dashboard:
             self.shard_w.max = hi
             self.shard_w.value = min(max(self.shard_w.value, 10**lo), 10**hi)
         self._update_plan()
+        self._update_guidance()
 
     def _update_plan(self) -> None:
         from bigviz.checkpoint import plan_shards
@@ -230,17 +253,91 @@ class Dashboard:
         self._plan, self._plan_error = plan, None
         # naive-ish strategies load the largest shard on top; the count says how many files
         self._expected_phases = 3 + plan.n_shards
+        # one unit system on the line: decimal, as the zoo's "gpt:200MB" and the slider
+        size = format_size(self.shard_size, binary=False)
+        largest = format_size(plan.largest_shard, binary=False)
+        if largest == size and plan.largest_shard != self.shard_size:  # 3.98 vs 4.01 MB
+            size = format_size(self.shard_size, binary=False, precision=2)
+            largest = format_size(plan.largest_shard, binary=False, precision=2)
+        over = ""
+        if plan.largest_shard > self.shard_size:
+            # a shard holds whole tensors: one bigger than the maximum is a shard of its own
+            big = max(plan.shards, key=lambda sh: sh.bytes)
+            state = module.state_dict(keep_vars=True)
+            sizes = {k: state[k].numel() * state[k].element_size() for k in big.keys
+                     if k in state}
+            name = max(sizes, key=lambda k: sizes[k], default="")
+            what = (f"tensor {name!r} alone is {format_size(sizes[name], binary=False)}"
+                    if name else f"its tensors take {largest}")
+            over = (f'<br><span class="bigviz-shard-over" style="color:{TEXT["warn"]}">'
+                    f"the largest shard ({_e(largest)}) is above the {_e(size)} maximum: "
+                    f"{_e(what)}, and a tensor is never split across shards</span>")
         self.shard_info.value = (
             f'<span class="bigviz-shards" data-n="{plan.n_shards}" data-size="{self.shard_size}" '
             f'data-largest="{plan.largest_shard}">'
-            f"<b>{_e(format_size(self.shard_size, binary=False))}</b> → "
+            f"<b>{_e(size)}</b> → "
             f"<b>{plan.n_shards}</b> shard{'s' if plan.n_shards != 1 else ''}, largest "
-            f"{_e(format_size(plan.largest_shard))} (model {_e(format_size(plan.total_size))})"
-            "</span>")
+            f"{_e(largest)} (model {_e(format_size(plan.total_size, binary=False))})"
+            f"</span>{over}")
         self.run_w.disabled = self.running
 
     def _device_map_changed(self) -> None:
-        self.device_json_w.layout.display = "flex" if self.device_map_w.value == CUSTOM else "none"
+        custom = self.device_map_w.value == CUSTOM
+        self.device_json_box.layout.display = "flex" if custom else "none"
+        self._update_guidance()
+
+    def _device_map_for_guidance(self) -> Any:
+        value = self.device_map_w.value
+        if value != CUSTOM:
+            return value
+        from bigviz import options
+
+        try:
+            return options.parse_device_map_json(self.device_json_w.value or "{}")
+        except ConfigError:
+            return {"": "?"}  # some custom map: what is not "cpu" rules the same strategies out
+
+    def _update_guidance(self) -> None:
+        """Grey out the strategies that cannot run with the chosen model, format and
+        device map (tooltip and one line saying why), and list the model's module names
+        for the custom map."""
+        from bigviz.widgets._guidance import (
+            group_reasons,
+            map_placeholder,
+            strategy_reasons,
+            top_level_names,
+        )
+
+        device_map = self._device_map_for_guidance()
+        reasons = strategy_reasons(list(self.strategies_w.options),
+                                   model=self.model_w.value.strip(),
+                                   format=self.format_w.value, device_map=device_map)
+        self.strategies_w.set_reasons(reasons)
+        lines = [f"<b>{_e(', '.join(which))}</b>: {_e(why)}"
+                 for why, which in group_reasons(reasons)]
+        auto = self.strategies_w._auto
+        if auto:
+            lines.append(f"picked <b>{_e(auto)}</b>, which fits")
+        self.strategies_hint.value = (
+            f'<div style="color:{TEXT["muted"]};font-size:90%">greyed out: '
+            + "<br>".join(lines) + "</div>") if lines else ""
+        module = self._modules.get(self.model_w.value.strip())
+        if module is None:
+            self.device_json_hint.value = ""
+            return
+        self.device_json_w.placeholder = map_placeholder(module)
+        names = []
+        for top in top_level_names(module):
+            sub = getattr(module, top, None)
+            kids = [n for n, _ in sub.named_children()] if sub is not None and hasattr(
+                sub, "named_children") else []
+            names.append(f"<code>{_e(top)}</code>" + (
+                f" ({_e(', '.join(f'{top}.{k}' for k in kids[:6]))}"
+                f"{', …' if len(kids) > 6 else ''})" if kids else ""))
+        self.device_json_hint.value = (
+            f'<div style="color:{TEXT["muted"]};font-size:90%">module names of this model: '
+            + "; ".join(names) + ' — map each (or <code>""</code>: the rest) to "cpu", '
+            '"disk" or "cuda:N"</div>')
 
     # -- settings -------------------------------------------------------------------------
     def settings(self) -> dict[str, Any]:
@@ -250,7 +347,6 @@ class Dashboard:
             ConfigError: a bad model spec, empty strategy list, unreadable custom JSON,
                 ``max_memory`` or RAM budget (the message names the value).
         """
-        from bigviz import options
         from bigviz.models import parse_spec
 
         model = self.model_w.value.strip()
@@ -260,16 +356,49 @@ class Dashboard:
             raise ConfigError("no strategy selected; pick one or more, e.g. naive and meta")
         device_map: Any = self.device_map_w.value
         if device_map == CUSTOM:
-            device_map = options.parse_device_map_json(self.device_json_w.value)
-        # blank boxes are "none"; what is typed is checked as the command line checks it
-        budget = options.option("ram_budget").convert(self.ram_budget_w.value.strip() or None)
-        caps = options.option("max_memory").convert(self.max_memory_w.value.strip() or None)
+            device_map = self._custom_map()
+        else:
+            from bigviz.strategies import validate_device_map
+
+            try:  # a GPU this machine lacks is refused here, before any worker starts
+                validate_device_map(device_map)
+            except BigvizError as exc:
+                raise ConfigError(f"device map: {exc}") from exc
+        from bigviz.widgets._guidance import strategy_reasons
+
+        for why in strategy_reasons(strategies, model=model, format=self.format_w.value,
+                                    device_map=device_map).values():
+            if why:
+                raise ConfigError(f"strategies: {why}")
+        # blank boxes are "none"; what is typed is checked as the command line checks it,
+        # and an error names the box it came from
+        budget = self._field("RAM budget", "ram_budget", self.ram_budget_w.value)
+        caps = self._field("max_memory", "max_memory", self.max_memory_w.value)
         return {
             "model": model, "strategies": strategies,
             "shard_sizes": None if folder else [self.shard_size],
             "device_maps": [device_map], "formats": [self.format_w.value], "max_memory": caps,
             "ram_budget": budget, "work_dir": self.work_dir,
         }
+
+    def _field(self, label: str, name: str, text: str) -> Any:
+        from bigviz import options
+
+        try:
+            return options.option(name).convert(text.strip() or None)
+        except BigvizError as exc:
+            raise ConfigError(f"{label}: {exc}") from exc
+
+    def _custom_map(self) -> dict[str, Any]:
+        """The custom JSON map, checked against the model's meta skeleton."""
+        from bigviz import options
+        from bigviz.widgets._guidance import check_custom_map
+
+        device_map = options.parse_device_map_json(self.device_json_w.value)
+        module = self._modules.get(self.model_w.value.strip())
+        if module is None:
+            raise ConfigError(f"custom device map: fix the model first ({self._plan_error})")
+        return check_custom_map(device_map, module)
 
     # -- running ------------------------------------------------------------------------
     @property
@@ -351,38 +480,78 @@ class Dashboard:
         self._set_status(f"✗ {type(exc).__name__}: {_e(exc)}", error=True)
 
     def _ended(self) -> None:
+        # runs that never started (after Cancel, or a run that stopped the sweep) say so
+        for run in self._progress.runs:
+            if run.state == "waiting" and run.index < len(self._rows):
+                _label, bar, note = self._rows[run.index]
+                bar.bar_style = ""
+                note.value = self._note("skipped", "skipped (not run)", muted=True)
+        measured = [r.baseline for r in self._progress.runs if r.baseline]
+        if measured:
+            self._baseline = (max(measured), "measured by the last run")
+            self._show_baseline()
         self.run_w.disabled = self._plan is None
         self.cancel_w.disabled = True
+
+    @staticmethod
+    def _note(cls: str, text: str, *, html_text: str | None = None, color: str = "",
+              muted: bool = False) -> str:
+        """A progress note on one line (full text in its tooltip): a row never wraps."""
+        color = TEXT["muted"] if muted else color
+        style = "white-space:nowrap;overflow:hidden;text-overflow:ellipsis;display:block" + (
+            f";color:{color}" if color else "")
+        return (f'<span class="bigviz-note bigviz-{cls}" title="{_e(text)}" style="{style}">'
+                f"{html_text if html_text is not None else _e(text)}</span>")
+
+    def _show_baseline(self) -> None:
+        """The worker baseline beside the RAM budget: the budget counts it."""
+        if self._baseline is None:
+            text = ("worker baseline (Python + torch, counted in the budget): "
+                    "measured by the first run or Advise")
+        else:
+            size, where = self._baseline
+            text = (f"worker baseline {format_size(size, binary=False)} ({where}): "
+                    "counted in the budget; peaks are shown above it")
+        self.baseline_w.value = (f'<span style="color:{TEXT["muted"]};font-size:90%">'
+                                 f"{_e(text)}</span>")
 
     def _show_progress(self, kind: str, run: RunProgress) -> None:
         """Draw what changed in the sweep's progress (the listener of its SweepProgress)."""
         w = self._w
         for i in range(len(self._rows), run.total):  # one bar per run from the start
-            label = w.Label(f"run {i + 1}", layout=w.Layout(width="300px"))
+            label = w.Label(f"run {i + 1}", layout=w.Layout(width="300px", min_width="120px"))
             bar = w.FloatProgress(value=0.0, min=0.0, max=1.0, bar_style="info",
-                                  layout=w.Layout(width="240px"))
-            self._rows.append((label, bar, w.HTML()))
-            box = w.HBox(self._rows[-1])
+                                  layout=w.Layout(width="240px", min_width="80px"))
+            # the note takes the rest of the row, on one line: a long one never wraps
+            self._rows.append((label, bar, w.HTML(layout=w.Layout(flex="1 1 0", min_width="0",
+                                                                  overflow="hidden"))))
+            box = w.HBox(self._rows[-1], layout=w.Layout(flex_flow="row nowrap",
+                                                         align_items="center",
+                                                         max_width="100%"))
             box.add_class("bigviz-run-row")
             self.progress_w.children = (*self.progress_w.children, box)
         label_w, bar, note = self._rows[run.index]
         if kind == "prepare":
             self._set_status(f"{_e(run.preparing or 'saving the checkpoint')} (once, reused) …")
         elif kind == "run":
-            label_w.value, note.value = run.label, "starting …"
+            label_w.value, note.value = run.label, self._note("running", "starting …")
             self._set_status(f"run {run.index + 1}/{run.total}: {_e(run.label)}")
-            self.live_w.layout.display = "block"
         elif kind == "done" and run.result is not None:
             r = run.result
             bar.value, bar.bar_style = 1.0, _OUTCOME_STYLE.get(r.outcome, "danger")
-            note.value = (f"{_e(r.outcome)}, peak {_e(format_size(r.ram_peak))}, "
-                          f"{r.seconds:.1f} s" if r.ok else
-                          f'<span style="color:#c0392b">{_e(r.outcome)}: '
-                          f"{_e((r.error or '').splitlines()[0][:90] if r.error else '')}</span>")
+            if r.ok:
+                note.value = self._note("done", f"{r.outcome}, peak "
+                                        f"{format_size(r.ram_peak, binary=False)}, "
+                                        f"{r.seconds:.1f} s")
+            else:
+                first = (r.error or "").splitlines()[0] if r.error else ""
+                note.value = self._note(
+                    "failed", f"{r.outcome}: {first}" if first else r.outcome,
+                    color=TEXT["error"] if r.outcome != "cancelled" else TEXT["warn"])
             self._draw_live(force=True)
         elif kind in ("phase_start", "phase_end", "baseline", "samples"):
             if kind == "phase_start" and run.top_phase and run.top_phase == run.phase:
-                note.value = f"phase: {_e(run.top_phase)}"
+                note.value = self._note("running", f"phase: {run.top_phase}")
             elif kind == "phase_end":
                 bar.value = run.fraction(self._expected_phases)
             self._draw_live()
@@ -398,6 +567,7 @@ class Dashboard:
                  for r in self._progress.runs if r.t]
         if lines:
             self.live_w.value = to_png(live(lines), dpi=FIGURE_DPI)
+            self.live_w.layout.display = "block"  # only now: it has a picture
 
     def _show_results(self, sweep: Sweep) -> None:
         from bigviz import plots
@@ -407,7 +577,15 @@ class Dashboard:
             self._set_status("cancelled before any run finished")
             return
         self.peaks_w.value = plots.to_png(plots.peaks(sweep), dpi=FIGURE_DPI)
-        self.timelines_w.value = plots.to_png(plots.overlay(sweep), dpi=FIGURE_DPI)
+        # each run's timeline is drawn once: the live chart gives way to the results, the
+        # overlay is there only to compare several runs, "One run" shows the picked one
+        self.live_w.layout.display = "none"
+        if len(done) > 1:
+            self.timelines_w.value = plots.to_png(plots.overlay(sweep), dpi=FIGURE_DPI)
+            self.timelines_box.layout.display = "flex"
+        else:
+            self.timelines_box.layout.display = "none"
+        self.pick_w.layout.display = "flex" if len(done) > 1 else "none"
         # a new options list leaves nothing selected (ipywidgets 8): pick the first run
         self.pick_w.options = [(r.label, i) for i, r in enumerate(done)]
         if self.pick_w.value != 0:
@@ -470,6 +648,9 @@ class Dashboard:
             if pick.shard_size is not None:  # past the slider's end is one file too
                 self.shard_w.value = float(min(max(pick.shard_size, 10**self.shard_w.min),
                                                10**self.shard_w.max))
+        if found.budgets.baseline:
+            self._baseline = (int(found.budgets.baseline), found.baseline_source)
+            self._show_baseline()
         self.advice_w.value = found.html()
         self._set_status(_e(found.reason), error=pick is None)
         return found
@@ -505,8 +686,10 @@ class Dashboard:
 
     # -- helpers ------------------------------------------------------------------------
     def _set_status(self, text: str, *, error: bool = False) -> None:
-        color = "#c0392b" if error else "#333"
-        self.status_w.value = f'<span style="color:{color}">{text}</span>'
+        # JupyterLab's theme variables: readable in Light and Dark alike
+        color = TEXT["error"] if error else TEXT["text"]
+        self.status_w.value = (f'<span class="bigviz-status-text" style="color:{color}">'
+                               f"{text}</span>")
 
     def _clicked(self, action: Any) -> None:
         # a button callback's exception would vanish into the kernel log: show it instead
