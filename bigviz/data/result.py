@@ -303,6 +303,14 @@ class RunResult(Document):
     recording: Recording = field(default_factory=Recording)
     params: dict[str, Any] = field(default_factory=dict)
     checks: Checks = field(default_factory=Checks)
+    #: what the worker costs the machine before its first phase, beside the growth above
+    #: its baseline (bytes): ``total`` = ``private`` (USS: pages only this worker holds —
+    #: the fork server's pages it wrote to, copied on write, and all it imported or
+    #: allocated after the fork) + ``page_tables`` (``VmPTE``, kernel memory in no RSS);
+    #: ``after_fork``: the private bytes that appeared in the worker before its baseline
+    #: (imports and warm-up). The machine held about ``fixed_cost["total"] + ram_peak``
+    #: for the run. Empty where not measured (distributed runs, results from before).
+    fixed_cost: dict[str, int] = field(default_factory=dict)
     schema: int = SCHEMA_VERSION
 
     @property

@@ -77,6 +77,8 @@ SHMEM = "#d9c3e6"
 PRED = "#c0392b"
 #: a failed run or phase
 FAIL = "#c0392b"
+#: the RAM budget line (absolute RSS)
+BUDGET = "#e67e22"
 #: PSS (proportional set size) of a rank and of the node
 PSS = "#6a3d9a"
 #: phase bands (fill), cycled

@@ -164,6 +164,11 @@ def _draw_ram(
             pred = result.baseline + result.predicted.ram_peak
             tops.append(pred)
             ax.axhline(pred / div, color=style.PRED, lw=1.4, ls="--")
+    budget = budget_of(result)
+    if budget is not None:
+        # an absolute line: a single worker's budget is its whole RSS, baseline included
+        tops.append(budget)
+        ax.axhline(budget / div, color=style.BUDGET, lw=1.3, ls="-.", gid="ram-budget")
     # legend built by hand so phase-peak styles and reference lines read as one key
     handles, _labels = ax.get_legend_handles_labels()
     if exact_seen:
@@ -178,6 +183,10 @@ def _draw_ram(
         )
         if result.predicted is not None:
             handles.append(style.predicted_handle(f"predicted peak ({result.predicted.formula})"))
+    if budget is not None:
+        handles.append(Line2D([], [], color=style.BUDGET, lw=1.3, ls="-.",
+                              label=f"RAM budget {format_size(budget, binary=False)} "
+                                    "(RSS, baseline included)"))
     # always from zero: stacked anonymous/file-backed areas cut off at the bottom would
     # misstate which kind of memory grew
     top = max(tops) if tops else 1.0
@@ -187,6 +196,23 @@ def _draw_ram(
     style.grid_y(ax)
     # above the panel, so marks and the kill flag at the top never hide under it
     style.legend_above(ax, handles)
+
+
+def budget_of(result: RunResult | None) -> int | None:
+    """The RAM budget of a single-process run (``params["ram_budget"]``, bytes of RSS),
+    ``None`` without one or for a distributed run (whose budget is a node sum, not the
+    RSS drawn here).
+
+    Example:
+        >>> budget_of(RunResult("naive", "ok", params={"ram_budget": 400_000_000}))
+        400000000
+    """
+    if result is None or result.recording.ranks or result.params.get("nproc"):
+        return None
+    v = result.params.get("ram_budget")
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0:
+        return int(v)
+    return None
 
 
 #: below this share of the peak, the growth above baseline gets written on the RAM panel

@@ -12,6 +12,16 @@ subtract its own t0), three integers. Kinds are the ``K_*`` constants below. An 
 record with ``a = n`` is followed by ``n`` ``TEXT`` records carrying 24 bytes of UTF-8 each.
 stdin is the control pipe: any byte or EOF means "stop" (flush, say ``BYE`` and exit).
 
+RAM budget. With ``BIGVIZ_SIDECAR_BUDGET=BYTES:PATH`` in its environment, the sidecar checks
+every sample's RSS (anon + file + shmem, the process's whole resident set) against
+``BYTES``. At the first sample above it, it freezes the target (``SIGSTOP``), reads its
+status once more, writes a kill report to ``PATH`` (written beside it, then renamed:
+the reader sees all of it or nothing), then ``SIGKILL``s it. The report is records of the
+same layout: one ``K_BUDGET`` (time of the crossing sample; a = its RSS, b = the budget,
+c = the peak at the stop: max of that RSS, ``VmHWM`` and the RSS read after ``SIGSTOP``),
+then the ``K_STATUS`` samples of the last :data:`KEEP_S` seconds up to the stop (the
+target's reader of the pipe dies with it, so these are the samples it never streamed).
+
 The sidecar never blocks on the pipe: records that do not fit are kept in its own memory
 and written when the reader catches up (the reader is a thread of the target, which only
 runs when the target releases the GIL). It exits when the target is gone (``ESRCH`` or
@@ -26,11 +36,23 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import signal
 import struct
 import sys
 import time
+from collections import deque
 
-__all__ = ["REC", "REC_SIZE", "main", "parse_kib", "parse_rss_split", "text_records"]
+__all__ = [
+    "BUDGET_ENV",
+    "KEEP_S",
+    "REC",
+    "REC_SIZE",
+    "main",
+    "parse_budget_env",
+    "parse_kib",
+    "parse_rss_split",
+    "text_records",
+]
 
 REC = struct.Struct("<B7xdqqq")
 REC_SIZE = REC.size
@@ -45,9 +67,32 @@ K_MEMINFO = 5  # a = MemAvailable, b = MemTotal, c = 0                   (bytes)
 K_ERROR = 6  # a = number of TEXT records that follow, b = error code (see E_*)
 K_TEXT = 7  # 24 bytes of UTF-8 text in the a, b, c slots
 K_BYE = 8  # a = reason (see R_*), b = ticks done, c = ticks late (skipped)
+K_BUDGET = 9  # kill report only: a = RSS of the crossing sample, b = budget, c = peak at stop
+
+#: the environment variable that arms the budget: ``"BYTES:PATH"``
+BUDGET_ENV = "BIGVIZ_SIDECAR_BUDGET"
+#: seconds of samples the kill report keeps (the ones the target had not streamed yet)
+KEEP_S = 30.0
 
 E_SOURCE = 1  # a /proc file could not be read; sampling of it stops
-R_STOP, R_TARGET_GONE, R_PARENT_GONE, R_PIPE_CLOSED = 1, 2, 3, 4
+R_STOP, R_TARGET_GONE, R_PARENT_GONE, R_PIPE_CLOSED, R_BUDGET = 1, 2, 3, 4, 5
+
+
+def parse_budget_env(value: str | None) -> tuple[int, str] | None:
+    """``(bytes, report path)`` from :data:`BUDGET_ENV`'s value; ``None``: no budget.
+
+    Example:
+        >>> parse_budget_env("400000000:/tmp/w/.budget-kill")
+        (400000000, '/tmp/w/.budget-kill')
+        >>> parse_budget_env(None) is None
+        True
+    """
+    if not value:
+        return None
+    size, sep, path = value.partition(":")
+    if not sep or not path or not size.isdigit() or int(size) <= 0:
+        return None
+    return int(size), path
 
 
 def text_records(t: float, code: int, message: str) -> bytes:
@@ -123,6 +168,9 @@ class _Sampler:
         self.page = os.sysconf("SC_PAGE_SIZE")
         self.backlog = bytearray()
         self.fds: dict[str, int] = {}
+        self.budget = parse_budget_env(os.environ.get(BUDGET_ENV))
+        # the recent samples a kill report keeps (only with a budget)
+        self.recent: deque[bytes] = deque(maxlen=max(16, int(KEEP_S / max(interval, 1e-4))))
         if proc:
             for name in ("status", "smaps_rollup"):
                 try:
@@ -168,6 +216,38 @@ class _Sampler:
                 continue
             del self.backlog[:n]
 
+    def budget_kill(self, t: float, rss: int) -> None:
+        """Freeze the target, write the kill report, kill it (see the module's doc)."""
+        assert self.budget is not None
+        budget, path = self.budget
+        with contextlib.suppress(OSError):
+            os.kill(self.pid, signal.SIGSTOP)
+        peak = rss
+        t_stop = time.monotonic()
+        # one more reading of the frozen target: what it reached before the stop landed
+        with contextlib.suppress(OSError, ValueError):
+            text = os.pread(self.fds["status"], 8192, 0)
+            t_stop = time.monotonic()
+            anon, file_, shmem = parse_rss_split(text)
+            self.recent.append(REC.pack(K_STATUS, t_stop, anon, file_, shmem))
+            (hwm,) = parse_kib(text, (b"VmHWM",))
+            peak = max(peak, anon + file_ + shmem, hwm)
+        data = REC.pack(K_BUDGET, t, rss, budget, peak) + b"".join(self.recent)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
+            os.rename(tmp, path)
+        except OSError as exc:
+            self.error(t_stop, f"cannot write the budget kill report {path}: {exc}")
+        with contextlib.suppress(OSError):
+            os.kill(self.pid, signal.SIGKILL)
+
     def run(self, ppid: int) -> int:
         t_start = time.monotonic()
         self.backlog += REC.pack(K_HELLO, t_start, os.getpid(), self.page, 0)
@@ -188,7 +268,14 @@ class _Sampler:
                         anon, file_, shmem = parse_rss_split(status)
                     except ValueError:
                         raise ProcessLookupError(self.pid) from None  # a zombie: gone
-                    self.backlog += REC.pack(K_STATUS, t, anon, file_, shmem)
+                    record = REC.pack(K_STATUS, t, anon, file_, shmem)
+                    self.backlog += record
+                    if self.budget is not None:
+                        self.recent.append(record)
+                        if anon + file_ + shmem > self.budget[0]:
+                            self.budget_kill(t, anon + file_ + shmem)
+                            reason = R_BUDGET
+                            return 0
                 if now >= next_meminfo and "meminfo" in self.fds:
                     next_meminfo = now + self.meminfo_every
                     mem = self.read("meminfo")

@@ -27,7 +27,7 @@ from bigviz.data.result import (
     RunResult,
 )
 from bigviz.recorder.merge import NODE_SERIES, merge_ranks
-from bigviz.runner.supervisor import Supervision, exit_verdict
+from bigviz.runner.supervisor import Supervision, budget_meaning, exit_verdict, innermost_at
 from bigviz.units import format_size
 
 if TYPE_CHECKING:
@@ -103,7 +103,8 @@ def single_result(
     # measured peaks above baseline: exact phase peaks (VmHWM), the samples, the watchdog
     # every phase, nested ones too: in a killed run the enclosing phase never ended
     exact = [p.ram_peak for p in rec.phases if p.ram_peak is not None]
-    sampled = rec.peak("ram.rss")
+    # samples inside phases only: every byte of the run's peak sits in a named phase
+    sampled = _in_phases(rec, "ram.rss")
     candidates = [*exact, out.watch_peak] + ([sampled] if sampled is not None else [])
     ram_abs = max(candidates) if candidates and baseline else None
     anon = _peak(rec, "ram.anon", [p.ram_anon_peak for p in rec.phases])
@@ -114,12 +115,11 @@ def single_result(
     outcome, error = out.outcome, out.error
     ram_peak = None if ram_abs is None else max(0, ram_abs - baseline)
     if outcome == "ok" and budget is not None and ram_abs is not None and ram_abs > budget:
-        worst = max((p for p in rec.phases if p.ram_peak is not None),
-                    key=lambda p: p.ram_peak or 0, default=None)
+        worst = _phase_of_peak(rec, ram_abs)
         outcome = "budget_exceeded"
-        error = (f"would not fit in {format_size(budget, binary=False)}: reached "
-                 f"{format_size(ram_abs, binary=False)}"
-                 + (f" in phase {worst.name!r}" if worst else ""))
+        error = (f"would not fit in {format_size(budget, binary=False)} "
+                 f"({budget_meaning()}): reached {format_size(ram_abs, binary=False)}"
+                 + (f" in phase {worst!r}" if worst else ""))
     tb = (out.result or {}).get("traceback") or out.traceback
     checks = Checks(
         weights="ok" if outcome == "ok" else ((out.result or {}).get("verify") or "unchecked"),
@@ -155,12 +155,41 @@ def single_result(
         recording=rec,
         params=params,
         checks=checks,
+        fixed_cost={k: int(v) for k, v in (base.get("fixed_cost") or {}).items()},
     )
+
+
+def _phase_of_peak(rec: Recording, peak: int) -> str | None:
+    """The innermost phase holding ``peak``: the deepest phase whose exact peak it is,
+    else the innermost phase open at the first sample that reached it."""
+    exact = [p for p in rec.phases if p.ram_peak is not None and p.ram_peak >= peak]
+    if exact:
+        return max(exact, key=lambda p: (p.depth, p.start)).name
+    rss = rec.series.get("ram.rss")
+    if rss is not None:
+        for t, v in zip(rss.t, rss.v, strict=True):
+            if v >= peak:
+                p = innermost_at(rec.phases, t)
+                return None if p is None else p.name
+    return None
+
+
+def _in_phases(rec: Recording, series: str) -> int | None:
+    """The largest sample of ``series`` taken while a phase was open (a recording
+    without phases: the largest sample)."""
+    s = rec.series.get(series)
+    if s is None or not s.v:
+        return None
+    if not rec.phases:
+        return max(s.v)
+    vals = [v for p in rec.phases if p.depth == 0
+            if (v := s.max_between(p.start, p.end)) is not None]
+    return max(vals) if vals else None
 
 
 def _peak(rec: Any, series: str, phase_vals: list[int | None]) -> int | None:
     vals = [v for v in phase_vals if v is not None]
-    s = rec.peak(series)
+    s = _in_phases(rec, series)
     if s is not None:
         vals.append(s)
     return max(vals) if vals else None

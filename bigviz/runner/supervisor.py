@@ -7,10 +7,19 @@ distributed launcher (N ranks). It only sees processes through the small :class:
 interface, so a scripted stand-in (:class:`bigviz.testing.FakeChild`) drives it in tests
 without real processes or timing luck.
 
-The budget is checked two ways: the parent reads every child's memory every
-:data:`WATCH_INTERVAL_S` (one child: its RSS; several: Σ anonymous + shmem, plus the
-largest file-backed share, since the ranks of a node map the same files), and every
-``phase_end`` carries the phase's exact peak (``VmHWM``), which a sample can miss.
+The budget is checked three ways. One worker's own sidecar sampler checks every 1 ms
+sample against it and kills the worker at the first sample above (its kill report
+carries the samples up to the kill, which the worker never streamed: they join the
+kept timeline; see :mod:`bigviz.recorder.sidecar`). The parent reads every child's
+memory every :data:`WATCH_INTERVAL_S` (one child: its RSS; several: Σ anonymous +
+shmem, plus the largest file-backed share, since the ranks of a node map the same
+files) — for one worker whose sidecar is armed only as a backstop, after
+:data:`BACKSTOP_S`. And every ``phase_end`` carries the phase's exact peak (``VmHWM``),
+which a sample can miss. One worker's budget is its whole RSS (its baseline included).
+
+A stop names the phase from the recording, once every event the child sent before it
+died is read: the innermost phase open at the moment of the kill
+(:func:`innermost_at`), not what the parent had read of the stream when it decided.
 
 A SIGKILL is not evidence of OOM: :func:`sigkill_verdict` asks ``/proc/vmstat``.
 
@@ -27,26 +36,34 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import os
 import select
 import signal
 import threading
 import time
+from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from bigviz.data.recording import Phase, Series
+from bigviz.recorder import sidecar as sc
 from bigviz.runner.events import Timeline, recv_messages
 from bigviz.units import format_size
 
 __all__ = [
+    "BACKSTOP_S",
     "WATCH_INTERVAL_S",
     "Child",
     "EventCallback",
     "Stop",
     "Supervision",
     "Watched",
+    "budget_meaning",
     "describe_exit",
     "exit_verdict",
+    "innermost_at",
     "oom_kill_count",
     "sigkill_verdict",
     "signal_name",
@@ -57,14 +74,17 @@ EventCallback = Callable[[dict[str, Any]], None]
 
 #: how often the parent reads the children's memory for the budget
 WATCH_INTERVAL_S = 0.005
+#: with the worker's sidecar checking the budget every sample, the parent kills only
+#: when the worker stayed over it this long (the sidecar failed to)
+BACKSTOP_S = 0.25
 #: once every child exited, how long to wait for more of its events before giving up (a
 #: stray grandchild may hold the stream open)
 _QUIET_S = 0.5
 _DRAIN_S = 2.0
 #: messages the supervisor keeps (the last of each type) instead of passing to the timeline
-_KEPT = ("baseline", "hello", "result", "prepared", "error")
+_KEPT = ("baseline", "hello", "result", "prepared", "error", "armed")
 #: messages that are the parent's business, not the caller's ``on_event``
-_PRIVATE = ("result", "prepared", "started", "written")
+_PRIVATE = ("result", "prepared", "started", "written", "armed")
 
 
 class Child(Protocol):
@@ -102,6 +122,21 @@ class Watched:
     t_exit: float | None = None
     t_first_phase: float | None = None
     rss_peak: int = 0
+    #: the parent's readings (monotonic times, RSS; a reading equal to the one before is
+    #: not kept: 16 B per change), for the peak inside phases
+    watch_t: array[float] = field(default_factory=lambda: array("d"))
+    watch_v: array[int] = field(default_factory=lambda: array("q"))
+    over_since: float | None = None
+
+    def budget_report(self) -> str | None:
+        """Where the child's sidecar writes its budget kill report (``None``: not armed)."""
+        path = self.kept.get("armed", {}).get("budget_report")
+        return str(path) if path else None
+
+    def t0(self) -> float | None:
+        """The child's recorder start (monotonic), from its ``baseline`` message."""
+        t0 = self.kept.get("baseline", {}).get("t0")
+        return float(t0) if isinstance(t0, (int, float)) else None
 
     def phase(self) -> str | None:
         """The innermost open phase, else the last one started."""
@@ -118,6 +153,13 @@ class Stop:
     error: str
     culprit: Watched | None
     phase: str | None = None
+    #: when the children were stopped (monotonic); the phase is named from the recording
+    #: at that moment once the streams are drained
+    t: float | None = None
+    #: the message with ``{where}`` for the phase (``" in phase 'x'"``)
+    template: str | None = None
+    #: the measured peak at the stop (bytes of RSS), when the stop measured one
+    peak: int | None = None
 
 
 @dataclass
@@ -186,6 +228,8 @@ def supervise(
         for w in sup.watched:  # unwinding on an error (or done): leave nothing running
             if w.exit_code is None:
                 w.child.kill()
+    if not group and len(sup.watched) == 1:
+        sup.finish(sup.watched[0])
     return Supervision(sup.watched, sup.stop, start, clock() - start, oom_before,
                        sup.callback_errors)
 
@@ -291,27 +335,31 @@ class _Supervisor:
         if isinstance(peak, int) and peak > self.budget:
             what = f"rank {w.rank} alone reached" if self.group else "reached"
             self._halt(Stop("budget_exceeded", f"{self._over()}: {what} "
-                            f"{format_size(peak, binary=False)}{_where(name)}", w, name))
+                            f"{format_size(peak, binary=False)}{_where(name)}", w, name,
+                            peak=peak))
 
     # -- limits -------------------------------------------------------------------
     def _watch(self, alive: Sequence[Watched], elapsed: float) -> None:
         used, worst = self._memory(alive)
-        if self.budget is not None and used > self.budget:
+        now = self.clock()
+        if self.budget is not None and used > self.budget and self._backstop(worst, now):
             if self.group:
                 msg = (f"{self._over()}: the ranks reached {format_size(used, binary=False)} "
                        f"together (rank {worst.rank} in phase {worst.phase()!r})")
                 self.stop = Stop("budget_exceeded", msg, worst)
             else:
                 phase = worst.timeline.current()
-                self.stop = Stop("budget_exceeded", f"{self._over()}: reached "
-                                 f"{format_size(used, binary=False)}{_where(phase)}", worst, phase)
+                template = f"{self._over()}: reached {format_size(used, binary=False)}{{where}}"
+                self.stop = Stop("budget_exceeded", template.format(where=_where(phase)),
+                                 worst, phase, t=now, template=template, peak=used)
         elif self.cancel is not None and self.cancel.is_set():
             if self.group:
                 self.stop = Stop("cancelled", "cancelled while running", None)
             else:
                 phase = alive[0].timeline.current()
-                self.stop = Stop("cancelled", "cancelled while running"
-                                 + (f" phase {phase!r}" if phase else ""), alive[0], phase)
+                template = "cancelled while running{where}"
+                self.stop = Stop("cancelled", template.format(where=_where(phase)), alive[0],
+                                 phase, t=now, template=template)
         elif self.timeout is not None and elapsed > self.timeout:
             if self.group:
                 where = ", ".join(f"rank {w.rank} in {w.phase()!r}" for w in alive)
@@ -321,14 +369,31 @@ class _Supervisor:
                                  laggard)
             else:
                 phase = alive[0].timeline.current()
-                self.stop = Stop("error", f"timed out after {self.timeout:g} s"
-                                 + (f" in phase {phase!r}" if phase else ""), alive[0], phase)
+                template = f"timed out after {self.timeout:g} s{{where}}"
+                self.stop = Stop("error", template.format(where=_where(phase)), alive[0],
+                                 phase, t=now, template=template)
+
+    def _backstop(self, w: Watched, now: float) -> bool:
+        """Whether the parent stops a child over the budget now: at once, unless the
+        child's own sidecar checks every sample (then only if it stayed over for
+        :data:`BACKSTOP_S`: the sidecar did not act)."""
+        if self.group or not w.budget_report():
+            return True
+        if w.over_since is None:
+            w.over_since = now
+        return now - w.over_since >= BACKSTOP_S
 
     def _memory(self, alive: Sequence[Watched]) -> tuple[int, Watched]:
         """The children's memory together, and the child holding the most of it."""
         if len(alive) == 1:
             rss = alive[0].child.memory().get("rss", 0)
             alive[0].rss_peak = max(alive[0].rss_peak, rss)
+            w = alive[0]
+            if rss and (not w.watch_v or w.watch_v[-1] != rss):
+                w.watch_t.append(self.clock())
+                w.watch_v.append(rss)
+            if self.budget is not None and rss <= self.budget:
+                alive[0].over_since = None
             return rss, alive[0]
         total, files, worst, worst_v = 0, 0, alive[0], -1
         for w in alive:
@@ -343,7 +408,48 @@ class _Supervisor:
 
     def _over(self) -> str:
         assert self.budget is not None
-        return f"would not fit in {format_size(self.budget, binary=False)}"
+        return (f"would not fit in {format_size(self.budget, binary=False)} "
+                f"({budget_meaning(self.group)})")
+
+    # -- after the end: one worker -------------------------------------------------
+    def finish(self, w: Watched) -> None:
+        """Once one worker's streams are drained: take its sidecar's kill report, name
+        the phase of the stop from the recording, keep the parent's peak inside phases."""
+        t0 = w.t0()
+        report = _read_kill_report(w)
+        if report is not None:
+            t_cross, rss, budget, peak, samples = report
+            if t0 is not None:
+                _extend(w.timeline, samples, t0)
+                w.timeline.marks.append({
+                    "type": "mark", "name": "budget exceeded", "t": t_cross - t0,
+                    "detail": {"rss": rss, "budget": budget, "peak": peak,
+                               "by": "sidecar (1 ms samples)"}})
+            self.budget = budget
+            template = (f"{self._over()}: reached {format_size(peak, binary=False)}"
+                        "{where}")
+            self.stop = Stop("budget_exceeded", template.format(where=""), w, None,
+                             t=t_cross, template=template, peak=peak)
+            w.rss_peak = max(w.rss_peak, peak)
+        stop = self.stop
+        if stop is not None and stop.t is not None and stop.template is not None \
+                and t0 is not None:
+            phase = innermost_at(list(w.timeline.phases.values()), stop.t - t0)
+            stop.phase = phase.name if phase is not None else None
+            stop.error = stop.template.format(where=_where(stop.phase))
+            if report is None:  # the parent's stop: mark when it landed (the sidecar's is)
+                w.timeline.marks.append({"type": "mark", "name": _STOP_MARKS[stop.outcome],
+                                         "t": stop.t - t0, "detail": {"by": "parent"}})
+        if t0 is not None and w.timeline.phases:
+            # every byte of the peak sits in a named phase: readings between phases (the
+            # worker's checks after its recording) are not the run's
+            spans = [(t0 + p.start, None if p.end is None else t0 + p.end)
+                     for p in w.timeline.phases.values() if p.depth == 0]
+            # a kept reading holds until the next one: it counts in a phase it overlaps
+            ends = [*w.watch_t[1:], float("inf")][: len(w.watch_t)]
+            inside = [v for t, t_next, v in zip(w.watch_t, ends, w.watch_v, strict=True)
+                      if any(a <= t_next and (b is None or t <= b) for a, b in spans)]
+            w.rss_peak = max(inside + ([stop.peak] if stop is not None and stop.peak else [0]))
 
     def _halt(self, stop: Stop) -> None:
         self.stop = stop
@@ -352,8 +458,88 @@ class _Supervisor:
                 w.child.kill()
 
 
+#: the mark a stop leaves in the kept timeline, by outcome
+_STOP_MARKS = {"budget_exceeded": "budget exceeded", "cancelled": "cancelled",
+               "error": "timed out"}
+
+
 def _where(phase: str | None) -> str:
     return f" in phase {phase!r}" if phase else " before the first phase"
+
+
+def budget_meaning(group: bool = False) -> str:
+    """What a RAM budget is compared with, in words (shown beside every budget).
+
+    Example:
+        >>> budget_meaning()
+        'RSS of the whole worker, its baseline included'
+    """
+    if group:
+        return "Σ anonymous + shmem of the ranks, plus the largest file-backed share"
+    return "RSS of the whole worker, its baseline included"
+
+
+def innermost_at(phases: Sequence[Phase], t: float) -> Phase | None:
+    """The innermost phase open at ``t`` (seconds of the recording): of the phases that
+    started by then and had not ended, the one started last (deepest on a tie).
+
+    Example:
+        >>> ps = [Phase("load", 0.0, 5.0), Phase("shard 1", 0.1, 0.2, depth=1),
+        ...       Phase("shard 2", 0.3, None, depth=1)]
+        >>> innermost_at(ps, 0.35).name, innermost_at(ps, 0.25).name
+        ('shard 2', 'load')
+    """
+    open_ = [p for p in phases if p.start <= t and (p.end is None or p.end >= t)]
+    return max(open_, key=lambda p: (p.start, p.depth), default=None)
+
+
+_Sample = tuple[float, int, int, int]  # monotonic time, anon, file, shmem
+
+
+def _read_kill_report(w: Watched) -> tuple[float, int, int, int, list[_Sample]] | None:
+    """The sidecar's kill report of this worker (and remove it), or ``None``."""
+    path = w.budget_report()
+    if not path:
+        return None
+    try:
+        fd = os.open(str(path), os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        data = b""
+        while chunk := os.read(fd, 1 << 20):
+            data += chunk
+    finally:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(str(path))
+    n = len(data) - len(data) % sc.REC_SIZE
+    head: _Sample | None = None
+    samples: list[_Sample] = []
+    for kind, t, a, b, c in sc.REC.iter_unpack(data[:n]):
+        if kind == sc.K_BUDGET:
+            head = (t, a, b, c)
+        elif kind == sc.K_STATUS:
+            samples.append((t, a, b, c))
+    if head is None:
+        return None
+    return (*head, samples)
+
+
+def _extend(tl: Timeline, samples: list[_Sample], t0: float) -> None:
+    """Add the kill report's samples the stream did not carry to the ``ram.*`` series."""
+    rss = tl.series.get("ram.rss")
+    last = rss.t[-1] if rss is not None and rss.t else float("-inf")
+    for t, anon, file_, shmem in samples:
+        rel = t - t0
+        if rel <= last:
+            continue
+        for name, v in (("ram.rss", anon + file_ + shmem), ("ram.anon", anon),
+                        ("ram.file", file_), ("ram.shmem", shmem)):
+            s = tl.series.setdefault(name, Series(name))
+            s.t.append(rel)
+            s.v.append(v)
+        last = rel
 
 
 # -- verdicts ------------------------------------------------------------------------

@@ -80,6 +80,30 @@ class RunRow:
     predicted_high: int | None = None
     range_formula: str = ""
     as_saved: str | None = None  # a checkpoint folder's files as saved: how they are cut
+    #: the worker's fixed cost to the machine before its first phase (bytes, see
+    #: :attr:`RunResult.fixed_cost`): private pages + page tables; ``None``: not measured
+    fixed_cost: int | None = None
+    #: the RAM budget in bytes (absolute RSS of the worker, baseline included); ``None``
+    ram_budget: int | None = None
+
+    @property
+    def fixed_cost_text(self) -> str:
+        """The fixed cost as a size with its meaning ("+61.2 MiB private + page tables"),
+        ``"—"`` when not measured."""
+        if self.fixed_cost is None:
+            return "—"
+        return f"+{format_size(self.fixed_cost)} private + page tables"
+
+    @property
+    def budget_text(self) -> str:
+        """The budget and what it is compared with ("400.0 MB of RSS, baseline
+        included"), ``""`` without one."""
+        if self.ram_budget is None:
+            return ""
+        if self.nproc:
+            return (f"{format_size(self.ram_budget, binary=False)} "
+                    "(Σ anonymous + shmem of the ranks + largest file-backed share)")
+        return f"{format_size(self.ram_budget, binary=False)} of RSS, baseline included"
 
     @property
     def ok(self) -> bool:
@@ -167,6 +191,12 @@ def run_rows(results: Sequence[RunResult]) -> list[RunRow]:
             range_formula=r.predicted.range_formula if r.predicted else "",
             seconds=r.seconds,
             as_saved=r.params.get("as_saved") or None,
+            fixed_cost=r.fixed_cost.get("total") if r.fixed_cost else None,
+            ram_budget=_budget(r.params.get("ram_budget")),
         )
         for lab, r in zip(labels, results, strict=True)
     ]
+
+
+def _budget(v: object) -> int | None:
+    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 else None

@@ -270,3 +270,26 @@ def test_a_markdown_reports_png_is_the_figure_plots_draws(loaded: Sweep, tmp_pat
     written = (tmp_path / "sweep.peaks.png").read_bytes()
     # THEN they are the same bytes: reports encode through the one encoder
     assert written == plots.to_png(plots.peaks(loaded))
+
+
+def test_timeline_draws_the_ram_budget_as_absolute_rss_and_says_so() -> None:
+    # GIVEN a run killed by a budget that lies between its baseline and its peak
+    run = run_result("naive", outcome="budget_exceeded")
+    rss = max(run.recording.series["ram.rss"].v)
+    budget = (run.baseline + rss) // 2
+    run.params["ram_budget"] = budget
+    # WHEN its timeline is drawn
+    fig = plots.timeline(run)
+    ram = next(ax for ax in fig.axes if ax.get_ylabel().startswith("RAM ("))
+    div = {"RAM (GiB)": 2**30, "RAM (MiB)": 2**20}[ram.get_ylabel()]
+    lines = [ln for ln in ram.get_lines() if ln.get_gid() == "ram-budget"]
+    # THEN one horizontal line sits at the budget (absolute, not above the baseline), and
+    # the legend says what the budget is compared with
+    assert len(lines) == 1
+    assert list(lines[0].get_ydata()) == pytest.approx([budget / div] * 2)
+    assert any(t.startswith(f"RAM budget {format_size(budget, binary=False)} (RSS, "
+                            "baseline included)") for t in _texts(fig))
+    # and a run without a budget draws none
+    run.params.pop("ram_budget")
+    fig = plots.timeline(run)
+    assert not [ln for ax in fig.axes for ln in ax.get_lines() if ln.get_gid() == "ram-budget"]

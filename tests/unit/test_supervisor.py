@@ -36,7 +36,8 @@ def test_a_worker_over_its_budget_is_killed_in_the_phase_it_reached() -> None:
     # THEN it was killed then and there, and the message says where
     assert child.killed and seen.watched[0].exit_code == -9
     assert seen.stop is not None and seen.stop.outcome == "budget_exceeded"
-    assert seen.stop.error == "would not fit in 100.0 MB: reached 150.0 MB in phase 'load'"
+    assert seen.stop.error == ("would not fit in 100.0 MB (RSS of the whole worker, its "
+                              "baseline included): reached 150.0 MB in phase 'load'")
     assert seen.watched[0].rss_peak == 150 * MB
     assert seen.seconds < 1.0
 
@@ -52,7 +53,8 @@ def test_an_exact_phase_peak_over_budget_counts_even_if_no_sample_saw_it() -> No
     child.exit_at(5.0, 0)
     seen = _run([child], clock, ram_budget=100 * MB)
     assert seen.stop is not None and seen.stop.phase == "spike"
-    assert seen.stop.error == "would not fit in 100.0 MB: reached 300.0 MB in phase 'spike'"
+    assert seen.stop.error == ("would not fit in 100.0 MB (RSS of the whole worker, its "
+                              "baseline included): reached 300.0 MB in phase 'spike'")
 
 
 def test_timeout_and_cancel_stop_a_worker_with_the_phase_in_the_message() -> None:
@@ -71,7 +73,7 @@ def test_timeout_and_cancel_stop_a_worker_with_the_phase_in_the_message() -> Non
     cancel.set()
     seen = _run([child], clock, cancel=cancel)
     assert seen.stop is not None and seen.stop.outcome == "cancelled"
-    assert seen.stop.error == "cancelled while running phase 'build'"
+    assert seen.stop.error == "cancelled while running in phase 'build'"
 
 
 def test_the_first_rank_to_fail_is_the_culprit_and_the_others_are_stopped() -> None:
@@ -107,8 +109,9 @@ def test_ranks_share_file_pages_in_the_node_budget() -> None:
         child.memory_at(0.0, rss=110 * MB, anon=30 * MB + r, file=80 * MB, shmem=0)
     seen = _run(ranks, clock, ram_budget=120 * MB, group=True)  # type: ignore[arg-type]
     assert seen.stop is not None and seen.stop.culprit is not None
-    assert seen.stop.error == ("would not fit in 120.0 MB: the ranks reached 140.0 MB together "
-                               "(rank 1 in phase 'map')")
+    assert seen.stop.error == ("would not fit in 120.0 MB (Σ anonymous + shmem of the "
+                               "ranks, plus the largest file-backed share): the ranks "
+                               "reached 140.0 MB together (rank 1 in phase 'map')")
 
 
 def test_a_failing_callback_never_kills_the_run() -> None:
@@ -138,3 +141,47 @@ def test_sigkill_is_oom_only_when_the_kernels_counter_rose(
     assert got == outcome and "'load shard 2/5'" in message
     # any other signal is a crash whatever the counter says
     assert exit_verdict(-11, "worker", "x", before)[0] == "crashed"
+
+
+def test_a_sidecar_kill_report_names_the_phase_open_at_the_kill_and_keeps_its_samples(
+    tmp_path: Any,
+) -> None:
+    from bigviz.recorder import sidecar as sc
+
+    # GIVEN a worker whose sidecar killed it 0.35 s into its recording (t0 = 100.0), in
+    # phase "shard 2" — which the parent had not read yet when the worker died, and whose
+    # last 50 ms of samples it never streamed
+    clock = FakeClock()
+    child = FakeChild(clock)
+    report = tmp_path / ".budget-kill-7"
+    child.send_at(0.0, {"type": "armed", "budget_report": str(report)},
+                  {"type": "baseline", "rss": 50 * MB, "t0": 100.0},
+                  _start(0, "load", 0.1),
+                  {"type": "samples", "series": {"ram.rss": [[0.1, 0.2, 0.3], [60 * MB] * 3]}},
+                  {"type": "phase_start", "index": 1, "name": "shard 1", "t": 0.15,
+                   "parent": 0},
+                  {"type": "phase_end", "index": 1, "phase": {"name": "shard 1", "start": 0.15,
+                                                               "end": 0.3, "parent": 0,
+                                                               "depth": 1}})
+    child.send_at(0.4, {"type": "phase_start", "index": 2, "name": "shard 2", "t": 0.32,
+                        "parent": 0})
+    samples = [sc.REC.pack(sc.K_STATUS, 100.0 + t, 70 * MB + int(t * 1e8), 0, 0)
+               for t in (0.3, 0.32, 0.34, 0.35)]
+    report.write_bytes(sc.REC.pack(sc.K_BUDGET, 100.35, 105 * MB, 100 * MB, 106 * MB)
+                       + b"".join(samples))
+    child.exit_at(0.4, -9)
+    # WHEN it is followed to the end
+    seen = _run([child], clock, ram_budget=100 * MB)
+    w = seen.watched[0]
+    # THEN the stop is the sidecar's, in the phase open at 0.35 s, with the peak it read
+    assert seen.stop is not None and seen.stop.outcome == "budget_exceeded"
+    assert seen.stop.phase == "shard 2" and seen.stop.peak == 106 * MB
+    assert seen.stop.error == ("would not fit in 100.0 MB (RSS of the whole worker, its "
+                               "baseline included): reached 106.0 MB in phase 'shard 2'")
+    # the samples after the last streamed one joined the timeline, the kill is marked,
+    # and the report is gone
+    rss = w.timeline.series["ram.rss"]
+    assert rss.t == pytest.approx([0.1, 0.2, 0.3, 0.32, 0.34, 0.35])
+    assert [m["name"] for m in w.timeline.marks] == ["budget exceeded"]
+    assert w.timeline.marks[0]["t"] == pytest.approx(0.35)
+    assert w.rss_peak == 106 * MB and not report.exists()

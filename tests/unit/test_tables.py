@@ -179,3 +179,20 @@ def test_findings_and_labels_read_the_runs() -> None:
     assert tables.key_finding(runs) == "naive peaked at 2.0 GiB of RAM above its baseline."
     assert report.key_finding is tables.key_finding
     assert tables.outcome_text("budget_exceeded") == "RAM budget exceeded"
+
+
+def test_run_rows_show_the_fixed_cost_and_the_budget_with_its_meaning() -> None:
+    # GIVEN a run with its worker's fixed cost measured and a RAM budget, and one without
+    r = RunResult("meta", "ok", baseline=200 * 2**20, ram_peak=190 * 2**20,
+                  fixed_cost={"total": 60 * 2**20, "private": 59 * 2**20,
+                              "page_tables": 2**20, "after_fork": 50 * 2**20},
+                  params={"ram_budget": 400_000_000})
+    bare = RunResult("naive", "ok")
+    row, plain = tables.run_rows([r, bare])
+    # THEN the row carries the total beside the growth, in words that say what it is
+    assert row.fixed_cost == 60 * 2**20
+    assert row.fixed_cost_text == "+60.0 MiB private + page tables"
+    assert row.ram_budget == 400_000_000
+    assert row.budget_text == "400.0 MB of RSS, baseline included"
+    # and a run without them says so
+    assert (plain.fixed_cost, plain.fixed_cost_text, plain.budget_text) == (None, "—", "")
