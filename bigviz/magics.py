@@ -34,6 +34,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from bigviz._errors import BigvizError, ConfigError, StrategyError
+from bigviz.tables.findings import CELL_KEY, cell_meta
 from bigviz.units import format_size
 
 if TYPE_CHECKING:
@@ -77,6 +78,9 @@ def _cell_parser() -> _Parser:
         "themselves (torch and safetensors are imported before recording starts so\n"
         "that a cell importing them still gets those phases). Shows the timeline and a\n"
         "phase table; the cell's result and exceptions are as without the magic.\n\n"
+        "The cell's growth is measured from its start: the kernel's RSS read just before\n"
+        "the cell's code runs is its baseline (a line on the timeline, and the line under\n"
+        "it: RSS at the start, peak and growth above it, what the cell kept).\n\n"
         "Exact peaks come from resetting the kernel's high-water mark (VmHWM) at each\n"
         "phase: afterwards this kernel's getrusage().ru_maxrss (resource module) and\n"
         "/usr/bin/time -v report only the peak since the last reset. The recording keeps\n"
@@ -178,20 +182,33 @@ class _Cell:
 
 
 def _cell_runs(cells: list[_Cell]) -> list[RunResult]:
-    """Profiled cells as RunResults, so a report can table and plot them side by side."""
-    from bigviz.data.result import RunResult
+    """Profiled cells as RunResults, so a report can table and plot them side by side;
+    every peak is above the cell's own start (:func:`bigviz.tables.findings.cell_run`)."""
+    from bigviz.tables.findings import cell_run
 
-    runs = []
-    for c in cells:
-        rec = c.recording
-        rss = rec.series.get("ram.rss")
-        base = rss.v[0] if rss and rss.v else 0
-        peak = max([p.ram_peak or 0 for p in rec.phases] + ([rss.max() or 0] if rss else []))
-        runs.append(RunResult(
-            strategy=rec.name or "cell", outcome="error" if c.error else "ok", error=c.error,
-            baseline=base, ram_peak=max(0, peak - base) if base else None,
-            seconds=rec.duration, recording=rec))
-    return runs
+    return [cell_run(c.recording, c.error) for c in cells]
+
+
+#: ``/proc/self/status`` fields read at a cell's start and end, by cell-facts key
+_STATUS_FIELDS = {"rss": "VmRSS", "anon": "RssAnon", "file": "RssFile", "shmem": "RssShmem"}
+
+
+def _memory_now() -> dict[str, int]:
+    """This kernel's RSS now and its anonymous, file-backed and shared parts, bytes
+    (one read of ``/proc/self/status``; where there is no ``/proc``, RSS from psutil;
+    ``{}`` if neither answers, and the cell's first sample is its start)."""
+    from bigviz.recorder.procfs import read_kib
+
+    got = read_kib("self", tuple(_STATUS_FIELDS.values()))
+    out = {k: got[f] for k, f in _STATUS_FIELDS.items() if f in got}
+    if "rss" not in out:
+        try:
+            import psutil
+
+            out = {"rss": int(psutil.Process().memory_info().rss)}
+        except Exception:  # never the user's cell's problem: the first sample stands in
+            out = {}
+    return out
 
 
 def _lazy_lines(rec: Recording) -> list[str]:
@@ -267,15 +284,20 @@ class BigvizMagics(Magics):
             _preimport("torch", "safetensors.torch")
         value, error = None, None
         with recorder as rec:
+            # the cell's baseline: RSS right before its code, after the recorder started
+            start = _memory_now()
             try:
                 exec(body, shell.user_global_ns, shell.user_ns)
                 if last is not None:
                     value = eval(last, shell.user_global_ns, shell.user_ns)
             except BaseException as exc:  # shown after the timeline, then re-raised
                 error = exc
+            end = _memory_now()
         recording = rec.recording
+        recording.meta[CELL_KEY] = cell_meta(
+            code=cell, execution_count=shell.execution_count, start=start, end=end)
         self.cells.append(_Cell(recording, None if error is None else repr(error)))
-        self._show_recording(recording, args.report)
+        self._show_recording(self.cells[-1], args.report)
         if error is not None:
             # drop this frame from the traceback: the user's cell is where it happened
             raise error.with_traceback(error.__traceback__.tb_next if error.__traceback__
@@ -299,21 +321,29 @@ class BigvizMagics(Magics):
                 last = shell.compile(ast.Expression(expr.value), filename, "eval")
         return shell.compile(tree, filename, "exec"), last
 
-    def _show_recording(self, recording: Recording, report_path: str | None) -> None:
-        from bigviz import plots, report
-        from bigviz.report.notebook import phase_table_html
+    def _show_recording(self, cell: _Cell, report_path: str | None) -> None:
+        from bigviz import report
+        from bigviz.report.notebook import cell_summary_html, phase_table_html, timeline_figure
 
+        recording = cell.recording
+        (run,) = _cell_runs([cell])
         try:
-            _show_figure(plots.timeline(recording))
-            display(HTML(phase_table_html(recording)))
+            # drawn as a run: the baseline line is RSS at the cell's start
+            _show_figure(timeline_figure(recording, run))
         except Exception as exc:  # drawing must never cost the user's result
             print(f"bigviz: could not draw the timeline: {exc!r}", file=sys.stderr)
+        # the cell's growth from its start, and that start: what the cell cost
+        summary = cell_summary_html(recording)
+        if summary:
+            display(HTML(summary))
+        display(HTML(phase_table_html(recording)))
         lazy = _lazy_lines(recording)
         if lazy:
             display(HTML('<p class="bigviz-lazy">' + "<br>".join(map(html.escape, lazy))
                          + "</p>"))
         if report_path:
-            _show_link(report.write(recording, report_path))
+            # the same report as `%bigviz export` of this one cell
+            _show_link(report.write([run], report_path))
 
     # -- %bigviz COMMAND ----------------------------------------------------------------
     def _dashboard(self, args: argparse.Namespace) -> None:
@@ -373,7 +403,8 @@ class BigvizMagics(Magics):
             raise UsageError("nothing to export yet: profile a cell with %%bigviz first "
                              "(or export the last sweep with --sweep)")
         else:
-            obj = self.cells[0].recording if len(self.cells) == 1 else _cell_runs(self.cells)
+            # every cell as a run above its own start, its code with it (one cell too)
+            obj = _cell_runs(self.cells)
         _show_link(report.write(obj, args.path))
 
 

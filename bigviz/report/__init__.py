@@ -72,7 +72,8 @@ def write(
 
     Every file is written through a temporary file and a rename, so a failure never leaves
     half a report. Markdown also writes its PNG plots beside ``path`` (``out.peaks.png``,
-    ``out.timeline.png``…), CSV its ``out.phases.csv`` and ``out.timeline.csv``.
+    ``out.timeline.png``…), CSV its ``out.phases.csv`` and ``out.timeline.csv``: all of a
+    report's files or none (a disk that fills up leaves no PNG behind).
 
     Args:
         obj: a Recording, RunResult, Sweep or list of RunResults.

@@ -18,9 +18,18 @@ from typing import Any, Literal
 from bigviz._errors import ConfigError, ReportError
 from bigviz.data.recording import Recording
 from bigviz.data.result import RunResult, Sweep
+from bigviz.tables.findings import CELL_KEY, is_cell
 from bigviz.tables.labels import short_labels
 from bigviz.tables.runs import results_of
 from bigviz.units import format_size
+
+#: What a profiled cell's figures are above, as every report format says it.
+CELL_NOTE = (
+    "Each cell is measured from its own start: RSS at start is the kernel's RSS just before "
+    "the cell's code ran (its baseline); peak RAM is the highest RSS above it, anonymous and "
+    "file-backed are above their own values at that start. Cells run different code and are "
+    "not compared with each other."
+)
 
 #: What a report can be made of.
 Reportable = Recording | RunResult | Sweep | Sequence[RunResult]
@@ -66,7 +75,8 @@ def environment(obj: Reportable) -> list[tuple[str, str]]:
     merged: dict[str, Any] = {}
     for m in metas:
         for k, v in m.items():
-            merged.setdefault(k, v)
+            if k != CELL_KEY:  # a cell's code and memory are its own section, not the machine's
+                merged.setdefault(k, v)
     out: list[tuple[str, str]] = []
 
     def add(key: str, value: Any) -> None:
@@ -112,6 +122,9 @@ def title_of(obj: Reportable) -> str:
     if isinstance(obj, Recording):
         return f"recording {obj.name}" if obj.name else "recording"
     results = results_of(obj)
+    if results and all(map(is_cell, results)):
+        n = len(results)
+        return f"{n} profiled cell{'s' if n != 1 else ''}"
     models = sorted({r.model for r in results if r.model})
     what = ", ".join(models) if models else "runs"
     n = len(results)
@@ -192,26 +205,60 @@ def atomic_write(path: Path, data: bytes | str) -> Path:
     Raises:
         ReportError: naming the path and the operating system's reason.
     """
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    tmp: str | None = None
+    atomic_write_all([(path, data)])
+    return path
+
+
+def atomic_write_all(files: Sequence[tuple[Path, bytes | str]]) -> None:
+    """Write the files of one report (a Markdown file and its PNGs, a CSV and its
+    siblings) all or none.
+
+    Every file is first written in full to a temporary file beside its target; only when
+    all of them are written are they renamed into place. A failure on the way (a full
+    disk, a read-only folder) removes every temporary file and every target this call
+    already renamed, so no PNG or CSV of a half-written report is left behind, and files
+    of an earlier report that were not yet replaced stay as they were.
+
+    Raises:
+        ReportError: naming the file that failed and the operating system's reason.
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp())
+        >>> atomic_write_all([(d / "r.peaks.png", b"png"), (d / "r.md", "text")])
+        >>> sorted(p.name for p in d.iterdir())
+        ['r.md', 'r.peaks.png']
+    """
+    temps: list[tuple[str, Path]] = []
+    placed: list[Path] = []
+    current: Path | None = None
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(raw)
-        # mkstemp makes 0600 files; a report is meant to be shared like any other file
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-        tmp = None
+        for current, data in files:
+            raw = data.encode("utf-8") if isinstance(data, str) else data
+            fd, tmp = tempfile.mkstemp(
+                dir=current.parent, prefix=f".{current.name}.", suffix=".tmp"
+            )
+            temps.append((tmp, current))
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(raw)
+            # mkstemp makes 0600 files; a report is meant to be shared like any other file
+            os.chmod(tmp, 0o644)
+        for tmp, target in temps:
+            current = target
+            os.replace(tmp, target)
+            placed.append(target)
     except OSError as exc:
-        raise ReportError(
-            f"cannot write report {str(path)!r}: {exc.strerror or exc}; "
-            "check the folder exists, is writable and has space"
-        ) from exc
-    finally:
-        if tmp is not None:
+        for tmp, _target in temps:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-    return path
+        for target in placed:
+            with contextlib.suppress(OSError):
+                os.unlink(target)
+        what = str(current) if current is not None else "?"
+        raise ReportError(
+            f"cannot write report {what!r}: {exc.strerror or exc}; "
+            "check the folder exists, is writable and has space"
+        ) from exc
 
 
 def sibling(path: Path, suffix: str) -> Path:

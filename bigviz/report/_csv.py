@@ -26,7 +26,7 @@ from bigviz.data.recording import Recording
 from bigviz.tables.phases import lanes, phase_rows
 from bigviz.tables.runs import RunRow, results_of, run_rows
 
-from ._common import Reportable, atomic_write, recordings_of, sibling
+from ._common import Reportable, atomic_write_all, recordings_of, sibling
 
 SUMMARY_COLUMNS = [
     "run", "label", "strategy", "model", "model_bytes", "shard_size", "format", "device_map",
@@ -114,6 +114,6 @@ def render(obj: Reportable) -> dict[str, str]:
 def write(obj: Reportable, path: Path) -> Path:
     """Write the timeline and phase files, then the summary at ``path``."""
     files = render(obj)
-    for suffix in (".timeline", ".phases"):
-        atomic_write(sibling(path, f"{suffix}.csv"), files[suffix])
-    return atomic_write(path, files[""])
+    atomic_write_all([(sibling(path, f"{suffix}.csv"), files[suffix])
+                      for suffix in (".timeline", ".phases")] + [(path, files[""])])
+    return path

@@ -12,6 +12,7 @@ from typing import Any
 
 from bigviz.data.recording import Recording
 from bigviz.data.result import RunResult
+from bigviz.tables.findings import cell_of, cell_run
 from bigviz.tables.runs import results_of
 
 from ._common import Reportable
@@ -33,7 +34,7 @@ def overview_figures(obj: Reportable) -> list[tuple[str, str, Callable[[], Any]]
     figs: list[tuple[str, str, Callable[[], Any]]] = []
     if isinstance(obj, Recording):
         rec = obj
-        figs.append(("timeline", "Timeline", lambda: plots.timeline(rec, max_points=REPORT_POINTS)))
+        figs.append(("timeline", "Timeline", lambda: timeline_figure(rec, None)))
         return figs
     if len(results) == 1:
         run = results[0]
@@ -53,9 +54,16 @@ def overview_figures(obj: Reportable) -> list[tuple[str, str, Callable[[], Any]]
                 )
             )
             return figs
-        figs.append(("timeline", "Timeline", lambda: plots.timeline(run, max_points=REPORT_POINTS)))
+        figs.append(("timeline", "Timeline", lambda: timeline_figure(run.recording, run)))
         return figs
     if not results:
+        return figs
+    if all(cell_of(r.recording) is not None for r in results):
+        # profiled cells run unrelated code: no bars to rank them, no prediction to draw;
+        # their timelines side by side, each above its own start
+        if len(results) <= 8:
+            figs.append(("overlay", "All cells on one time axis, each above RSS at its start",
+                         lambda: plots.overlay(results, max_points=REPORT_POINTS)))
         return figs
     if any(r.recording.ranks for r in results):
         caption = "Node RAM per run: the ranks' PSS stacked, Σ RSS beside it, the prediction"
@@ -75,11 +83,33 @@ def overview_figures(obj: Reportable) -> list[tuple[str, str, Callable[[], Any]]
     return figs
 
 
-def timeline_figure(rec: Recording, run: RunResult | None) -> Any:
-    """The timeline of one run, at report resolution."""
+#: the timeline's key for a run's baseline, and what it is for a profiled cell
+_RUN_BASELINE = "baseline (after imports)"
+CELL_BASELINE = "baseline (RSS at the cell's start)"
+
+
+def timeline_figure(
+    rec: Recording, run: RunResult | None, *, max_points: int | None = REPORT_POINTS
+) -> Any:
+    """The timeline of one run (at report resolution unless ``max_points`` says otherwise).
+
+    A profiled cell is drawn as the run it is (:func:`~bigviz.tables.findings.cell_run`): its
+    baseline, RSS at the cell's start, is a line with that name in the key, and the growth
+    the figure may write on it is measured from there, not from the first phase.
+    """
     from bigviz import plots
 
-    return plots.timeline(run if run is not None else rec, max_points=REPORT_POINTS)
+    kwargs: dict[str, Any] = {} if max_points is None else {"max_points": max_points}
+    if cell_of(rec) is None:
+        return plots.timeline(run if run is not None else rec, **kwargs)
+    fig = plots.timeline(run if run is not None else cell_run(rec), title=rec.name or "cell",
+                         **kwargs)
+    for ax in fig.axes:
+        legend = ax.get_legend()
+        for text in legend.get_texts() if legend is not None else ():
+            if text.get_text() == _RUN_BASELINE:
+                text.set_text(CELL_BASELINE)
+    return fig
 
 
-__all__ = ["overview_figures", "timeline_figure"]
+__all__ = ["CELL_BASELINE", "overview_figures", "timeline_figure"]

@@ -18,14 +18,14 @@ from typing import Any
 import bigviz
 from bigviz.data.recording import Recording
 from bigviz.data.result import ALLOWANCE, RunResult, Sweep
-from bigviz.tables.findings import failures, headline
+from bigviz.tables.findings import CellFacts, cell_of, cell_run, failures, headline, is_cell
 from bigviz.tables.labels import outcome_text, percent, shard_text
 from bigviz.tables.phases import PhaseRow, lanes, phase_rows
 from bigviz.tables.ranks import rank_rows
 from bigviz.tables.runs import RunRow, results_of, run_rows
 from bigviz.units import format_size as size
 
-from ._common import Reportable, environment, recordings_of, title_of
+from ._common import CELL_NOTE, Reportable, environment, recordings_of, title_of
 from ._common import escape as e
 
 _SORT_JS = (
@@ -287,6 +287,15 @@ def _run_facts(r: RunResult) -> list[tuple[str, str]]:
         ("baseline RSS", size(r.baseline)),
         ("peak RAM above baseline", size(r.ram_peak)),
     ]
+    if r.fixed_cost:  # issue 13 item 6: what the worker cost the machine beside the growth
+        pairs.append(("fixed cost of the worker", (
+            f"{size(r.fixed_cost.get('total'))}: {size(r.fixed_cost.get('private'))} private "
+            f"(copied from the fork server on write, or imported after the fork: "
+            f"{size(r.fixed_cost.get('after_fork'))}) + {size(r.fixed_cost.get('page_tables'))}"
+            " page tables, before the first phase")))
+    if isinstance(r.params.get("ram_budget"), int) and not r.recording.ranks:
+        pairs.append(("RAM budget", f"{size(r.params['ram_budget'], binary=False)} "
+                                    "of RSS, baseline included"))
     if r.recording.ranks:
         # a distributed run's figures are node totals of PSS, not one process's RSS
         n = len(r.recording.ranks)
@@ -317,6 +326,69 @@ def _run_facts(r: RunResult) -> list[tuple[str, str]]:
     if r.error:
         pairs.append(("error", r.error))
     return pairs
+
+
+def _cell_table(results: list[RunResult], anchors: list[str]) -> str:
+    """The summary of profiled cells: each from its own start, none compared with another
+    (no shard size, format or prediction: a cell is not a strategy run)."""
+    head = (
+        "<tr><th>cell</th><th class=num>RSS at start</th><th class=num>peak RAM</th>"
+        "<th class=num>anonymous</th><th class=num>file-backed</th><th class=num>peak VRAM</th>"
+        "<th class=num>time</th><th>outcome</th></tr>"
+    )
+    body = []
+    for r, row, anchor in zip(results, run_rows(results), anchors, strict=True):
+        body.append(
+            f'<tr><td><a href="#{anchor}" title="{e(row.label)}">{e(row.strategy)}</a></td>'
+            + _num(size(r.baseline or None), r.baseline or None)
+            + _num(size(row.ram_peak), row.ram_peak)
+            + _num(size(row.ram_anon_peak), row.ram_anon_peak)
+            + _num(size(row.ram_file_peak), row.ram_file_peak)
+            + _num(size(row.vram_peak), row.vram_peak)
+            + _num(f"{row.seconds:.2f} s", row.seconds)
+            + f'<td data-v="">{_outcome(row.outcome)}</td></tr>'
+        )
+    return (
+        f'<div class="scroll"><table class="sortable summary cells"><thead>{head}</thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+        f"<p class=note>{e(CELL_NOTE)} Click a column to sort.</p>"
+    )
+
+
+def _cell_facts(r: RunResult, cell: CellFacts) -> list[tuple[str, str]]:
+    pairs = []
+    if cell.execution_count is not None:
+        pairs.append(("cell", f"In [{cell.execution_count}]"))
+    pairs += [
+        ("RSS at the cell's start (baseline)", size(cell.baseline)),
+        ("peak RSS", size(cell.peak) + (" (exact, VmHWM)" if cell.peak_exact else " (sampled)")),
+        ("peak RAM above the start", size(r.ram_peak)),
+        ("anonymous above the start", size(r.ram_anon_peak)),
+        ("file-backed above the start", size(r.ram_file_peak)),
+    ]
+    if cell.kept is not None:
+        kept = cell.kept
+        pairs.append(("RSS at the cell's end",
+                      f"{size(cell.end['rss'])} ({'+' if kept >= 0 else '−'}{size(abs(kept))})"))
+    if r.vram_peak:
+        pairs.append(("peak VRAM", ", ".join(f"{d}: {size(v)}" for d, v in r.vram_peak.items())))
+    pairs.append(("time", f"{r.seconds:.2f} s"))
+    if r.error:
+        pairs.append(("error", r.error))
+    return pairs
+
+
+def _code(label: str, cell: CellFacts) -> str:
+    """The cell's code, escaped and folded away."""
+    if not cell.code:
+        return "<p class=note>The cell's code was not recorded.</p>"
+    n = f" In [{cell.execution_count}]" if cell.execution_count is not None else ""
+    lines = cell.code.count("\n") + (not cell.code.endswith("\n"))
+    return (
+        f'<details class="cell-code"><summary>Code of {e(label)}{e(n)} '
+        f'<span class="note">({lines} line{"s" if lines != 1 else ""})</span></summary>'
+        f"<pre><code>{e(cell.code)}</code></pre></details>"
+    )
 
 
 def _run_details(r: RunResult) -> str:
@@ -364,9 +436,11 @@ def render(obj: Reportable) -> str:
         parts.append(f'<div class="warn"><strong>Did not finish</strong><ul>{items}</ul></div>')
 
     anchors = [f"run-{i + 1}" for i in range(len(timelines))]
+    cells = bool(results) and all(map(is_cell, results))
     if results:
         parts.append("<h2>Summary</h2>")
-        parts.append(_summary_table(run_rows(results), anchors))
+        parts.append(_cell_table(results, anchors) if cells
+                     else _summary_table(run_rows(results), anchors))
 
     n = 0
     for slug, caption, make in overview_figures(obj):
@@ -374,13 +448,18 @@ def render(obj: Reportable) -> str:
         parts.append(_figure(to_svg(make(), salt=f"bigviz-{slug}-{n}"), caption))
 
     single = len(timelines) == 1
-    parts.append("<h2>Runs</h2>" if not single else "<h2>Phases</h2>")
+    parts.append("<h2>Phases</h2>" if single else "<h2>Cells</h2>" if cells else "<h2>Runs</h2>")
     for i, (label, rec, run) in enumerate(timelines):
         parts.append(f'<section class="run" id="{anchors[i]}">')
         if not single:
             outcome = _outcome(run.outcome) if run is not None else ""
             parts.append(f"<h3>{e(label)} {outcome}</h3>")
-        if run is not None:
+        cell = cell_of(rec)
+        if cell is not None:
+            # a profiled cell: its own figures (from its start), then its code, folded
+            parts.append(_facts(_cell_facts(run if run is not None else cell_run(rec), cell)))
+            parts.append(_code(label, cell))
+        elif run is not None:
             parts.append(_facts(_run_facts(run)))
             parts.append(_run_details(run))
         if not single:

@@ -8,14 +8,22 @@ from typing import Any
 
 from bigviz.data.recording import Recording
 from bigviz.data.result import RunResult, Sweep
-from bigviz.tables.findings import failures, headline
+from bigviz.tables.findings import CellFacts, cell_of, failures, headline, is_cell
 from bigviz.tables.labels import outcome_text, short_labels
 from bigviz.tables.phases import phase_rows
 from bigviz.tables.ranks import rank_rows
 from bigviz.tables.runs import results_of, run_rows
 from bigviz.units import format_size as size
 
-from ._common import Reportable, atomic_write, environment, sibling, title_of
+from ._common import (
+    CELL_NOTE,
+    Reportable,
+    atomic_write_all,
+    environment,
+    recordings_of,
+    sibling,
+    title_of,
+)
 
 
 def cell(value: Any) -> str:
@@ -31,6 +39,8 @@ def _runs_table(obj: Reportable) -> list[str]:
     has_vram = any(r.vram_peak for r in rows)
     head = ["run", "peak RAM", "anonymous", "file-backed"]
     head += ["peak VRAM"] if has_vram else []
+    has_fixed = any(r.fixed_cost is not None for r in rows)  # issue 13 item 6
+    head += ["fixed cost"] if has_fixed else []
     head += ["predicted", "time", "outcome"]
     out = [
         "| " + " | ".join(head) + " |",
@@ -43,13 +53,45 @@ def _runs_table(obj: Reportable) -> list[str]:
             pred += " — disagrees"
         vals = [r.label, size(r.ram_peak), size(r.ram_anon_peak), size(r.ram_file_peak)]
         vals += [size(r.vram_peak)] if has_vram else []
+        vals += [size(r.fixed_cost)] if has_fixed else []
         outcome = outcome_text(r.outcome)
         vals += [pred, f"{r.seconds:.2f} s", outcome if r.outcome == "ok" else f"**{outcome}**"]
         out.append("| " + " | ".join(cell(v) if not v.startswith("**") else v for v in vals) + " |")
     off = [f"- **{cell(r.label)}** disagrees with its prediction: {cell(r.verdict)}"
            for r in rows if r.off_prediction and r.verdict]
     out += ["", *off] if off else []
+    if has_fixed:
+        out += ["", "*fixed cost*: what the run's worker held for itself before its first "
+                "phase (private pages: copied from the fork server on write, or imported "
+                "and allocated after the fork; plus page tables). The machine held about "
+                "fixed cost + peak RAM for the run."]
     return out
+
+
+def _cells_table(results: list[RunResult]) -> list[str]:
+    """Profiled cells, each above its own start: no prediction, nothing compared."""
+    out = [
+        "| cell | RSS at start | peak RAM | anonymous | file-backed | time | outcome |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r, row in zip(results, run_rows(results), strict=True):
+        outcome = outcome_text(row.outcome)
+        vals = [row.label, size(r.baseline or None), size(row.ram_peak), size(row.ram_anon_peak),
+                size(row.ram_file_peak), f"{row.seconds:.2f} s"]
+        out.append("| " + " | ".join(map(cell, vals)) + " | "
+                   + (cell(outcome) if row.ok else f"**{cell(outcome)}**") + " |")
+    return out
+
+
+def _code(label: str, facts: CellFacts) -> list[str]:
+    """A cell's code, folded: a <pre> block of escaped text (GitHub renders raw HTML, so the
+    code is escaped rather than fenced, and a fence inside it cannot end anything)."""
+    if not facts.code:
+        return []
+    n = f" In [{facts.execution_count}]" if facts.execution_count is not None else ""
+    code = html.escape(facts.code.rstrip("\n"), quote=False)
+    return [f"<details><summary>Code of {cell(label)}{n}</summary>", "",
+            f"<pre><code>{code}</code></pre>", "", "</details>", ""]
 
 
 def _phase_table(rec: Recording) -> list[str]:
@@ -107,7 +149,10 @@ def render(obj: Reportable, path: Path) -> tuple[str, list[tuple[Path, bytes]]]:
     failed = failures(results)
     if failed:
         lines += ["Did not finish:", *[f"- {cell(f)}" for f in failed], ""]
-    if results:
+    cells = bool(results) and all(map(is_cell, results))
+    if cells:
+        lines += [*_cells_table(results), "", CELL_NOTE, ""]
+    elif results:
         lines += [*_runs_table(obj), ""]
         note = "Peaks are above each run's baseline (its RSS after imports)."
         if any(r.recording.ranks for r in results):
@@ -118,6 +163,10 @@ def render(obj: Reportable, path: Path) -> tuple[str, list[tuple[Path, bytes]]]:
         lines += [note, ""]
     elif isinstance(obj, Recording):
         lines += [*_phase_table(obj), ""]
+    for label, rec, _run in recordings_of(obj):
+        facts = cell_of(rec)
+        if facts is not None:
+            lines += _code(label, facts)
     images: list[tuple[Path, bytes]] = []
     for slug, caption, make in overview_figures(obj):
         target = sibling(path, f".{slug}.png")
@@ -164,11 +213,11 @@ def render(obj: Reportable, path: Path) -> tuple[str, list[tuple[Path, bytes]]]:
 
 
 def write(obj: Reportable, path: Path) -> Path:
-    """Write the PNGs, then the Markdown (each atomically)."""
+    """Write the PNGs and the Markdown, all or none: a failure (a full disk) leaves no PNG
+    of this report behind (:func:`~bigviz.report._common.atomic_write_all`)."""
     text, images = render(obj, path)
-    for target, data in images:
-        atomic_write(target, data)
-    return atomic_write(path, text)
+    atomic_write_all([*images, (path, text.encode("utf-8"))])
+    return path
 
 
 __all__ = ["cell", "render", "write"]

@@ -1,6 +1,7 @@
 """HTML pieces for notebooks: the phase and run tables the magics and the dashboard show,
-and a link to a written report. They format the rows of :mod:`bigviz.tables`; no widgets,
-IPython or matplotlib are needed.
+a profiled cell's summary line, and a link to a written report. They format the rows of
+:mod:`bigviz.tables`; no widgets or IPython are needed, and matplotlib only to draw a
+timeline (:func:`timeline_figure`).
 
 Example:
     >>> from bigviz.data.result import RunResult
@@ -13,9 +14,11 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from bigviz.data.recording import Recording
 from bigviz.data.result import RunResult
+from bigviz.tables.findings import cell_sentence
 from bigviz.tables.labels import vram_text
 from bigviz.tables.phases import phase_rows
 from bigviz.tables.runs import run_rows
@@ -23,7 +26,14 @@ from bigviz.units import format_size
 
 from ._common import escape as _e
 
-__all__ = ["MAX_DATA_LINK", "link_html", "phase_table_html", "results_table_html"]
+__all__ = [
+    "MAX_DATA_LINK",
+    "cell_summary_html",
+    "link_html",
+    "phase_table_html",
+    "results_table_html",
+    "timeline_figure",
+]
 
 #: The largest report :func:`link_html` embeds as a data: link (handy offline, in Voila or
 #: a copied notebook, but not for huge files).
@@ -90,6 +100,26 @@ def phase_table_html(rec: Recording) -> str:
         return ('<p class="bigviz-phases"><i>no phases: wrap steps in rec.phase("name"), or '
                 "call torch.load / safetensors / load_state_dict with instrument on</i></p>")
     return _table("bigviz-phases", headers, rows, right=[1, 2, 3, 4, 5, 6, 7])
+
+
+def cell_summary_html(rec: Recording) -> str:
+    """A profiled cell's line: RSS at its start (the baseline), its peak and growth above
+    that start, and what it kept at the end; ``""`` for a recording that is no cell.
+
+    Example:
+        >>> cell_summary_html(Recording())
+        ''
+    """
+    text = cell_sentence(rec)
+    return "" if text is None else f'<p class="bigviz-cell">{_e(text)}</p>'
+
+
+def timeline_figure(rec: Recording, run: RunResult | None = None) -> Any:
+    """The timeline figure of a recording or run at notebook resolution; a profiled cell's
+    baseline is RSS at the cell's start (:func:`bigviz.report._figures.timeline_figure`)."""
+    from ._figures import timeline_figure as _timeline
+
+    return _timeline(rec, run, max_points=None)
 
 
 def results_table_html(results: Sequence[RunResult]) -> str:

@@ -157,7 +157,121 @@ def test_report_option_writes_the_cell_report(shell: Any, tmp_path: Path) -> Non
     assert result.error_in_exec is None
     from bigviz import report
 
-    assert report.load(out).name == "saved"  # type: ignore[union-attr]
+    # the same report as `%bigviz export` of this one cell: the cell as a run, with its code
+    (saved,) = report.load(out)  # type: ignore[misc]
+    assert saved.recording.name == "saved"
+    assert saved.recording.meta["cell"]["code"] == "q = 1\n"
+
+
+MiB = 2**20
+
+
+def _rss() -> int:
+    """This process's RSS now, from the kernel (the reference, read outside the magic)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    pytest.skip("no /proc/self/status here")
+
+
+def test_cell_growth_is_measured_from_the_cells_start_and_the_baseline_is_shown(
+    shell: Any, tmp_path: Path
+) -> None:
+    from bigviz.tables.findings import cell_of
+    from bigviz.units import format_size
+
+    run(shell, "import torch")  # imported before: the cell's growth is its tensor's
+    # GIVEN a cell that allocates 300 MiB first and only then reaches an automatic phase
+    # (building a model is no phase, saving it is)
+    cell = (f"%%bigviz --name build\nw = torch.ones(300 * 2**18)\n"
+            f"torch.save(w[:1024].clone(), {str(tmp_path / 'w.pt')!r})\n")
+    before = _rss()
+    result, cap = run(shell, cell)
+    after = _rss()  # the tensor is still alive: this is the cell's growth, measured outside
+    assert result.error_in_exec is None
+    rec = shell.magics_manager.registry["BigvizMagics"].recordings[-1]
+    facts = cell_of(rec)
+    assert facts is not None and facts.baseline is not None and facts.growth is not None
+    # the first automatic phase starts after the 300 MiB: growth from there would be ~0
+    first = next(p for p in rec.phases if p.auto)
+    assert (first.ram_start or 0) - facts.baseline >= 290 * MiB
+    # THEN the growth is measured from the cell's start: the 300 MiB tensor, and within
+    # 16 MiB of the growth the kernel reports around the cell (the cell's peak ≈ its end)
+    assert 290 * MiB <= facts.growth <= 316 * MiB, format_size(facts.growth)
+    assert abs(facts.growth - (after - before)) <= 16 * MiB, (facts.growth, after - before)
+    # the baseline is the RSS at the cell's start (the recorder's own start costs < 16 MiB)
+    assert before <= facts.baseline + 1 * MiB and facts.baseline - before <= 16 * MiB
+    # AND the magic prints the growth and its baseline under the timeline
+    shown = html_outputs(cap)
+    line = re.search(r'<p class="bigviz-cell">(.*?)</p>', shown)
+    assert line is not None, shown
+    text = line.group(1).replace("&#x27;", "'")
+    assert f"RSS {format_size(facts.baseline)} at the cell's start (its baseline)" in text
+    assert f"+{format_size(facts.growth)} above it" in text
+    assert "image/png" in mimes(cap)
+    # AND `%bigviz compare` / export take the same figure: the cell as a run above its start
+    from bigviz.magics import _cell_runs
+
+    (as_run,) = _cell_runs(shell.magics_manager.registry["BigvizMagics"].cells[-1:])
+    assert as_run.baseline == facts.baseline and as_run.ram_peak == facts.growth
+    assert (as_run.ram_anon_peak or 0) >= 280 * MiB
+
+
+def test_export_of_unrelated_cells_compares_nothing_and_carries_each_cells_code(
+    shell: Any, tmp_path: Path
+) -> None:
+    import html as _html
+
+    from bigviz import report
+
+    run(shell, "import torch")
+    # GIVEN two unrelated cells: one builds and saves (64 MiB), one loads a small file
+    # and holds markup in its code
+    path = tmp_path / "w.pt"
+    build = f"w = torch.ones(64 * 2**18)\ntorch.save(w[:2**18].clone(), {str(path)!r})\n"
+    load = f"x = torch.load({str(path)!r})\nnote = '<b>x & y</b>' if 1 < 2 else ''\n"
+    run(shell, f"%%bigviz --name \"build + save\"\n{build}")
+    run(shell, f"%%bigviz --name load\n{load}")
+    # WHEN the kernel's cells are exported as HTML, Markdown and JSON
+    for suffix in ("html", "md", "json"):
+        result, _cap = run(shell, f"%bigviz export {tmp_path / ('kernel.' + suffix)}")
+        assert result.error_in_exec is None
+    page = (tmp_path / "kernel.html").read_text()
+    md = (tmp_path / "kernel.md").read_text()
+    for text in (page, md):
+        # THEN no cell "cuts" another's peak, and no strategy facts are invented for cells
+        assert "cuts peak RAM" not in text
+        assert "shard size" not in text.lower() and "one file" not in text
+        assert "format —" not in text and "predicted" not in text
+        # AND the footnote says what a cell's baseline is
+        assert "RSS just before the cell" in text.replace("&#x27;", "'")
+        assert "after imports" not in text
+        # AND each cell's code is in it, HTML-escaped, inside a collapsed <details>
+        folded = re.findall(r"<details[^>]*><summary>Code of (.*?)</summary>(.*?)</details>",
+                            text, flags=re.S)
+        assert len(folded) == 2, folded
+        codes = "\n".join(body for _name, body in folded)
+        assert _html.escape("note = '<b>x & y</b>' if 1 < 2", quote=False) in codes \
+            or _html.escape("note = '<b>x & y</b>' if 1 < 2") in codes
+        assert "<b>x & y</b>" not in text
+    # AND the anonymous and file-backed columns hold numbers (the HTML's data-v values)
+    table = re.search(r'<table class="sortable summary cells">(.*?)</table>', page, re.S)
+    assert table is not None
+    rows = re.findall(r"<tr><td>(.*?)</tr>", table.group(1), re.S)
+    assert len(rows) == 2
+    for row in rows:
+        values = re.findall(r'data-v="([^"]*)"', row)
+        # RSS at start, peak, anonymous, file-backed: all measured
+        assert all(v != "" for v in values[:4]), row
+    build_row = re.findall(r'data-v="([^"]*)"', rows[0])
+    assert int(build_row[1]) >= 60 * MiB and int(build_row[2]) >= 56 * MiB
+    md_rows = [r for r in md.splitlines() if r.startswith(("| build", "| load"))]
+    assert len(md_rows) == 2 and all("—" not in r for r in md_rows), md_rows
+    # AND the JSON keeps each cell's code and start
+    runs = report.load(tmp_path / "kernel.json")
+    assert isinstance(runs, list)
+    assert [r.recording.meta["cell"]["code"] for r in runs] == [build, load]
+    assert all(r.baseline == r.recording.meta["cell"]["start"]["rss"] for r in runs)
 
 
 def test_dashboard_magic_displays_a_widget(shell: Any) -> None:
