@@ -12,7 +12,10 @@ from bigviz.commands._output import Progress, add_verb, format_table
 from bigviz.units import format_size, parse_max_memory
 
 if TYPE_CHECKING:
-    from bigviz.data.result import RunResult
+    from pathlib import Path
+    from typing import TextIO
+
+    from bigviz.data.result import RunResult, Sweep
     from bigviz.progress import RunProgress
 
 __all__ = ["add_parser", "parse_max_memory", "run", "summary_table"]
@@ -83,7 +86,14 @@ def summary_table(results: list[RunResult]) -> str:
         for r in run_rows(results)
     ]
     headers = ["run", "outcome", "peak RAM", "anon", "file", "VRAM", "predicted", "agrees", "s"]
-    table = format_table(headers, rows, right=[2, 3, 4, 8])
+    right = [2, 3, 4, 8]
+    fixed = [r.fixed_cost for r in run_rows(results)]
+    if any(v is not None for v in fixed):  # the worker's own cost, beside the growth
+        for row, v in zip(rows, fixed, strict=True):
+            row.insert(5, format_size(v))
+        headers.insert(5, "fixed")
+        right = [2, 3, 4, 5, 9]
+    table = format_table(headers, rows, right=right)
     # the runner's verdict in words, for each run outside its predicted range
     off = [f"{r.full_label}: {r.verdict}" for r in run_rows(results)
            if r.off_prediction and r.verdict]
@@ -119,10 +129,17 @@ class _Terminal:
 
 
 def run(args: argparse.Namespace) -> int:
-    """``bigviz sweep``: run, show progress on stderr, print the table, write the reports."""
+    """``bigviz sweep``: run, show progress on stderr, print the table, write the reports.
+
+    The reports are written whatever happens to the runs: a run that crashed (its fork
+    server killed under it, say) is in them, marked; an error that stops the sweep
+    itself still gets the runs that finished written before it is reported.
+    """
     from bigviz.commands.report import check_out
 
     kwargs = options.from_namespace(args)
+    if options.nproc_note(kwargs.get("nproc")):  # more ranks than cores: say what it costs
+        print(options.nproc_note(kwargs.get("nproc")), file=sys.stderr)
     outputs = [check_out(args.out)]
     json_stdout = args.json == "-"
     if args.json and not json_stdout:
@@ -132,20 +149,43 @@ def run(args: argparse.Namespace) -> int:
     # with JSON on stdout, everything for people goes to stderr
     human = sys.stderr if json_stdout else sys.stdout
 
-    from bigviz import report
     from bigviz.progress import SweepProgress
     from bigviz.runner import sweep_interruptibly
+    from bigviz.runner.plan import partial_sweep
 
     progress = SweepProgress(listener=_Terminal())
+    argv = getattr(args, "argv", None)
     # the sweep runs on a helper thread so that Ctrl-C cancels it cleanly: the running
     # worker is killed, finished runs are kept and reported
-    sweep, interrupted = sweep_interruptibly(
-        kwargs.pop("model"), thread_name="bigviz-cli-sweep", **kwargs, **progress.callbacks()
-    )
-    argv = getattr(args, "argv", None)
+    try:
+        sweep, interrupted = sweep_interruptibly(
+            kwargs.pop("model"), thread_name="bigviz-cli-sweep", **kwargs,
+            **progress.callbacks()
+        )
+    except Exception as exc:
+        partial = partial_sweep(exc)
+        if partial is not None and partial.results:  # what finished is reported first
+            _write_out(partial, argv, outputs, json_stdout, human)
+            print(f"the sweep stopped after {len(partial.results)} run(s): "
+                  f"{partial.meta.get('stopped', '')}", file=human)
+        raise
+    _write_out(sweep, argv, outputs, json_stdout, human)
+    from bigviz.commands.cache import summary as cache_summary  # the work folder's size
+
+    print(cache_summary(kwargs.get("work_dir")) or "", file=human)
+    if interrupted:
+        return 130
+    failed = [r for r in sweep.results if r.outcome in ("error", "crashed")]
+    return 1 if failed else 0
+
+
+def _write_out(sweep: Sweep, argv: list[str] | None, outputs: list[Path], json_stdout: bool,
+               human: TextIO) -> None:
+    """Print the table and the finding, write every report (and JSON on stdout)."""
+    from bigviz import report
+
     if argv:
         sweep.command = "bigviz " + shlex.join(argv)
-
     print("\n" + summary_table(sweep.results), file=human)
     for skipped in sweep.meta.get("skipped", []):
         print(f"skipped: {skipped}", file=human)
@@ -158,7 +198,3 @@ def run(args: argparse.Namespace) -> int:
     if json_stdout:
         sys.stdout.write(report.dumps(sweep) + "\n")
         sys.stdout.flush()
-    if interrupted:
-        return 130
-    failed = [r for r in sweep.results if r.outcome in ("error", "crashed")]
-    return 1 if failed else 0

@@ -10,6 +10,10 @@ The program runs as ``__main__`` with its own ``sys.argv``; when it ends (normal
 ``sys.exit`` or by an exception) the Recording is written to ``$BIGVIZ_PROFILE_OUT`` as
 ``{"pid", "t_enter", "recording"}``, ``t_enter`` being the monotonic time at which the
 recording started, so ``bigviz profile`` can put its phases on its own clock.
+
+A child the program forks that ends through ``sys.exit`` or an exception unwinds through
+this code too: it neither stops the recording (a forked copy of a recorder is inert) nor
+writes ``$BIGVIZ_PROFILE_OUT``, which is the program's own process's to write.
 """
 
 from __future__ import annotations
@@ -70,6 +74,11 @@ class _AfterImport(importlib.abc.MetaPathFinder):
         return spec
 
 
+_OWN_RECORDER = ("bigviz profile records this program already, with its automatic "
+                 "instrumentation; to record it with your own bigviz.record(), run "
+                 "`bigviz profile --no-instrument -- …`")
+
+
 def _loaders_patched() -> bool:
     torch = sys.modules.get("torch")
     return torch is None or hasattr(getattr(torch, "load", None), "__wrapped__")
@@ -107,12 +116,18 @@ def main(argv: list[str]) -> int:
         )
         return 2
     name = " ".join(argv)[:200]
+    me = os.getpid()
     try:
         from bigviz.recorder import record
 
         t_before = time.monotonic()
         recorder = record(instrument=True, name=name)
         rec = recorder.__enter__()
+        # a program that calls bigviz.record() itself is told how to run it
+        from bigviz.recorder import _active
+
+        _active.release(recorder)
+        _active.claim(recorder, lambda: _OWN_RECORDER)
         t_enter = (t_before + time.monotonic()) / 2.0
 
         open_imports: dict[str, contextlib.ExitStack] = {}
@@ -156,7 +171,9 @@ def main(argv: list[str]) -> int:
         traceback.print_exc()
         code = 1
     finally:
-        recorder.__exit__(None, None, None)
+        recorder.__exit__(None, None, None)  # nothing happens in a forked child
+    if os.getpid() != me:
+        return code  # a child the program forked: the recording is not its to write
     if out:
         _write(out, {"pid": os.getpid(), "t_enter": t_enter, "recording": rec.recording.to_dict()})
     return code

@@ -2,7 +2,10 @@
 
 A source that raises is never fatal: the failure goes to the recorder's error list (with
 the time, and the source's ``SourceInfo.reason``), the source is stopped and dropped,
-and the others carry on.
+and the others carry on. A source whose sampler process ended while recording (killed,
+or stopped by someone else: its ``ended()`` says why) is an error too, said once, with
+the time after which the timeline has no samples from it; its exact peaks, read by this
+process, carry on.
 
 Example:
     >>> from bigviz.testing import FakeClock, FakeSource
@@ -46,6 +49,7 @@ class LiveSources:
         self.t0 = 0.0
         self._clock = clock
         self._error = on_error
+        self._ended: set[int] = set()  # id() of sources whose sampler's end was reported
 
     def start(self, *, t0: float, interval_ms: float) -> list[SourceInfo]:
         """Start every source for a recording that began at ``t0`` (on the clock);
@@ -129,6 +133,7 @@ class LiveSources:
                 self._error("/".join(src.names), msg)
             if isinstance(getattr(src, "errors", None), list):
                 src.errors.clear()  # type: ignore[attr-defined]
+        self.check_ended(src)
         if not samples or store is None:
             return
         label = "/".join(src.names) or type(src).__name__
@@ -138,6 +143,27 @@ class LiveSources:
             self.drop(src, exc)
 
     # -- failures ----------------------------------------------------------------
+    def check_ended(self, src: Source) -> None:
+        """Report (once) that ``src``'s sampler ended while recording, if it did."""
+        ended = getattr(src, "ended", None)
+        if not callable(ended) or id(src) in self._ended:
+            return
+        try:
+            why = ended()
+        except Exception as exc:  # a custom source's check that fails says so
+            why = f"its liveness check failed: {exc!r}"
+        if not why:
+            return
+        self._ended.add(id(src))
+        t = self._clock() - self.t0
+        label = "/".join(src.names) or type(src).__name__
+        self._error(label, f"sampler of {label!r} ended at t~{t:.3f}s while recording: {why}; "
+                           "the timeline has no samples from it after that")
+        for n in src.names:
+            info = self.infos.get(n)
+            if info is not None and info.available:
+                info.reason = f"sampler ended at t~{t:.3f}s: {why}"
+
     def guard(self, fn: Callable[[Source], Any]) -> list[Any]:
         """Call ``fn`` on every live source; a source that raises is recorded in
         ``Recording.errors`` and dropped, and the rest carry on."""

@@ -12,6 +12,13 @@ the end and ``meta["recorder_bytes_per_sample"]`` that divided by the samples, s
 can subtract it. The plain-list ``Series`` are built only when :attr:`Recorder.recording`
 is first read after the recording stopped (then the store is released). The sidecar
 process buffers what the pipe cannot take in its own memory, not in this process's.
+
+A recorder belongs to the process that started it. A child forked while it records
+(``os.fork``, ``multiprocessing`` with fork) holds a copy of it that is inert: leaving the
+``with`` block there (``sys.exit``, an exception), ``stop()``, phases and marks do nothing
+to the parent's sampler, store or peaks, and the loader instrumentation stays quiet. The
+child may start a recorder of its own. A sampler that ends while the recording runs is an
+error in ``Recording.errors`` (when, and why), never silence.
 """
 
 from __future__ import annotations
@@ -71,6 +78,9 @@ class Recorder:
         background: collect samples every ``flush_ms`` on a ``bigviz-recorder`` thread;
             ``False``: at phase boundaries, marks and :meth:`poll` only (for tests).
         flush_ms: how often samples are collected and streamed to ``on_event``.
+        max_samples: keep at most this many samples per series, each bucket's lowest and
+            highest when full, so no peak is lost (hours-long recordings: at most
+            ``16 * max_samples`` bytes per series; see :mod:`bigviz.recorder._store`).
 
     Raises:
         ConfigError: a bad interval, unknown source name or non-callable ``on_event``.
@@ -96,6 +106,7 @@ class Recorder:
         clock: Clock | None = None,
         background: bool = True,
         flush_ms: float = 25.0,
+        max_samples: int | None = None,
     ) -> None:
         self.interval_ms = check_interval(interval_ms)
         self.flush_ms = check_interval(flush_ms)
@@ -116,10 +127,13 @@ class Recorder:
         self._stack: PhaseStack[str] = PhaseStack()
         # the timeline, compactly (see _store): plain Series lists only when a Recording
         # is asked for, so the recorder adds ~11 bytes per sample to the RSS it measures
-        self._store: SampleStore | None = SampleStore()
+        self._store: SampleStore | None = SampleStore(max_samples)
         self._thread: threading.Thread | None = None
         self._stop_event = threading.Event()
         self._patches: Any = None
+        # the process that started it: only that one may touch the sources (a forked
+        # child's copy shares the sampler's pipes, and the lock may be held forever)
+        self._owner_pid = os.getpid()
 
     @property
     def on_event(self) -> EventCallback | None:
@@ -141,7 +155,7 @@ class Recorder:
         tb: TracebackType | None,
     ) -> None:
         # not stop(): the Recording is built when first asked for (not in RSS read after)
-        if self._state == "recording":
+        if self._state == "recording" and not self._forked():
             self._teardown()
 
     def start(self) -> Recorder:
@@ -157,6 +171,7 @@ class Recorder:
                 "make a new one with bigviz.record()"
             )
         _active.claim(self, lambda: f"name={self.name!r}, started {self._rec.started_at}")
+        self._owner_pid = os.getpid()
         try:
             self._start()
         except BaseException:
@@ -186,10 +201,14 @@ class Recorder:
     def stop(self) -> Recording:
         """Stop recording and return the final :class:`Recording` (idempotent).
 
-        Phases still open are closed at this moment with an ``error`` saying so.
+        Phases still open are closed at this moment with an ``error`` saying so. In a
+        child forked while recording it stops nothing (the recording is the parent's) and
+        returns the copy the child inherited.
         """
         if self._state == "new":
             raise RecorderError("stop() before start(): use `with bigviz.record() as rec:`")
+        if self._forked():
+            return self._rec
         if self._state == "recording":
             self._teardown()
         return self.recording
@@ -235,6 +254,8 @@ class Recorder:
                 sources=self._live.sources,
                 names=self._names,
             )
+            if self._store is not None:  # a bounded store: its bound, the rate achieved
+                self._rec.meta.update(self._store.meta())
             # the process's lifetime peak (what ru_maxrss said before the resets)
             if isinstance(peak := self._rec.meta.pop("ram_peak_process", None), int):
                 self._rec.ram_peak_process = max(peak, self._stack.root.get("ram", 0))
@@ -247,8 +268,11 @@ class Recorder:
 
         The timeline's plain lists are built here, on first access after the recording
         stopped (the compact sample store is then released), or afresh for each copy
-        taken while recording.
+        taken while recording. In a child forked while recording: the copy inherited at
+        the fork (the lock is not taken: another thread may have held it then).
         """
+        if self._forked():
+            return snapshot(self._rec, self._store, self._clock() - self._t0)
         with self._lock:
             if self._state != "recording":
                 if self._state == "stopped" and self._store is not None:
@@ -260,14 +284,21 @@ class Recorder:
     @property
     def current_phase(self) -> str | None:
         """Name of the innermost open phase, or ``None``."""
+        if self._forked():
+            return None
         with self._lock:
             op = self._stack.innermost
             return op.phase.name if op is not None else None
 
     @property
     def recording_active(self) -> bool:
-        """True between start and stop."""
-        return self._state == "recording"
+        """True between start and stop, in the process that started it (a forked child's
+        copy is inert: the loader instrumentation makes no phases there)."""
+        return self._state == "recording" and not self._forked()
+
+    def _forked(self) -> bool:
+        """Whether this is a forked child's copy of a recorder another process runs."""
+        return os.getpid() != self._owner_pid
 
     @contextlib.contextmanager
     def phase(self, name: str, **detail: Any) -> Iterator[Phase]:
@@ -295,6 +326,9 @@ class Recorder:
             >>> [p.name for p in rec.recording.phases]
             ['outer', 'inner']
         """
+        if self._forked():  # a forked child's copy: the block runs, nothing is recorded
+            yield Phase(name, start=0.0, detail=plain_detail(detail))
+            return
         if self._patches is not None:
             self._patches.refresh()  # torch / safetensors imported since start
         op = self.open_phase(name, detail)
@@ -321,6 +355,8 @@ class Recorder:
             {'files': 3}
         """
         check_name("mark", name)
+        if self._forked():
+            return
         if self._patches is not None:
             self._patches.refresh()
         with self._lock:
@@ -332,6 +368,8 @@ class Recorder:
     def poll(self) -> None:
         """Collect the samples the sources gathered so far (the background thread does
         this every ``flush_ms``) and stream them to ``on_event``."""
+        if self._forked():
+            return
         with self._lock:
             if self._state == "recording":
                 self._poll()
@@ -370,6 +408,8 @@ class Recorder:
             {'shard': 1}
         """
         check_name("phase", name)
+        if self._forked():  # a detached phase: the parent's recording is not touched
+            return OpenPhase(-1, Phase(name, start=0.0, detail=plain_detail(dict(detail or {}))))
         with self._lock:
             self._require_recording("phase", name)
             self._poll()
@@ -414,6 +454,8 @@ class Recorder:
             >>> rec.recording.phase("load").error
             'OSError: disk full'
         """
+        if self._forked():
+            return
         with self._lock:
             if op not in self._stack:
                 return  # already closed (stop() closed it)
@@ -476,7 +518,7 @@ def record(
         name: a name for the recording.
         on_event: streaming callback (see :class:`Recorder`).
         **options: more :class:`Recorder` options (``pid``, ``clock``, ``background``,
-            ``flush_ms``).
+            ``flush_ms``, ``max_samples``).
 
     Returns:
         A :class:`Recorder`; use it as a context manager (or ``start()``/``stop()``).

@@ -20,6 +20,14 @@ Protocol on the control socket (``SOCK_SEQPACKET``, JSON messages):
 
 The server exits when the parent closes the control socket (or dies), killing any
 children still running. :func:`close` stops it; it is also registered ``atexit``.
+
+Lifecycle. Each worker leads its own process group and dies with the server
+(``PR_SET_PDEATHSIG``); what a run leaves in its group is killed when the worker is
+reaped (:mod:`bigviz.runner._server`). If the server dies (``kill -9``, or the OOM killer
+choosing it: it holds torch), the runs in flight are *lost*: :meth:`ForkServer.lost`
+says so, their workers died with it, and the next :meth:`ForkServer.ensure` starts a new
+server. A server that dies before it forked a run's worker raises
+:class:`ForkServerDied`, which the runner answers by retrying once on a new server.
 """
 
 from __future__ import annotations
@@ -40,9 +48,13 @@ from typing import Any
 from bigviz._errors import RunError
 from bigviz.runner.interpreter import child_argv, child_env
 
-__all__ = ["ForkServer", "close", "get_server", "live_server_pids"]
+__all__ = ["ForkServer", "ForkServerDied", "close", "get_server", "kill", "live_server_pids"]
 
 _MAX_MSG = 1 << 20
+
+
+class ForkServerDied(RunError):
+    """The fork server died before it started a run's worker (nothing of the run ran)."""
 
 
 def readable(sock: socket.socket, timeout: float) -> bool:
@@ -66,6 +78,10 @@ class ForkServer:
         self._lock = threading.RLock()
         self._exits: dict[int, int] = {}
         self._started: dict[int, int] = {}
+        # runs whose worker was forked and not yet reported exited: run id -> pid
+        self._inflight: dict[int, int] = {}
+        # runs lost with a server that died or was closed under them: run id -> "died"/"closed"
+        self._lost: dict[int, str] = {}
         self._next_id = 0
         self._start_timeout = start_timeout
         self._owner = os.getpid()
@@ -81,6 +97,8 @@ class ForkServer:
             self._proc, self._sock, self.pid = None, None, None
             self._exits.clear()
             self._started.clear()
+            self._inflight.clear()
+            self._lost.clear()
             return False
         return self._proc is not None and self._proc.poll() is None
 
@@ -93,7 +111,7 @@ class ForkServer:
         with self._lock:
             if self.alive():
                 return
-            self._shutdown()
+            self._shutdown(why="died")
             parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             # the server imports what the parent can (user factories, bigviz itself) and
             # searches the working directory last (see bigviz.runner.interpreter)
@@ -122,11 +140,30 @@ class ForkServer:
             self.pid = int(msg["pid"])
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop the server and any run still in flight."""
+        """Stop the server and any run still in flight (with everything each run started)."""
         with self._lock:
             self._shutdown(timeout)
 
-    def _shutdown(self, timeout: float = 5.0) -> None:
+    def lost(self, run_id: int) -> str | None:
+        """``"died"`` or ``"closed"`` when run ``run_id`` was in flight as its server died
+        or was closed (its worker went with it), else ``None``.
+
+        Example:
+            >>> ForkServer().lost(1) is None
+            True
+        """
+        return self._lost.get(run_id)
+
+    def _shutdown(self, timeout: float = 5.0, why: str = "closed") -> None:
+        for run_id, pid in self._inflight.items():
+            self._lost[run_id] = why
+            if why == "died":
+                # the worker died with the server (PR_SET_PDEATHSIG); what it started is
+                # left in its group, with no server to clean up after it. The group, never
+                # the pid alone: the worker may be reaped already and its pid reused.
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
+        self._inflight.clear()
         if self._sock is not None:
             with contextlib.suppress(OSError):
                 self._sock.close()  # EOF tells the server to kill its children and exit
@@ -163,20 +200,19 @@ class ForkServer:
         op = msg.get("op")
         if op == "started":
             self._started[int(msg["id"])] = int(msg["pid"])
+            self._inflight[int(msg["id"])] = int(msg["pid"])
         elif op == "exited":
             self._exits[int(msg["id"])] = int(msg["code"])
-        elif op == "eof":
-            self._shutdown(0.5)
-            raise RunError(
-                "the bigviz fork server died; the next run starts a new one "
-                "(was it killed, or out of memory?)"
-            )
+            self._inflight.pop(int(msg["id"]), None)
+        elif op == "eof":  # the server died: its runs in flight are lost (see lost())
+            self._shutdown(0.5, why="died")
         return True
 
     def spawn(self, job: dict[str, Any]) -> tuple[int, int, socket.socket]:
         """Fork a child for ``job``; return ``(run id, child pid, data socket)``.
 
         Raises:
+            ForkServerDied: the server died before it forked the worker.
             RunError: the server could not be started or did not answer.
         """
         with self._lock:
@@ -190,12 +226,17 @@ class ForkServer:
                 socket.send_fds(self._sock, [payload], [theirs.fileno()])
             except OSError as exc:
                 mine.close()
-                self._shutdown(0.5)
-                raise RunError(f"could not reach the bigviz fork server: {exc}") from exc
+                self._shutdown(0.5, why="died")
+                raise ForkServerDied(
+                    f"could not reach the bigviz fork server (it died?): {exc}") from exc
             finally:
                 theirs.close()
             deadline = time.monotonic() + 30.0
             while run_id not in self._started:
+                if self._sock is None:
+                    mine.close()
+                    raise ForkServerDied(
+                        "the bigviz fork server died before it started the worker")
                 if time.monotonic() > deadline:
                     mine.close()
                     raise RunError("the bigviz fork server did not fork a worker within 30 s")
@@ -203,12 +244,15 @@ class ForkServer:
             return run_id, self._started.pop(run_id), mine
 
     def poll_exit(self, run_id: int, timeout: float = 0.0) -> int | None:
-        """The exit code of run ``run_id`` once its process is reaped, else ``None``."""
+        """The exit code of run ``run_id`` once its process is reaped, else ``None``
+        (also for a run :meth:`lost` with its server: no exit code will come)."""
         deadline = time.monotonic() + timeout
         with self._lock:
             while True:
                 if run_id in self._exits:
                     return self._exits.pop(run_id)
+                if run_id in self._lost or self._sock is None:
+                    return None
                 left = deadline - time.monotonic()
                 if not self._pump(max(0.0, left)) and left <= 0:
                     return None
@@ -253,6 +297,18 @@ def close() -> None:
 
 
 def kill(pid: int) -> None:
-    """SIGKILL a worker (it is the server's child; we may signal it as the same user)."""
+    """SIGKILL a worker and everything in its process group (it leads its own: what it
+    started goes with it). We may signal it as the same user.
+
+    Example:
+        >>> kill(2**22 + 1)  # no such process: nothing happens
+    """
+    try:
+        os.killpg(pid, signal.SIGKILL)
+        return
+    except ProcessLookupError:
+        pass  # no such group (its worker never got one): the process alone
+    except PermissionError:
+        return
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, signal.SIGKILL)

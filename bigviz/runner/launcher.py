@@ -19,6 +19,11 @@ A rank that fails stops the job: the supervisor kills the other ranks and the
 :class:`~bigviz.data.result.RunResult` names the rank, its phase and how it died
 (``checks.failed_rank``).
 
+No rank outlives its launcher: each runs in its own session (killing it kills what it
+started), and asks the kernel first thing to SIGKILL it when the launcher dies
+(``PR_SET_PDEATHSIG``, :func:`bigviz.runner._server.die_with_parent`), so a launcher
+killed with ``kill -9`` leaves no rank loading on.
+
 Example:
     >>> # r = run_distributed("shared-mmap", nproc=2, model="gpt:100MB")
 """
@@ -137,8 +142,11 @@ class RankChild:
         return data[-n:].decode(errors="replace")
 
 
-#: what each rank runs: the command line of ``python -m bigviz.runner.distributed``
-_RANK_MAIN = ("import sys; from bigviz.runner.distributed import main; "
+#: what each rank runs: the command line of ``python -m bigviz.runner.distributed``, after
+#: tying its life to the launcher's (before torch is imported: that takes seconds)
+_RANK_MAIN = ("import os, sys; from bigviz.runner._server import die_with_parent; "
+              "die_with_parent(int(os.environ.pop('BIGVIZ_LAUNCHER_PID', os.getppid()))); "
+              "from bigviz.runner.distributed import main; "
               "sys.exit(main(sys.argv[1:]))")
 
 
@@ -280,7 +288,8 @@ def _launch(
     env_base = child_env()  # the working directory is searched last, never first
     env_base.setdefault("OMP_NUM_THREADS", "1")  # N ranks share the cores
     env_base.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()),
-                    WORLD_SIZE=str(nproc), LOCAL_WORLD_SIZE=str(nproc), GROUP_RANK="0")
+                    WORLD_SIZE=str(nproc), LOCAL_WORLD_SIZE=str(nproc), GROUP_RANK="0",
+                    BIGVIZ_LAUNCHER_PID=str(os.getpid()))
     pg_timeout = max(60.0, float(timeout)) if timeout else 1800.0
     ranks: list[RankChild] = []
     sampler = NodeSampler()

@@ -36,6 +36,7 @@ from bigviz.data.result import TOLERANCE, RunResult, Sweep
 from bigviz.models import ModelLike, model_bytes, parse_spec
 from bigviz.options import AS_SAVED, is_as_saved
 from bigviz.runner.checkpoints import (
+    PreparationCancelled,
     as_saved_text,
     files_dtype,
     prepare_checkpoint,
@@ -50,13 +51,14 @@ from bigviz.runner.validate import (
     check_format,
     check_ranks_options,
     model_id,
+    shard_bytes,
     work_folder,
 )
 from bigviz.strategies import Strategy, normalize_max_memory, validate_device_map
 from bigviz.units import format_size, parse_size
 
-__all__ = ["Plan", "PlannedRun", "Settings", "parse_shard", "plan_runs", "run_planned",
-           "sweep_plan", "validate_single"]
+__all__ = ["Plan", "PlannedRun", "Settings", "parse_shard", "partial_sweep", "plan_runs",
+           "run_planned", "sweep_plan", "validate_single"]
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 
@@ -170,7 +172,7 @@ def parse_shard(size: int | str | None, settings: Settings) -> int | None:
                 f"shard size {what} applies to a checkpoint folder; model "
                 f"{model_id(settings.model)!r} is saved by bigviz: give sizes like '200MB'")
         return None
-    return parse_size(size)
+    return shard_bytes(size)
 
 
 def _shard_list(shard_sizes: Sequence[int | str | None] | None, settings: Settings,
@@ -302,7 +304,7 @@ def _plan_ranks(
                             f"distributed strategies are {known}")
     for fmt in formats:
         check_format(fmt)
-    shards = [parse_size(s) for s in (shard_sizes or ["500MB"])]
+    shards = [shard_bytes(s) for s in (shard_sizes or ["500MB"])]
     # a format a strategy does not read (shared-mmap maps safetensors only) is skipped up
     # front, as single-process sweeps skip combinations a strategy cannot run
     reads = {name: registry.get(name).formats for name in names}
@@ -343,6 +345,11 @@ def sweep_plan(
     ``on_progress`` gets ``{"stage": "prepare" | "run" | "done", "index", "total",
     "label", "result"}``; ``on_event`` each run's events with ``"run"`` (the label) and
     ``"index_in_sweep"`` added.
+
+    A run whose fork server dies under it is a ``"crashed"`` result with a note, and the
+    sweep goes on with a new server. An error that stops the sweep itself (a checkpoint
+    that cannot be prepared, no worker that can start) propagates carrying the runs that
+    finished: :func:`partial_sweep` gives them, so a report of them can still be written.
     """
     result = Sweep(
         config=plan.config,
@@ -358,20 +365,45 @@ def sweep_plan(
             on_progress({"total": total, **kw})
 
     folders: dict[tuple[int | None, str], Path] = {}
-    for i, item in enumerate(plan.runs):
-        if cancel is not None and cancel.is_set():
-            break
-        label = item.label(settings.nproc)
-        key = (item.shard, item.format)
-        if key not in folders:
-            progress(stage="prepare", index=i, label=_preparing(settings, item), result=None)
-            folders[key] = prepare_for(settings, item.shard, item.format)
-        progress(stage="run", index=i, label=label, result=None)
-        r = run_planned(item, folders[key], settings, on_event=_tag(on_event, label, i),
-                        cancel=cancel)
-        result.results.append(r)
-        progress(stage="done", index=i, label=label, result=r)
+    try:
+        for i, item in enumerate(plan.runs):
+            if cancel is not None and cancel.is_set():
+                break
+            label = item.label(settings.nproc)
+            key = (item.shard, item.format)
+            if key not in folders:
+                progress(stage="prepare", index=i, label=_preparing(settings, item),
+                         result=None)
+                try:
+                    folders[key] = prepare_for(settings, item.shard, item.format, cancel=cancel)
+                except PreparationCancelled:  # Ctrl-C while saving: nothing was kept
+                    break
+            progress(stage="run", index=i, label=label, result=None)
+            r = run_planned(item, folders[key], settings, on_event=_tag(on_event, label, i),
+                            cancel=cancel)
+            result.results.append(r)
+            progress(stage="done", index=i, label=label, result=r)
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        result.meta["stopped"] = f"{type(exc).__name__}: {first}"
+        setattr(exc, _PARTIAL, result)  # the finished runs travel with it
+        raise
     return result
+
+
+_PARTIAL = "bigviz_partial_sweep"
+
+
+def partial_sweep(exc: BaseException) -> Sweep | None:
+    """The runs a sweep finished before ``exc`` stopped it (``meta["stopped"]`` says
+    why), or ``None`` when ``exc`` did not come out of a sweep.
+
+    Example:
+        >>> partial_sweep(ValueError("x")) is None
+        True
+    """
+    found = getattr(exc, _PARTIAL, None)
+    return found if isinstance(found, Sweep) else None
 
 
 def _preparing(settings: Settings, item: PlannedRun) -> str:
@@ -384,17 +416,19 @@ def _preparing(settings: Settings, item: PlannedRun) -> str:
             f"{format_size(item.shard, binary=False)} {item.format} shards")
 
 
-def prepare_for(settings: Settings, shard: int | None, fmt: str) -> Path:
+def prepare_for(settings: Settings, shard: int | None, fmt: str,
+                cancel: threading.Event | None = None) -> Path:
     """The prepared folder (``checkpoint/`` + ``checksums.json``) of one combination:
-    saved once from a zoo model, or a checkpoint folder as saved or resharded."""
+    saved once from a zoo model, or a checkpoint folder as saved or resharded
+    (``cancel`` stops it: PreparationCancelled)."""
     if settings.folder is not None:
         return prepare_folder(settings.folder, shard=shard,
                               format=None if shard is None else fmt,
-                              work_dir=settings.work_dir)
+                              work_dir=settings.work_dir, cancel=cancel)
     assert shard is not None  # parse_shard refuses "as saved" for the zoo
     return prepare_checkpoint(settings.model, max_shard_size=shard, format=fmt,
                               dtype=settings.dtype or "float32", work_dir=settings.work_dir,
-                              seed=settings.seed)
+                              seed=settings.seed, cancel=cancel)
 
 
 def run_planned(

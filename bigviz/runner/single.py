@@ -2,12 +2,19 @@
 stream its events, enforce the RAM budget, and turn whatever happened (success,
 exception, OOM kill, crash, cancel) into an :class:`Outcome`.
 
+A run outlives its fork server: if the server dies under it (``kill -9``, the OOM
+killer), the run's worker dies with it and the run is ``"crashed"`` with a note saying
+so; the next run starts a new server. A server that dies before forking the worker is
+replaced and the run started again, once. Killing a worker kills its process group:
+what the run started (a ``sleep`` it spawned, a child it forked) goes with it.
+
 Example:
     >>> # out = execute({"kind": "prepare", ...}); raise_if_failed(out, "saving")
 """
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -62,6 +69,8 @@ class ForkChild:
         self._run_id, self.pid, self._sock = server.spawn(job)
         self._open = True
         self._code: int | None = None
+        #: ``"died"`` / ``"closed"`` once the fork server went away under this run
+        self.server_gone: str | None = None
 
     def fileno(self) -> int | None:
         return self._sock.fileno() if self._open else None
@@ -83,10 +92,15 @@ class ForkChild:
     def poll(self) -> int | None:
         if self._code is None:
             self._code = self._server.poll_exit(self._run_id)
+            if self._code is None and (gone := self._server.lost(self._run_id)):
+                # no exit code will come: the worker died with its server (PDEATHSIG)
+                self.server_gone = gone
+                self._code = -signal.SIGKILL
         return self._code
 
     def kill(self) -> None:
-        # the server reaps its children: never signal a pid it already reaped (reused)
+        # the server reaps its children: never signal a pid it already reaped (reused);
+        # the worker leads its own group, so what it started goes with it
         if self.poll() is None:
             forkserver.kill(self.pid)
 
@@ -117,17 +131,65 @@ def execute(
     Example:
         >>> # execute(job, ram_budget=8 << 30).outcome
     """
+    if ram_budget is not None:  # the worker's sidecar checks every 1 ms sample against it
+        job = {**job, "ram_budget": int(ram_budget)}
     server = forkserver.get_server()
     server.ensure()
     t_spawn = time.monotonic()
     oom_before = oom_kill_count()
-    child = ForkChild(server, job)
+    try:
+        child = ForkChild(server, job)
+    except forkserver.ForkServerDied:  # nothing of the run ran: once more, on a new server
+        server.ensure()
+        t_spawn = time.monotonic()
+        child = ForkChild(server, job)
     try:
         seen = supervise([child], on_event=on_event, ram_budget=ram_budget, timeout=timeout,
                          cancel=cancel, t_start=t_spawn, oom_before=oom_before)
     finally:
         code = child.close()
-    return _outcome(seen, job, code, child.pid)
+    if child.server_gone is None:
+        return _outcome(seen, job, code, child.pid)
+    # no exit code came: judge by what the worker sent, then say what happened
+    out = _outcome(seen, job, None, child.pid)
+    restarted: str | None = None
+    if child.server_gone == "died":  # a warm server again, as before it died
+        try:
+            server.ensure()
+        except RunError as exc:
+            restarted = f"could not be restarted: {exc}".splitlines()[0]
+        else:
+            restarted = "was restarted"
+    note = server_gone_note(child.server_gone, oom_before, restarted)
+    if out.outcome == "ok" and out.result is None:
+        out.outcome = "crashed"
+    if out.outcome == "crashed":
+        out.error = note
+    out.recording.errors.append(note)
+    return out
+
+
+def server_gone_note(why: str, oom_before: int | None, restarted: str | None = None) -> str:
+    """What happened to a run whose fork server died (``why="died"``) or was closed
+    under it; ``restarted`` says what became of the server after (``"was restarted"``).
+
+    Example:
+        >>> server_gone_note("closed", None).startswith("the bigviz fork server was closed")
+        True
+    """
+    if why != "died":
+        return ("the bigviz fork server was closed during this run (bigviz.close()); "
+                "its worker was stopped with it")
+    after = oom_kill_count()
+    if oom_before is None or after is None:
+        cause = "killed from outside or by the kernel's OOM killer: it holds torch"
+    elif after > oom_before:
+        cause = (f"the kernel's OOM killer killed {after - oom_before} process(es) "
+                 "meanwhile: /proc/vmstat oom_kill rose")
+    else:
+        cause = "killed from outside; not the OOM killer: /proc/vmstat oom_kill did not change"
+    return (f"the bigviz fork server died during this run ({cause}); the run's worker "
+            f"died with it, and the fork server {restarted or 'restarts at the next run'}")
 
 
 def _outcome(seen: Supervision, job: dict[str, Any], code: int | None, pid: int) -> Outcome:

@@ -4,21 +4,27 @@ Messages to the parent go through :class:`bigviz.runner.events.Channel`. A run s
 ``baseline`` (RSS after imports, before the first phase), the recorder's own events
 (``samples``, ``phase_start``, ``phase_end``, ``mark``) as they happen, and a final
 ``result`` with the whole Recording; a failure before that sends ``error``.
+
+A process the strategy forks shares the worker's channel: if it leaves the strategy's
+code (``sys.exit``, an exception, a return) it exits there, quietly, and never speaks on
+the channel in the worker's name.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from bigviz.runner.events import Channel
-from bigviz.runner.memory import read_status
+from bigviz.runner.memory import arm_budget, fixed_cost, process_cost, read_status
 
 __all__ = ["child_main", "warm_up_cpu"]
 
@@ -29,6 +35,7 @@ def child_main(job: dict[str, Any], fd: int) -> int:
     Example:
         >>> # child_main({"kind": "prepare", ...}, fd)
     """
+    me = os.getpid()
     sock = socket.socket(fileno=fd)
     chan = Channel(sock)
     for p in job.get("sys_path", []):
@@ -36,15 +43,17 @@ def child_main(job: dict[str, Any], fd: int) -> int:
             sys.path.append(p)
     try:
         if job["kind"] == "prepare":
-            chan.send({"type": "prepared", **prepare(job)})
+            chan.send({"type": "prepared", **prepare(job, _steps(chan))})
             return 0
         if job["kind"] == "prepare-folder":
-            chan.send({"type": "prepared", **prepare_folder(job)})
+            chan.send({"type": "prepared", **prepare_folder(job, _steps(chan))})
             return 0
         if job["kind"] == "run":
             return _run(job, chan)
         raise ValueError(f"unknown job kind {job['kind']!r}")
     except BaseException as exc:
+        if os.getpid() != me:  # a child the strategy forked, unwinding: not the worker
+            _exit_forked(exc)
         chan.send({
             "type": "error",
             "message": f"{type(exc).__name__}: {exc}",
@@ -55,15 +64,47 @@ def child_main(job: dict[str, Any], fd: int) -> int:
         sock.close()
 
 
-def prepare(job: dict[str, Any]) -> dict[str, Any]:
+def _exit_forked(exc: BaseException | None, tb: str | None = None) -> None:
+    """End a process the strategy forked that left the strategy's code, with the status
+    it asked for (``sys.exit(n)``; 1 after an exception, whose traceback it prints),
+    without touching the worker's channel."""
+    code = 0
+    if isinstance(exc, SystemExit):
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    elif exc is not None or tb:
+        sys.stderr.write(tb or traceback.format_exc())
+        code = 1
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
+
+
+def _steps(chan: Channel) -> Any:
+    """Tell the parent which preparation step runs (a phase of the worker's timeline), so
+    a worker killed meanwhile (the OOM killer) is reported with the step it was in."""
+    index = iter(range(1 << 30))
+
+    def step(name: str) -> None:
+        chan.send({"type": "phase_start", "index": next(index), "name": name,
+                   "t": time.monotonic()})
+
+    return step
+
+
+def prepare(job: dict[str, Any], step: Any = None) -> dict[str, Any]:
     """Build the model, record its checksums, save it sharded, write config.json."""
     from bigviz.checkpoint import save_sharded
     from bigviz.models import build_model, transformers_config
     from bigviz.strategies.weights import checksum
 
+    step = step or (lambda name: None)
     target = Path(job["dir"])
+    step(f"building the model ({job['model']}, {job['dtype']}) in memory")
     model = build_model(job["model"], dtype=job["dtype"], device="cpu", seed=job["seed"])
+    step("taking the tensors' checksums")
     sums = {k: checksum(v) for k, v in model.state_dict().items()}
+    step(f"writing the {job['format']} shards")
     ckpt = target / "checkpoint"
     info = save_sharded(model, ckpt, max_shard_size=job["shard_size"], format=job["format"],
                         overwrite=True)
@@ -74,18 +115,20 @@ def prepare(job: dict[str, Any]) -> dict[str, Any]:
     return {"n_shards": len(info.files), "total_size": int(info.total_size)}
 
 
-def prepare_folder(job: dict[str, Any]) -> dict[str, Any]:
+def prepare_folder(job: dict[str, Any], step: Any = None) -> dict[str, Any]:
     """Checksums of a user's checkpoint folder, read from its files (mapped, read-only),
     and either a link to the folder (as saved) or a reshard of it, all in ``job["dir"]``.
     Nothing is written into the source folder."""
     from bigviz.checkpoint import inspect_checkpoint, reshard
     from bigviz.strategies.weights import checksum, load_shard
 
+    step = step or (lambda name: None)
     src, target = Path(job["src"]), Path(job["dir"])
     info = inspect_checkpoint(src)
     target.mkdir(parents=True)
     sums: dict[str, list[int]] = {}
     for path in info.shard_paths():
+        step(f"taking the checksums of {Path(path).name}")
         shard = load_shard(Path(path), mmap=True)
         for k, v in shard.items():
             sums[k] = checksum(v)
@@ -94,6 +137,7 @@ def prepare_folder(job: dict[str, Any]) -> dict[str, Any]:
         (target / "checkpoint").symlink_to(src, target_is_directory=True)
         n = len(info.files)
     else:
+        step("resharding")
         out = reshard(src, target / "checkpoint", max_shard_size=int(job["shard_size"]),
                       format=job.get("format"))
         n = len(out.files)
@@ -108,6 +152,7 @@ def _max_memory(pairs: list[list[Any]] | None) -> dict[int | str, int] | None:
 
 
 def _run(job: dict[str, Any], chan: Channel) -> int:
+    at_start = process_cost()  # the fixed cost counts from here (issue 13 item 6)
     import bigviz.recorder as record
     import bigviz.strategies as strategies
     from bigviz.checkpoint import inspect_checkpoint
@@ -130,17 +175,23 @@ def _run(job: dict[str, Any], chan: Channel) -> int:
     expected = json.loads(Path(job["checksums"]).read_text())
     scratch = Path(job["scratch"])
     scratch.mkdir(parents=True, exist_ok=True)
+    report = arm_budget(job.get("ram_budget"), scratch)  # the sidecar checks every sample
+    chan.send({"type": "armed", "budget_report": report})  # a kill may precede the baseline
+    worker = os.getpid()
     rec = record.record(interval_ms=job["interval_ms"], on_event=chan.send, name=job["label"])
     error: str | None = None
     tb: str | None = None
     sums: dict[str, list[int]] | None = None
     model: Any = None
     ctx: RunContext | None = None
+    warned: dict[str, Any] = {}  # the strategy's warnings, for the recording's meta
     with rec:
+        arm_budget(None, scratch)  # armed for this recorder's sidecar only
         base = read_status()
         chan.send({"type": "baseline", "pid": os.getpid(), "rss": base.get("VmRSS", 0),
                    "anon": base.get("RssAnon", 0), "file": base.get("RssFile", 0),
-                   "t": time.monotonic()})
+                   "t": time.monotonic(), "t0": rec.recording.meta.get("t0_monotonic"),
+                   "budget_report": report, "fixed_cost": fixed_cost(at_start, process_cost())})
         ctx = RunContext(
             model=job["model"], checkpoint=ckpt, info=info, recorder=rec, scratch=scratch,
             dtype=job["dtype"], device_map=job["device_map"],
@@ -148,14 +199,18 @@ def _run(job: dict[str, Any], chan: Channel) -> int:
             shard_size=job.get("shard_size"), seed=job["seed"], factory=job.get("factory"),
         )
         try:
-            model = strategy.run(ctx)
-            if strategy.first_use:
-                with rec.phase("first use", what="read every weight once (checksums)"):
-                    sums = first_use(model)
+            with _captured_warnings(scratch, warned):
+                model = strategy.run(ctx)
+                if strategy.first_use:
+                    with rec.phase("first use", what="read every weight once (checksums)"):
+                        sums = first_use(model)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             tb = traceback.format_exc()
+    if os.getpid() != worker:  # a child the strategy forked returned through here
+        _exit_forked(None, tb)
     after = read_status()
+    rec.recording.meta.update(warned)
     verify: str | None = None
     if error is None:
         try:
@@ -178,6 +233,53 @@ def _run(job: dict[str, Any], chan: Channel) -> int:
     })
     del model
     return 0
+
+
+#: warnings kept per run (the rest are counted), and the characters kept of each
+MAX_WARNINGS, MAX_WARNING_CHARS = 20, 300
+
+
+@contextlib.contextmanager
+def _captured_warnings(scratch: Path, meta: dict[str, Any]) -> Iterator[None]:
+    """Capture what the strategy warns (Python ``warnings``, library logging, anything
+    written to stderr, fd 2 included) into ``meta["warnings"]``, one line each, in order,
+    instead of letting it reach the parent's stderr (in Jupyter: pink boxes in whatever
+    cell runs then). Kept when the strategy fails too."""
+    import warnings
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    path = scratch / "stderr.txt"
+    with open(path, "w+b") as sink, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            text = sink.read().decode("utf-8", "replace")
+            _keep_warnings(meta, [f"{w.category.__name__}: {w.message}" for w in caught]
+                           + text.splitlines())
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+def _keep_warnings(meta: dict[str, Any], lines: list[str]) -> None:
+    """``meta["warnings"]``: the non-empty ``lines``, each once, in order, capped."""
+    seen: list[str] = []
+    for line in (ln.strip() for ln in lines):
+        if len(line) > MAX_WARNING_CHARS:
+            line = line[:MAX_WARNING_CHARS - 1] + "…"
+        if line and line not in seen:
+            seen.append(line)
+    if len(seen) > MAX_WARNINGS:
+        seen[MAX_WARNINGS:] = [f"… and {len(seen) - MAX_WARNINGS} more lines"]
+    if seen:
+        meta["warnings"] = seen
 
 
 def _warm_up(device_map: Any = None) -> None:

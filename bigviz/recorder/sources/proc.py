@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -153,6 +154,7 @@ class ProcSource(Source):
         self._spawned_at = 0.0
         self._hello_at: float | None = None
         self._bye: tuple[int, int, int] | None = None
+        self._ended_told = False
         self.errors: list[str] = []
         self._fd: int | None = None
         self._statm_fd: int | None = None
@@ -263,7 +265,7 @@ class ProcSource(Source):
                 p.wait()
                 self.errors.append("sidecar sampler did not stop within 5 s; killed it")
             err = p.stderr.read() if p.stderr is not None else b""
-            if p.returncode not in (0, None) or err.strip():
+            if (p.returncode not in (0, None) and not self._ended_told) or err.strip():
                 text = err.decode("utf-8", "replace").strip()[-2000:]
                 self.errors.append(f"sidecar sampler exited with code {p.returncode}: {text}")
         finally:
@@ -274,6 +276,32 @@ class ProcSource(Source):
             if self._statm_fd is not None:
                 os.close(self._statm_fd)
                 self._statm_fd = None
+
+    def ended(self) -> str | None:
+        """Why the sidecar sampler ended while this source records (``None`` while it
+        runs, after :meth:`stop`, or when the measured process itself exited).
+
+        Example:
+            >>> ProcSource().ended() is None
+            True
+        """
+        p = self._popen
+        if p is None or p.poll() is None:
+            return None
+        if self._bye is not None and self._bye[0] == sc.R_TARGET_GONE:
+            return None  # nothing left to sample
+        code = p.returncode
+        if code < 0:
+            try:
+                how = f"was killed by {signal.Signals(-code).name}"
+            except ValueError:
+                how = f"was killed by signal {-code}"
+        elif self._bye is not None and self._bye[0] == sc.R_STOP:
+            how = "was told to stop by another process (a forked copy of the recorder?)"
+        else:
+            how = f"exited with code {code}"
+        self._ended_told = True
+        return f"the sidecar sampler (pid {p.pid}) {how}"
 
     # -- timeline --------------------------------------------------------------
     def _read_available(self, *, wait: float = 0.0) -> bool:
