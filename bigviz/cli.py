@@ -1,5 +1,5 @@
 """The ``bigviz`` command: ``sweep``, ``profile``, ``inspect``, ``reshard``, ``advise``,
-``report``, ``diff``.
+``report``, ``diff``, ``cache``.
 
 A thin front end on the core: each verb lives in its own module under
 :mod:`bigviz.commands` (the memray layout) and only parses, calls the library and prints.
@@ -14,7 +14,8 @@ Exit codes:
 * ``2`` — a usage error: an unknown option, a bad size, a missing input file.
 
 Errors are printed as one line on stderr, ``bigviz VERB: error: <what> ; <fix>``, never as a
-traceback (set ``BIGVIZ_DEBUG=1`` to get the traceback too).
+traceback: ``--verbose`` prints the traceback behind it first (a worker's, or a model
+factory's), ``BIGVIZ_DEBUG=1`` bigviz's own too.
 
 Example:
     >>> from bigviz.cli import main
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import sys
 import traceback
 from collections.abc import Iterator, Sequence
@@ -54,6 +56,7 @@ examples:
   bigviz advise gpt:400MB --ram 2GB --verify
   bigviz report sweep.json --out sweep.md
   bigviz diff base.json new.json --threshold 5%
+  bigviz cache list
 
 Run `bigviz VERB --help` for each verb's options. Exit codes: 0 done, 1 failed, 2 usage error.
 """
@@ -82,6 +85,17 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message}; see `{self.prog} --help`", prog=self.prog)
 
+    def _parse_optional(self, arg_string: str) -> Any:
+        # "-5MB", "-1GB", "-5%" are values (negative ones, refused with a message that
+        # says so), not options: no bigviz option starts with a digit, and argparse alone
+        # would answer "expected one argument"
+        if _NEGATIVE_VALUE.match(arg_string):
+            return None
+        return super()._parse_optional(arg_string)  # type: ignore[misc]
+
+
+_NEGATIVE_VALUE = re.compile(r"^-\.?[0-9]")
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The full ``bigviz`` argument parser, with one sub-parser per verb.
@@ -95,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         ('inspect', 'ckpt/')
     """
     from bigviz import __version__
-    from bigviz.commands import advise, diff, inspect, profile, report, reshard, sweep
+    from bigviz.commands import advise, cache, diff, inspect, profile, report, reshard, sweep
 
     parser = _Parser(
         prog=PROG,
@@ -105,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"bigviz {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
-    for module in (sweep, profile, inspect, reshard, advise, report, diff):
+    for module in (sweep, profile, inspect, reshard, advise, report, diff, cache):
         module.add_parser(sub)
     return parser
 
@@ -171,6 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     prog = PROG
+    verbose = False
     try:
         parser = build_parser()
         if not args_list:
@@ -178,6 +193,7 @@ def _main(argv: Sequence[str] | None) -> int:
             return 2
         ns, extra = parser.parse_known_args(args_list)
         prog = f"{PROG} {ns.verb}" if ns.verb else PROG
+        verbose = bool(getattr(ns, "verbose", False))
         if extra:
             raise UsageError(
                 f"unrecognized arguments: {' '.join(extra)}; see `{prog} --help`", prog=prog
@@ -194,7 +210,7 @@ def _main(argv: Sequence[str] | None) -> int:
         _report_error(exc.prog, exc)
         return 2
     except BigvizError as exc:
-        _report_error(prog, exc)
+        _report_error(prog, exc, verbose=verbose)
         return _exit_code(exc)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
@@ -206,7 +222,10 @@ def _main(argv: Sequence[str] | None) -> int:
         return 0
 
 
-def _report_error(prog: str, exc: BaseException) -> None:
+def _report_error(prog: str, exc: BaseException, *, verbose: bool = False) -> None:
+    details = getattr(exc, "details", None)  # a worker's or a factory's traceback
+    if verbose and isinstance(details, str) and details.strip():
+        print(details.rstrip(), file=sys.stderr)
     if os.environ.get("BIGVIZ_DEBUG"):
         traceback.print_exception(exc)
     print(f"{prog}: error: {_one_line(str(exc))}", file=sys.stderr)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -43,19 +44,24 @@ __all__ = [
     "FRONT_END_DEFAULTS",
     "MODEL_DEPENDENT",
     "NOTEBOOK_DEFAULTS",
+    "RANKS_PER_CORE",
     "RANK_STRATEGIES",
     "REQUIRED",
     "STRATEGIES",
     "SWEEP_OPTIONS",
     "Option",
     "add_arguments",
+    "check_nproc",
+    "cpu_cores",
     "default_strategies",
     "device_map_choices",
     "from_namespace",
     "is_as_saved",
+    "nproc_note",
     "option",
     "parse_device_map_json",
     "parse_list",
+    "positive_size",
 ]
 
 #: The default of an option :func:`bigviz.runner.sweep` requires (it has none).
@@ -105,18 +111,82 @@ def parse_list(text: str, flag: str) -> list[str]:
     return items
 
 
+def positive_size(text: str, flag: str) -> int:
+    """A size typed for ``flag`` in bytes; zero and negative sizes are refused.
+
+    Raises:
+        ConfigError: naming the flag and the value ("must be positive").
+
+    Example:
+        >>> positive_size("200MB", "--shard-sizes")
+        200000000
+    """
+    stripped = str(text).strip()
+    if stripped.startswith("-") or (stripped[:1].isdigit() and parse_size(stripped) == 0):
+        raise ConfigError(f"{flag} {text!r} must be positive, e.g. {flag} 200MB")
+    return parse_size(stripped)
+
+
 def _size_list(text: str, flag: str) -> list[str]:
     items = parse_list(text, flag)
     for size in items:
         if not is_as_saved(size):
-            parse_size(size)  # a clear error now, not half-way through a sweep
+            positive_size(size, flag)  # a clear error now, not half-way through a sweep
     return [AS_SAVED if is_as_saved(x) else x for x in items]
 
 
 def _size_text(text: str, flag: str) -> str:
-    del flag  # the size's own message names the value
-    parse_size(text)
+    positive_size(text, flag)
     return text  # as typed: the sweep records the budget the way the user wrote it
+
+
+def cpu_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. a container's share)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+#: Ranks per CPU core above which ``nproc`` is refused: each rank is a Python process
+#: holding torch (~300 MB before it loads anything) and they would only wait for each other.
+RANKS_PER_CORE: Final = 4
+
+
+def check_nproc(nproc: int, flag: str = "nproc") -> int:
+    """Refuse a rank count far above this machine's CPU cores (more than
+    :data:`RANKS_PER_CORE` per core), e.g. ``--nproc 1000`` on a laptop.
+
+    Raises:
+        ConfigError: naming the count, the cores and the most that runs.
+
+    Example:
+        >>> check_nproc(1)
+        1
+    """
+    cores = cpu_cores()
+    most = RANKS_PER_CORE * cores
+    if nproc > most:
+        raise ConfigError(
+            f"{flag} {nproc} is far above the {cores} CPU core(s) here: each rank is a "
+            "Python process with torch (~300 MB before it loads anything), and so many "
+            f"would only wait for each other; use at most {most} ({flag} {cores} gives "
+            "each rank a core of its own)")
+    return nproc
+
+
+def nproc_note(nproc: int | None) -> str | None:
+    """What to tell a user who runs more ranks than there are CPU cores (``None``: fine).
+
+    Example:
+        >>> nproc_note(1) is None
+        True
+    """
+    cores = cpu_cores()
+    if nproc is None or nproc <= cores:
+        return None
+    return (f"note: --nproc {nproc} runs {nproc} ranks on {cores} CPU core(s): they take "
+            "turns, so times stretch; each rank's memory is still measured as it is")
 
 
 def _max_memory(text: str, flag: str) -> dict[int | str, str] | None:
@@ -127,7 +197,7 @@ def _max_memory(text: str, flag: str) -> dict[int | str, str] | None:
 def _positive_ranks(nproc: int, flag: str) -> int:
     if nproc < 1:
         raise ConfigError(f"{flag} {nproc} must be a number of ranks >= 1, e.g. {flag} 2")
-    return nproc
+    return check_nproc(nproc, flag)
 
 
 def _positive_seconds(seconds: float, flag: str) -> float:
@@ -224,7 +294,8 @@ SWEEP_OPTIONS: Final[tuple[Option, ...]] = (
            help="parameter dtype of the model: float32, bfloat16, float16 (default: float32; "
            "a checkpoint folder loads in its own dtype)"),
     Option("ram_budget", "--ram-budget", metavar="SIZE", parse=_size_text,
-           help="kill a run whose RAM exceeds this (e.g. 8GB); it is reported as "
+           help="kill a run whose RSS exceeds this (e.g. 8GB): the worker's whole RSS, "
+           "its baseline included, checked at every sample; it is reported as "
            "budget_exceeded"),
     Option("max_memory", "--max-memory", metavar="MAP", parse=_max_memory,
            help="per-device caps for dispatch, e.g. cpu=2GB,0=10GB"),

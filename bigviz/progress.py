@@ -27,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from bigviz._errors import RunError
+
 if TYPE_CHECKING:
     from bigviz.data.result import RunResult, Sweep
 
@@ -325,10 +327,15 @@ class BackgroundSweep:
                                 cancel=self._cancel)
             if self._on_result is not None:
                 self._on_result(self._sweep)
-        except Exception as exc:  # wait() re-raises it
-            self._error = exc
+        except (Exception, SystemExit) as exc:  # wait() re-raises it
+            error: BaseException = exc
+            if isinstance(exc, SystemExit):  # on_result's sys.exit(): a thread would end mute
+                error = RunError(f"a callback of the sweep raised SystemExit({exc.code!r}); "
+                                 "the sweep stopped there")
+                error.__cause__ = exc
+            self._error = error
             if self._on_error is not None:
-                self._on_error(exc)
+                self._on_error(error)
         finally:
             try:
                 if self._on_end is not None:

@@ -173,6 +173,15 @@ def _from_index(folder: Path, index_path: Path, fmt: str, notes: list[str]) -> L
             )
     if not files:
         notes.append("the index lists no tensors")
+    # a weight file the index does not name is not loaded: say so (a re-save that left
+    # an old shard behind, a copy into the wrong folder)
+    plain = PATTERNS[fmt].format(suffix="")
+    stray = sorted(e.name for e in os.scandir(folder) if e.is_file()
+                   and e.name.endswith(EXTENSIONS[fmt]) and e.name not in files
+                   and e.name != plain)
+    if stray:
+        notes.append(f"{len(stray)} {EXTENSIONS[fmt]} file(s) in the folder are not in "
+                     f"{index_path.name} and are not loaded: {_few(stray)}")
     return Layout(
         folder=folder,
         fmt=fmt,
@@ -278,6 +287,7 @@ def scan(
     counted: dict[str, int] = {}  # name -> bytes, one name per unique storage
     headers: dict[str, SafetensorsHeader] = {}
     file_meta: dict[str, str] = {}
+    unindexed: dict[str, str] = {}  # stored in a shard, absent from the index
     for name in layout.files:
         fpath = folder / name
         if layout.fmt == "safetensors":
@@ -343,10 +353,15 @@ def scan(
                 )
         extra = sorted(set(tensors) - set(layout.weight_map))
         if extra:
+            # the index is the checkpoint's contract (Transformers loads what it lists):
+            # such a tensor is not part of the checkpoint, and a load says so
             layout.notes.append(
-                f"{len(extra)} tensor(s) stored in shards but absent from the index (ignored by "
-                f"loaders that trust the index): {_few(extra)}"
+                f"{len(extra)} tensor(s) stored in shards but absent from the index are not "
+                f"loaded (the index and the shards disagree: re-save it): {_few(extra)}"
             )
+            for key in extra:
+                unindexed[key] = tensors.pop(key).shard
+                counted.pop(key, None)
     raw_meta: dict[str, Any] = dict(layout.index_metadata) if layout.index else dict(file_meta)
     metadata = {
         k: v if isinstance(v, str) else str(v) for k, v in raw_meta.items() if k != "total_size"
@@ -361,16 +376,27 @@ def scan(
         groups[kept].append(dropped)
     tied.extend([kept, *dropped] for kept, dropped in sorted(groups.items()))
     computed_total = sum(f.bytes for f in files)
+    if unindexed:  # what a load reads: the indexed tensors only
+        computed_total = max(0, computed_total - sum(
+            e.nbytes for name in set(unindexed.values()) if name in headers
+            for k, e in headers[name].entries.items() if k in unindexed))
+    # sizes and predictions come from the tensors in the files, never from the index's
+    # word for them: a forged total_size (10**18, -5) must not become "888.2 PiB"
     total = computed_total
     notes = list(layout.notes)
     idx_total = layout.index_metadata.get("total_size") if layout.index else None
-    if isinstance(idx_total, int):
-        total = idx_total
-        if idx_total != computed_total:
+    if isinstance(idx_total, int) and idx_total != computed_total:
+        on_disk = sum(f.file_size for f in files)
+        if idx_total < 0 or idx_total > on_disk:
             notes.append(
-                f"index total_size {idx_total:,} differs from the {computed_total:,} tensor bytes "
-                "in the files (views of larger storages count their whole storage)"
-            )
+                f"warning: the index's total_size {idx_total:,} cannot be true (the weight "
+                f"files hold {on_disk:,} bytes); it is ignored: sizes and predictions use the "
+                f"{computed_total:,} tensor bytes in the files")
+        else:
+            notes.append(
+                f"index total_size {idx_total:,} differs from the {computed_total:,} tensor "
+                "bytes in the files (views of larger storages count their whole storage); "
+                "sizes and predictions use the tensor bytes")
     dtypes: dict[str, int] = defaultdict(int)
     for key, nbytes in counted.items():
         dtypes[tensors[key].dtype] += nbytes
@@ -389,6 +415,7 @@ def scan(
         aliases=aliases,
         metadata=metadata,
         notes=notes,
+        unindexed=unindexed,
     )
     return info, headers
 

@@ -200,6 +200,11 @@ def load_sharded(
         by_shard[info.tensors[key].shard].append(key)
     folder = Path(info.path)
     report = LoadReport(missing_keys=match.missing, unexpected_keys=match.unexpected)
+    unlisted = [n for n in match.missing if n in info.unindexed]
+    if unlisted:  # strict=False: left as they were, and said so
+        report.notes.append(
+            f"not loaded: {', '.join(unlisted[:10])} — stored in "
+            f"{info.unindexed[unlisted[0]]} but not listed in the index")
     loaded = 0
     for shard in (f.name for f in info.files):
         keys = by_shard.get(shard)

@@ -74,6 +74,14 @@ def check_against_model(
     match.unexpected = sorted(k for k in info.tensors if k not in msd)
     match.missing.sort()
     problems: list[str] = []
+    # a tensor the shards hold but the index does not list is never loaded silently
+    unlisted = [n for n in match.missing if n in info.unindexed]
+    if strict and unlisted:
+        problems.append(
+            f"stored in a shard but not listed in the index: {_few(unlisted)} (in "
+            f"{info.unindexed[unlisted[0]]}); the index and the shards disagree: re-save the "
+            "checkpoint, or add the names to its index")
+        match.missing = [n for n in match.missing if n not in info.unindexed]
     if strict and (match.missing or match.unexpected):
         if match.missing:
             problems.append(f"missing from the checkpoint: {_few(match.missing)}")

@@ -46,7 +46,8 @@ class CheckpointInfo:
         format: ``"safetensors"`` or ``"bin"``.
         files: weight files in shard order.
         index_file: name of the index file, ``None`` for a single file.
-        total_size: unique storage bytes (the index's ``metadata.total_size`` when present).
+        total_size: unique tensor bytes in the files (an index's ``metadata.total_size``
+            is checked against it, never trusted: a difference is in ``notes``).
         n_tensors: number of tensor names.
         largest_shard: tensor bytes of the largest file.
         dtypes: bytes per dtype name.
@@ -59,6 +60,8 @@ class CheckpointInfo:
             another tensor.
         metadata: string metadata (index metadata minus ``total_size``, or the file header's).
         notes: things worth knowing that are not errors.
+        unindexed: tensors stored in a shard but absent from the index, name -> shard
+            file: not part of the checkpoint (not loaded; a model that needs one is told).
     """
 
     path: str
@@ -75,6 +78,7 @@ class CheckpointInfo:
     aliases: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    unindexed: dict[str, str] = field(default_factory=dict)
 
     @property
     def n_shards(self) -> int:
@@ -195,6 +199,8 @@ class LoadReport:
         seconds: wall time of the load.
         still_meta: parameters and buffers still on the meta device afterwards (e.g.
             non-persistent buffers a meta-built model must compute itself).
+        notes: what was not loaded and why (a missing key stored in a shard the index
+            does not list it in).
     """
 
     missing_keys: list[str]
@@ -204,3 +210,4 @@ class LoadReport:
     files: list[str] = field(default_factory=list)
     seconds: float = 0.0
     still_meta: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)

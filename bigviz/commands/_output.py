@@ -31,6 +31,9 @@ def add_verb(
         epilog="examples:\n" + examples,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--verbose", action="store_true",
+                        help="on an error, also print the traceback behind it (a worker's "
+                        "or a model factory's)")
     return parser
 
 

@@ -66,7 +66,9 @@ def run(args: argparse.Namespace) -> int:
     """``bigviz advise``: the pick's sentence and the table (or ``--json``); exit 1 when
     nothing fits or the verification run was not ok."""
     from bigviz.advisor import advise
-    from bigviz.options import parse_list
+    from bigviz.options import parse_list, positive_size
+
+    positive_size(args.ram, "--ram")
 
     advice = advise(
         args.model, ram=args.ram, vram=args.vram, disk=args.disk,

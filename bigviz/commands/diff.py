@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from bigviz._errors import ConfigError
 from bigviz.commands._output import add_verb, print_json
 from bigviz.commands.report import check_in
 
@@ -49,6 +50,9 @@ def run(args: argparse.Namespace) -> int:
     """``bigviz diff``: print the changes; exit 1 on a regression."""
     from bigviz import report
 
+    if str(args.threshold).strip().startswith("-"):
+        raise ConfigError(f"--threshold {args.threshold!r} must be positive (or 0: any growth "
+                          "fails), e.g. --threshold 5%")
     threshold = report.parse_threshold(args.threshold)
     base = check_in(args.base)
     new = check_in(args.new)

@@ -142,6 +142,8 @@ def run(args: argparse.Namespace) -> int:
         f"{format_size(info.total_size)} total, largest shard {format_size(info.largest_shard)}",
         file=out,
     )
+    for note in info.notes:  # a forged total_size, shards the index leaves out, …
+        print(note if note.startswith("warning:") else f"note: {note}", file=out)
     rows = [
         [f.name, str(f.n_keys), format_size(f.bytes), format_size(f.file_size)] for f in info.files
     ]

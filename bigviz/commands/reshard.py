@@ -73,6 +73,9 @@ def _peak_rss() -> int:
 
 def run(args: argparse.Namespace) -> int:
     """``bigviz reshard``: one line per written shard, then a summary (or ``--json``)."""
+    from bigviz.options import positive_size
+
+    positive_size(args.max_shard_size, "--max-shard-size")  # before reading anything
     if not Path(args.src).exists():
         raise ConfigError(
             f"checkpoint {args.src!r} does not exist; give the folder that holds "

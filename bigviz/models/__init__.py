@@ -55,6 +55,7 @@ if TYPE_CHECKING:  # torch is imported lazily: `import bigviz` must stay cheap
 __all__ = [
     "DTYPES",
     "NO_SPLIT",
+    "FactoryError",
     "ModelSpec",
     "build_model",
     "materialize",
@@ -254,6 +255,28 @@ def model_bytes(
     return sum(t.numel() * t.element_size() for t in unique.values())
 
 
+class FactoryError(ConfigError):
+    """A user factory (``package.module:function``) raised: the message is its last line,
+    ``details`` the traceback (``bigviz … --verbose`` prints it)."""
+
+    def __init__(self, message: str, details: str | None = None) -> None:
+        super().__init__(message)
+        self.details = details
+
+
+def _call_factory(fn: Callable[[], Any], name: str) -> Any:
+    import traceback
+
+    try:
+        return fn()
+    except Exception as exc:
+        last = " ".join(str(exc).split())[:300]
+        raise FactoryError(
+            f"model factory {name!r} raised {type(exc).__name__}"
+            + (f": {last}" if last else "") + "; fix the factory (--verbose shows where)",
+            "".join(traceback.format_exception(exc))) from exc
+
+
 def _load_factory(path: str) -> Callable[[], Any]:
     """Import a ``"package.module:function"`` factory: this IMPORTS AND RUNS user code.
 
@@ -340,7 +363,8 @@ def build_model(
         with torch.device("meta"):
             if spec.kind in ("factory", "folder"):
                 fn = model if callable(model) and not isinstance(model, str) else None
-                made = (fn or _load_factory(spec.factory or ""))()
+                made = _call_factory(fn or _load_factory(spec.factory or ""),
+                                     spec.factory or spec.spec)
             else:
                 made = zoo_classes()[spec.kind](spec.config)
     if not isinstance(made, nn.Module):

@@ -4,9 +4,13 @@ The command runs as a child; :class:`~bigviz.recorder.tree.TreeSampler` samples 
 every process it starts, with phases from marker lines (:mod:`bigviz.recorder.markers`)
 written to ``$BIGVIZ_PHASE_FD`` or the FIFO ``$BIGVIZ_PHASE_FILE``.
 
-**Auto-instrumentation** (Python). When CMD is a Python program (``script.py``,
-``python script.py``, ``python -m module``, ``python -c CODE``) run by this interpreter,
-it runs under a bootstrap (:mod:`bigviz.recorder._bootstrap`) that wraps it in
+CMD runs as the shell would run it: a name without a slash is looked up on ``PATH`` (not
+in the working directory), a script runs with the interpreter its ``#!`` line names.
+
+**Auto-instrumentation** (Python). When CMD is a Python program run by this interpreter
+(``python script.py``, ``python -m module``, ``python -c CODE`` with ``python`` being this
+interpreter, or a script whose ``#!`` line names this interpreter), it runs under a
+bootstrap (:mod:`bigviz.recorder._bootstrap`) that wraps it in
 ``bigviz.record(instrument=True)``. ``torch.load``, safetensors and ``load_state_dict``
 calls become phases with *exact* per-process peaks (the kernel's high-water mark), put on
 the tree's clock by :func:`bigviz.recorder.merge.merge_process` with ``detail["pid"]`` set.
@@ -70,8 +74,11 @@ def _same_interpreter(exe: str) -> bool:
 def python_bootstrap_argv(cmd: list[str]) -> list[str] | None:
     """The bootstrap command line for a Python CMD, or ``None`` when CMD is not one we wrap.
 
-    Wrapped: ``script.py ARGS``, and ``PY script.py|-m MOD|-c CODE ARGS`` where ``PY`` is
-    this interpreter (other interpreters may not have bigviz installed).
+    Wrapped: ``PY script.py|-m MOD|-c CODE ARGS`` where ``PY`` is this interpreter
+    (other interpreters may not have bigviz installed), and ``SCRIPT ARGS`` when the
+    file the shell would run for ``SCRIPT`` (``PATH`` lookup without a slash) starts
+    with a ``#!`` line naming this interpreter. Anything else runs as the shell would
+    run it: a ``tool.py`` whose ``#!`` names another Python runs with that one.
 
     Example:
         >>> python_bootstrap_argv(["ls", "-l"]) is None
@@ -81,15 +88,42 @@ def python_bootstrap_argv(cmd: list[str]) -> list[str] | None:
         return None
     boot = [sys.executable, "-m", "bigviz.recorder._bootstrap"]
     first = cmd[0]
-    if first.endswith(".py") and os.path.isfile(first):
-        return [*boot, first, *cmd[1:]]
     if _PYTHON_NAME.match(os.path.basename(first)) and _same_interpreter(first) and len(cmd) >= 2:
         rest = cmd[1:]
         if rest[0] in ("-m", "-c") and len(rest) >= 2:
             return [*boot, *rest]
         if not rest[0].startswith("-") and rest[0].endswith(".py"):
             return [*boot, *rest]
+        return None
+    script = _shell_path(first)
+    if script is not None and _shebang_is_ours(script):
+        return [*boot, script, *cmd[1:]]
     return None
+
+
+def _shell_path(name: str) -> str | None:
+    """The executable file the shell runs for ``name`` (``None``: none)."""
+    if "/" in name:
+        return name if os.path.isfile(name) and os.access(name, os.X_OK) else None
+    return shutil.which(name)  # PATH only: the working directory is not searched
+
+
+def _shebang_is_ours(path: str) -> bool:
+    """Whether ``path`` starts with ``#!`` naming this interpreter and nothing else
+    (``#!/path/to/python`` or ``#!/usr/bin/env python3``; interpreter options: no)."""
+    try:
+        with open(path, "rb") as f:
+            line = f.readline(512)
+    except OSError:
+        return False
+    if not line.startswith(b"#!"):
+        return False
+    parts = line[2:].decode("utf-8", "replace").split()
+    if parts and os.path.basename(parts[0]) == "env":
+        parts = parts[1:]
+        if parts[:1] == ["-S"]:
+            parts = parts[1:]
+    return len(parts) == 1 and _same_interpreter(parts[0])
 
 
 def _read_bootstrap(path: Path, t0: float) -> tuple[Recording, int, float] | str:
@@ -207,9 +241,8 @@ def profile_command(
         os.close(read_fd)
         os.close(child_fd)
         shutil.rmtree(workdir, ignore_errors=True)
-        raise ConfigError(
-            f"cannot run {cmd[0]!r}: {exc.strerror or exc}; check the command name and PATH"
-        ) from None
+        raise ConfigError(f"cannot run {cmd[0]!r}: {exc.strerror or exc}; {_run_hint(cmd[0])}"
+                          ) from None
     os.close(child_fd)
     sampler = TreeSampler(
         proc.pid,
@@ -258,6 +291,17 @@ def profile_command(
         rec.errors.append("interrupted (Ctrl-C); the recording stops there")
     shutil.rmtree(workdir, ignore_errors=True)
     return ProfileResult(rec, 130 if interrupted else _exit_status(returncode))
+
+
+def _run_hint(name: str) -> str:
+    """How to run ``name`` when the shell's way failed."""
+    if "/" not in name and os.path.isfile(name):
+        return (f"commands are looked up on PATH, as the shell does, not in this folder: "
+                f"write ./{name}" + (f" or python {name}" if name.endswith(".py") else ""))
+    if os.path.isfile(name) and not os.access(name, os.X_OK):
+        return (f"it is not executable: chmod +x {name}"
+                + (f", or write python {name}" if name.endswith(".py") else ""))
+    return "check the command name and PATH"
 
 
 def _exit_status(returncode: int) -> int:

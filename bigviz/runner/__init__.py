@@ -7,7 +7,8 @@ worker: an exception, a segfault, the kernel's OOM killer, or the parent's RAM-b
 watchdog all become an outcome with the phase reached and the partial timeline.
 
 Checkpoints are saved once per (model, dtype, shard size, format) into the work folder
-(``work_dir``, default ``$TMPDIR/bigviz-work``) under a hash of those settings and
+(``work_dir``, default the per-user ``$XDG_CACHE_HOME/bigviz``, i.e. ``~/.cache/bigviz``;
+a folder another user owns or may write into is refused) under a hash of those settings and
 reused; the checksums of every tensor are stored beside them, and every load is checked
 against them (wrong weights → outcome ``"error"``).
 
@@ -22,6 +23,10 @@ file-backed pages, what the kernel's OOM accounting sees). The parent reads it e
 5 ms and also checks each phase's exact peak as it ends; a run whose exact peak went
 over is ``"budget_exceeded"`` even if it finished before the watchdog saw it.
 
+A callback (``on_event``, ``on_progress``) that raises ``SystemExit`` (``sys.exit()`` in
+a progress display) stops the work as ``cancel`` would, and the call then raises a
+:class:`~bigviz.RunError` that says so: it never leaves bigviz as a bare ``SystemExit``.
+
 Predictions come from each strategy's formula (DESIGN.md table). ``checks["prediction"]``
 says whether measurement and prediction agree within :data:`TOLERANCE`.
 """
@@ -34,6 +39,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from bigviz._errors import RunError
 from bigviz.data.result import TOLERANCE, RunResult, Sweep
 from bigviz.models import ModelLike
 from bigviz.runner import forkserver
@@ -56,6 +62,52 @@ if TYPE_CHECKING:
 
 __all__ = ["TOLERANCE", "close", "prepare_checkpoint", "prepare_folder", "run", "sweep",
            "sweep_interruptibly"]
+
+
+class _Stop(threading.Event):
+    """The cancel event of one call: set by the caller's own ``cancel``, or by a
+    callback that raised ``SystemExit``."""
+
+    def __init__(self, user: threading.Event | None) -> None:
+        super().__init__()
+        self._user = user
+
+    def is_set(self) -> bool:
+        return super().is_set() or (self._user is not None and self._user.is_set())
+
+
+class _Guard:
+    """Wraps the caller's callbacks: a ``SystemExit`` in one stops the work (like
+    ``cancel``) and is raised afterwards as a RunError that names the callback."""
+
+    def __init__(self, cancel: threading.Event | None) -> None:
+        self.stop = _Stop(cancel)
+        self.raised: tuple[str, SystemExit] | None = None
+
+    def wrap(self, cb: Callable[[Any], None] | None, name: str) -> Callable[[Any], None] | None:
+        if cb is None:
+            return None
+        user_cb = cb
+
+        def guarded(arg: Any) -> None:
+            if self.raised is not None:
+                return  # it asked to stop: quiet from here on
+            try:
+                user_cb(arg)
+            except SystemExit as exc:
+                self.raised = (name, exc)
+                self.stop.set()
+
+        return guarded
+
+    def check(self, what: str) -> None:
+        if self.raised is None:
+            return
+        name, exc = self.raised
+        raise RunError(
+            f"the {name} callback raised SystemExit({exc.code!r}): bigviz stopped the {what} "
+            "there (the running worker was stopped, no further run started); to stop a "
+            "sweep from a callback, set the `cancel` event instead") from exc
 
 
 def close() -> None:
@@ -109,7 +161,7 @@ def run(
         dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"`` for a zoo model (``None``:
             float32); a folder loads in its files' own dtype (leave it out).
         work_dir: where checkpoints, a folder's checksums and scratch files go (default
-            ``$TMPDIR/bigviz-work``).
+            ``~/.cache/bigviz``: see :func:`~bigviz.runner.validate.work_folder`).
         interval_ms: sampling interval of the timeline.
         on_event: called in this process with each streamed event (samples, phase
             start/end, marks) while the worker runs.
@@ -130,7 +182,9 @@ def run(
         ConfigError: a bad model spec, size, format, dtype or budget.
         StrategyError: an unknown strategy, a device map naming a missing GPU, an
             impossible ``max_memory``, or options the strategy does not support.
-        RunError: no worker could be started.
+        RunError: no worker could be started; a callback raised ``SystemExit``
+            (the run was stopped); :class:`~bigviz.runner.checkpoints.PreparationCancelled`
+            when ``cancel`` was set while the checkpoint was being saved.
 
     Example:
         >>> # r = bigviz.run("meta", model="gpt:2GB", max_shard_size="500MB", ram_budget="8GB")
@@ -140,6 +194,20 @@ def run(
     settings = Settings(model, dtype=dtype, budget=parse_budget(ram_budget), work_dir=work_dir,
                         interval_ms=interval_ms, timeout=timeout, seed=seed, nproc=nproc,
                         factory=factory).resolved()
+    guard = _Guard(cancel)
+    result = _run(strategy, settings, guard, max_shard_size=max_shard_size, format=format,
+                  device_map=device_map, max_memory=max_memory, ram_budget=ram_budget,
+                  on_event=guard.wrap(on_event, "on_event"))
+    guard.check("run")
+    return result
+
+
+def _run(strategy: str | Strategy, settings: Settings, guard: _Guard, *,
+         max_shard_size: int | str | None, format: str, device_map: Any,
+         max_memory: Mapping[Any, Any] | None, ram_budget: int | str | None,
+         on_event: EventCallback | None) -> RunResult:
+    model, nproc, work_dir, cancel = settings.model, settings.nproc, settings.work_dir, guard.stop
+    interval_ms, timeout, seed = settings.interval_ms, settings.timeout, settings.seed
     if nproc is not None:
         from bigviz.runner.launcher import run_distributed
 
@@ -158,7 +226,7 @@ def run(
     strat, dmap, mm = validate_single(strategy, model, format=format,
                                       dtype=settings.dtype or "float32",
                                       device_map=device_map, max_memory=max_memory)
-    folder = prepare_for(settings, shard, format)
+    folder = prepare_for(settings, shard, format, cancel=cancel)
     item = PlannedRun(strat, shard, format, dmap, mm,
                       as_saved=settings.as_saved if shard is None else None)
     return run_planned(item, folder, settings, on_event=on_event, cancel=cancel)
@@ -226,8 +294,11 @@ def sweep(
     plan = plan_runs(settings, strategies=strategies, shard_sizes=shard_sizes,
                      device_maps=device_maps, formats=formats, max_memory=max_memory,
                      ram_budget=ram_budget)
-    return sweep_plan(plan, settings, on_progress=on_progress, on_event=on_event,
-                      cancel=cancel)
+    guard = _Guard(cancel)
+    result = sweep_plan(plan, settings, on_progress=guard.wrap(on_progress, "on_progress"),
+                        on_event=guard.wrap(on_event, "on_event"), cancel=guard.stop)
+    guard.check("sweep")
+    return result
 
 
 def sweep_interruptibly(

@@ -17,7 +17,7 @@ from bigviz.cli import main
 from bigviz.data.recording import Recording
 
 MiB = 2**20
-VERBS = ["sweep", "profile", "inspect", "reshard", "advise", "report", "diff"]
+VERBS = ["sweep", "profile", "inspect", "reshard", "advise", "report", "diff", "cache"]
 
 
 def bigviz_cmd(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
