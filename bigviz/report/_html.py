@@ -20,7 +20,7 @@ from bigviz.data.recording import Recording
 from bigviz.data.result import ALLOWANCE, RunResult, Sweep
 from bigviz.tables.findings import CellFacts, cell_of, cell_run, failures, headline, is_cell
 from bigviz.tables.labels import outcome_text, percent, shard_text
-from bigviz.tables.phases import PhaseRow, lanes, phase_rows
+from bigviz.tables.phases import PhaseGroup, PhaseRow, Stats, grouped, lanes, phase_rows
 from bigviz.tables.ranks import rank_rows
 from bigviz.tables.runs import RunRow, results_of, run_rows
 from bigviz.units import format_size as size
@@ -84,6 +84,8 @@ white-space:pre-wrap;word-break:break-word}
 code{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,"DejaVu Sans Mono",monospace}
 .note{color:var(--muted);font-size:.82rem}
 details>summary{cursor:pointer;font-weight:600;margin:8px 0}
+table.members{margin:0 0 6px;font-size:.8rem}tr.group td{border-bottom:0}
+table.members td+td{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 footer{color:var(--muted);font-size:.8rem;margin-top:40px}
 """
 
@@ -185,11 +187,17 @@ def _phase_table(rec: Recording) -> str:
         + ("<th class=num>peak VRAM</th>" if has_vram else "")
         + "<th>peak is</th></tr>"
     )
-    rows = [_phase_row(p, has_vram) for p in phases]
+    # a loop's repeated phases (step 1 … step 800) are one row that expands to each
+    items = grouped(phases)
+    rows = [_phase_row(p, has_vram) if isinstance(p, PhaseRow) else _group_rows(p, has_vram)
+            for p in items]
+    folded = (" Repeated phases are one row: their count and the min / median / max of their "
+              "peaks; click it to list every phase with its own peak.")
     return (
         f"<table class=phases><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
         "<p class=note>Absolute bytes. <em>exact</em>: the kernel's high-water mark (VmHWM), "
-        "reset at the phase start; <em>sampled</em>: the highest sample.</p>"
+        "reset at the phase start; <em>sampled</em>: the highest sample."
+        + (folded if len(items) < len(phases) else "") + "</p>"
     )
 
 
@@ -229,6 +237,74 @@ def _phase_row(p: PhaseRow, has_vram: bool) -> str:
         f"{vram}"
         f"<td>{p.how}</td></tr>"
     )
+
+
+def _group_rows(g: PhaseGroup, has_vram: bool) -> str:
+    """A group of repeated phases: one row of count and min / median / max, then a row that
+    expands (``<details>``) to every phase with its exact peak (a compact table: 10,000
+    phases stay a few MB)."""
+    indent = f' style="padding-left:{8 + 16 * g.depth}px"' if g.depth else ""
+    name = f'{e(g.label)} <span class="note">×{g.count}</span>'
+    if g.errors:
+        name += f' <span class="o-bad">✕ {len(g.errors)} failed</span>'
+    peak, growth, dur = g.ram_peak, g.ram_growth, g.duration
+    end = g.end
+    span = None if end is None else end - g.start
+
+    def stats(st: object, fmt: Callable[[float], str]) -> str:
+        if not isinstance(st, Stats) or st.min is None or st.median is None:
+            return ""
+        return (f'<br><span class="note">min {e(fmt(st.min))} · median '
+                f'{e(fmt(st.median))}</span>')
+
+    def big(v: float) -> str:
+        return size(round(v))
+
+    def sec(v: float) -> str:
+        return f"{v:.3f} s"
+
+    anon = max((m.ram_anon_peak for m in g.members if m.ram_anon_peak is not None), default=None)
+    file = max((m.ram_file_peak for m in g.members if m.ram_file_peak is not None), default=None)
+    vram = ""
+    if has_vram:
+        devs: dict[str, int] = {}
+        for m in g.members:
+            for dev, v in m.vram.items():
+                devs[dev] = max(devs.get(dev, 0), v)
+        text = ", ".join(f"{e(dev)}: max {e(size(v))}" for dev, v in devs.items()) or "—"
+        vram = f'<td class="num">{text}</td>'
+    max_peak = None if peak.max is None else round(peak.max)
+    max_growth = None if growth.max is None else round(growth.max)
+    cells = (
+        f'<tr class="group"><td{indent}>{name}</td>'
+        f"{_num(f'{g.start:.3f} s', g.start)}"
+        f'<td class="num" data-v="{e(repr(span) if span is not None else "")}">'
+        f"{'open' if span is None else f'{span:.3f} s'}{stats(dur, sec)}</td>"
+        f"{_num(size(g.members[0].ram_start), g.members[0].ram_start)}"
+        f'<td class="num" data-v="{"" if max_peak is None else max_peak}">max '
+        f"{e(size(max_peak))}{stats(peak, big)}</td>"
+        f'<td class="num" data-v="{"" if max_growth is None else max_growth}">max '
+        f"{e(size(max_growth))}{stats(growth, big)}</td>"
+        f"{_num(size(anon), anon)}{_num(size(file), file)}{vram}<td>{e(g.how)}</td></tr>"
+    )
+    body = []
+    for r in g.rows:
+        pad = f' style="padding-left:{4 + 14 * (r.depth - g.depth)}px"' if r.depth > g.depth else ""
+        bad = f' <span class="o-bad">✕ {e(r.error)}</span>' if r.error else ""
+        dur_text = "open" if r.duration is None else f"{r.duration:.3f} s"
+        body.append(
+            f"<tr><td{pad}>{e(r.name)}{bad}</td><td>{r.start:.3f} s</td><td>{dur_text}</td>"
+            f'<td data-v="{"" if r.ram_peak is None else r.ram_peak}">{e(size(r.ram_peak))}</td>'
+            f"<td>{e(size(r.ram_growth))}</td><td>{r.how}</td></tr>"
+        )
+    ncols = 10 if has_vram else 9
+    members = (
+        f'<tr class="members"><td colspan={ncols}><details><summary>each of the {g.count} '
+        f"phases {e(g.label)}</summary><table class=members><thead><tr><th>phase</th>"
+        "<th>start</th><th>duration</th><th>peak RSS</th><th>growth</th><th>peak is</th></tr>"
+        f"</thead><tbody>{''.join(body)}</tbody></table></details></td></tr>"
+    )
+    return cells + members
 
 
 def _rank_table(run: RunResult | Recording) -> str:
@@ -325,6 +401,9 @@ def _run_facts(r: RunResult) -> list[tuple[str, str]]:
         pairs.append(("phase reached", r.phase_reached))
     if r.error:
         pairs.append(("error", r.error))
+    warned = r.recording.meta.get("warnings") or []
+    if warned:  # what the libraries warned during the run (the worker captured it)
+        pairs.append(("warnings", " · ".join(map(str, warned))))
     return pairs
 
 
@@ -405,6 +484,23 @@ def _figure(svg_text: str, caption: str) -> str:
     return f"<figure>{svg_text}<figcaption>{e(caption)}</figcaption></figure>"
 
 
+#: Samples per run in a report's interactive timeline (min/max per bucket above it).
+REPORT_EXACT = 30_000
+
+
+def _timeline(svg_text: str, caption: str, obj: Recording | RunResult, uid: str,
+              views: list[str]) -> str:
+    """A run's timeline as the interactive view (zoom, pan, hover readout; issue 15), the
+    static SVG its fallback without JavaScript; the SVG alone when there is nothing to show."""
+    from bigviz.plots.interactive import can_show, timeline_html
+
+    if not can_show(obj):
+        return _figure(svg_text, caption)
+    views.append(uid)
+    view = timeline_html(obj, max_points=REPORT_EXACT, uid=uid, fallback=svg_text, script=False)
+    return f"<figure>{view}<figcaption>{e(caption)}</figcaption></figure>"
+
+
 def render(obj: Reportable) -> str:
     """The whole HTML document for ``obj``."""
     from bigviz.plots import to_svg
@@ -443,9 +539,16 @@ def render(obj: Reportable) -> str:
                      else _summary_table(run_rows(results), anchors))
 
     n = 0
+    views: list[str] = []  # interactive timelines: they need their script
     for slug, caption, make in overview_figures(obj):
         n += 1
-        parts.append(_figure(to_svg(make(), salt=f"bigviz-{slug}-{n}"), caption))
+        svg = to_svg(make(), salt=f"bigviz-{slug}-{n}")
+        if slug == "timeline" and timelines:
+            _l, rec0, run0 = timelines[0]
+            parts.append(_timeline(svg, caption, rec0 if run0 is None else run0, f"{slug}-{n}",
+                                     views))
+        else:
+            parts.append(_figure(svg, caption))
 
     single = len(timelines) == 1
     parts.append("<h2>Phases</h2>" if single else "<h2>Cells</h2>" if cells else "<h2>Runs</h2>")
@@ -466,7 +569,8 @@ def render(obj: Reportable) -> str:
             n += 1
             caption = "Per-rank lanes and node total" if rec.ranks else "Timeline"
             fig = timeline_figure(rec, run)
-            parts.append(_figure(to_svg(fig, salt=f"bigviz-run-{n}"), caption))
+            svg = to_svg(fig, salt=f"bigviz-run-{n}")
+            parts.append(_timeline(svg, caption, rec if run is None else run, f"run-{n}", views))
         if rec.ranks:
             parts.append(_rank_table(run if run is not None else rec))
         if rec.errors:
@@ -517,12 +621,19 @@ def render(obj: Reportable) -> str:
         f"<footer>Made by bigviz {e(bigviz.__version__)} · schema {e(obj_schema(obj))} · "
         "this file makes no network requests.</footer>"
     )
+    script = _SORT_JS
+    if views:
+        from bigviz.plots.interactive import SCRIPT
+
+        script += SCRIPT
+    csp = _CSP.replace(_SORT_HASH, base64.b64encode(hashlib.sha256(script.encode()).digest())
+                       .decode())
     return (
         "<!doctype html>\n<html lang=en><head><meta charset=utf-8>"
-        f'<meta http-equiv="Content-Security-Policy" content="{html.escape(_CSP, quote=False)}">'
+        f'<meta http-equiv="Content-Security-Policy" content="{html.escape(csp, quote=False)}">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
         f"<title>bigviz report: {e(title)}</title><style>{_CSS}</style></head>"
-        f"<body><main>{''.join(parts)}</main><script>{_SORT_JS}</script></body></html>\n"
+        f"<body><main>{''.join(parts)}</main><script>{script}</script></body></html>\n"
     )
 
 

@@ -29,9 +29,13 @@ from ._common import escape as _e
 __all__ = [
     "MAX_DATA_LINK",
     "cell_summary_html",
+    "interactive_timeline",
     "link_html",
+    "markdown_view",
     "phase_table_html",
+    "relative_href",
     "results_table_html",
+    "run_notes_html",
     "timeline_figure",
 ]
 
@@ -122,6 +126,43 @@ def timeline_figure(rec: Recording, run: RunResult | None = None) -> Any:
     return _timeline(rec, run, max_points=None)
 
 
+def interactive_timeline(obj: Recording | RunResult, *, max_points: int | None = None,
+                         fallback: bool = True) -> Any:
+    """The timeline of a recording or run as an interactive view for Jupyter: mouse-wheel
+    zoom, drag to pan, double-click to reset, and a hover readout of time, phase, RSS,
+    anonymous, file-backed and shared memory and VRAM at the nearest sample
+    (:mod:`bigviz.plots.interactive`; no extension or widget needed).
+
+    Args:
+        obj: a Recording or a RunResult.
+        max_points: samples kept exactly (min/max per bucket above it); default
+            :data:`bigviz.plots.interactive.MAX_EXACT`.
+        fallback: embed the static PNG, shown where the view's script cannot run (an
+            untrusted notebook, a static render).
+
+    Returns:
+        An object that displays itself (``_repr_html_``); its ``html`` is the fragment.
+
+    Raises:
+        ConfigError: for anything but a Recording or RunResult, or one without RSS samples.
+
+    Example:
+        >>> interactive_timeline(rec)  # doctest: +SKIP
+    """
+    from bigviz.plots import to_png
+    from bigviz.plots.interactive import MAX_EXACT, InteractiveTimeline
+    from bigviz.plots.sampling import as_recording
+
+    rec, run = as_recording(obj)
+    png = ""
+    if fallback:
+        data = base64.b64encode(to_png(timeline_figure(rec, run), dpi=100)).decode("ascii")
+        png = (f'<img alt="{_e("timeline of " + (rec.name or "recording"))}" '
+               f'style="max-width:100%" src="data:image/png;base64,{data}">')
+    return InteractiveTimeline(obj, max_points=MAX_EXACT if max_points is None else max_points,
+                               fallback=png)
+
+
 def results_table_html(results: Sequence[RunResult]) -> str:
     """An HTML table of runs: measured peaks (above baseline) beside the prediction.
 
@@ -138,7 +179,7 @@ def results_table_html(results: Sequence[RunResult]) -> str:
     rows = []
     for r in run_rows(results):
         check = r.prediction
-        ratio = check.ratio if check is not None else None
+        ratio = r.vs_predicted  # the one ratio every table shows (the HTML report's too)
         agrees = "" if check is None else ("yes" if check.agrees else "<b>NO</b>")
         outcome = _e(r.outcome) if r.ok else (
             f'<span style="color:#c0392b" title="{_e(r.error or "")}">{_e(r.outcome)}'
@@ -152,28 +193,111 @@ def results_table_html(results: Sequence[RunResult]) -> str:
             agrees, f"{r.seconds:.2f}",
         ]
         rows.append(({"strategy": r.strategy, "outcome": r.outcome}, cells))
-    return _table("bigviz-results", headers, rows, right=[2, 3, 4, 7, 9])
+    return (_table("bigviz-results", headers, rows, right=[2, 3, 4, 7, 9])
+            + run_notes_html(results))
 
 
-def link_html(path: Path) -> str:
-    """A link to a written report: a data: URL (works in Voila and offline) and the path.
+def run_notes_html(results: Sequence[RunResult]) -> str:
+    """What the runs' libraries warned while they ran (the worker keeps it in
+    ``recording.meta["warnings"]`` instead of printing it), one line each under the
+    run's label; ``""`` when nothing warned.
 
-    Reports over :data:`MAX_DATA_LINK` bytes get the path only.
+    Example:
+        >>> run_notes_html([RunResult("meta", "ok")])
+        ''
+    """
+    items = []
+    for r in results:
+        for line in r.recording.meta.get("warnings") or []:
+            items.append(f"<li><b>{_e(r.label)}</b>: {_e(line)}</li>")
+    if not items:
+        return ""
+    return ('<details class="bigviz-notes" style="font:12px/1.4 system-ui,sans-serif">'
+            f"<summary>notes: what the libraries warned during the runs ({len(items)})"
+            f'</summary><ul style="margin:2px 0">{"".join(items)}</ul></details>')
+
+
+def link_html(path: Path, *, cwd: Path | None = None) -> str:
+    """A link to a written report, and its path.
+
+    A report under the kernel's working folder (``cwd``, default: the current one, where
+    the notebook is) gets a relative link: JupyterLab opens it in a tab of its own (the
+    HTML viewer, the Markdown preview with its PNGs, the JSON viewer), and the file is
+    not copied into the notebook. Elsewhere, a data: URL (works in Voila and offline) for
+    a report up to :data:`MAX_DATA_LINK` bytes, except Markdown, whose PNGs a data: URL
+    cannot carry: the path only.
 
     Example:
         >>> import tempfile
         >>> with tempfile.TemporaryDirectory() as d:
         ...     p = Path(d, "r.json")
         ...     _ = p.write_text("{}")
-        ...     'download="r.json"' in link_html(p)
-        True
+        ...     'download="r.json"' in link_html(p), 'href="r.json"' in link_html(p, cwd=Path(d))
+        (True, True)
     """
     name = _e(path.name)
     where = _e(str(path.resolve()))
-    if path.stat().st_size <= MAX_DATA_LINK:
-        mime = {".html": "text/html", ".json": "application/json", ".md": "text/markdown"}.get(
+    rel = relative_href(path, cwd)
+    if rel is not None:
+        return (f'<a class="bigviz-report-link" href="{_e(rel)}" target="_blank" '
+                f'title="{where}">{name}</a> <small>({_e(rel)})</small>')
+    if path.suffix != ".md" and path.stat().st_size <= MAX_DATA_LINK:
+        mime = {".html": "text/html", ".json": "application/json"}.get(
             path.suffix, "application/octet-stream")
         data = base64.b64encode(path.read_bytes()).decode("ascii")
         return (f'<a class="bigviz-report-link" download="{name}" target="_blank" '
                 f'href="data:{mime};base64,{data}">{name}</a> <small>({where})</small>')
     return f'<span class="bigviz-report-link">{name}</span> <small>({where})</small>'
+
+
+def relative_href(path: Path, cwd: Path | None = None) -> str | None:
+    """``path`` as a URL relative to ``cwd`` (default: the working folder), ``None`` when
+    it is not under it; what a notebook's links and images resolve against.
+
+    Example:
+        >>> relative_href(Path("/nb/reports/k.html"), Path("/nb"))
+        'reports/k.html'
+        >>> relative_href(Path("/tmp/k.html"), Path("/nb")) is None
+        True
+    """
+    import urllib.parse
+
+    base = (cwd or Path.cwd()).resolve()
+    try:
+        rel = path.resolve().relative_to(base)
+    except ValueError:
+        return None
+    return urllib.parse.quote(rel.as_posix())
+
+
+def markdown_view(path: Path, *, cwd: Path | None = None) -> str:
+    """A Markdown report's text with its image links rebased for display in a notebook
+    (``IPython.display.Markdown``): a notebook resolves them against its own folder, not
+    the report's, so ``![..](k_files/peaks.png)`` of ``reports/k.md`` becomes
+    ``reports/k_files/peaks.png``; a PNG outside the working folder is embedded.
+
+    Raises:
+        OSError: the report cannot be read.
+
+    Example:
+        >>> Markdown(markdown_view(Path("reports/k.md")))  # doctest: +SKIP
+    """
+    import re
+    import urllib.parse
+
+    folder = path.parent
+
+    def rebase(m: re.Match[str]) -> str:
+        target = m.group(2)
+        if re.match(r"^[a-z][a-z0-9+.-]*:|^/|^#", target, flags=re.I):
+            return m.group(0)  # absolute, a URL or an anchor: as it is
+        image = folder / urllib.parse.unquote(target)
+        rel = relative_href(image, cwd)
+        if rel is None:
+            if not image.is_file():
+                return m.group(0)
+            data = base64.b64encode(image.read_bytes()).decode("ascii")
+            rel = f"data:image/png;base64,{data}"
+        return f"![{m.group(1)}]({rel})"
+
+    return re.sub(r"!\[([^\]]*)\]\(([^)\s]+)\)", rebase, path.read_text(encoding="utf-8"))
