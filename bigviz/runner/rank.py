@@ -166,6 +166,7 @@ def _rank_body(ns: argparse.Namespace, env: RankEnv, sink: Channel) -> int:
     # objects (recordings) travel on a CPU group whatever carries the weights
     ctrl = None if backend == "gloo" else dist.new_group(backend="gloo")
     folder = _checkpoint_folder(ns, env, dist, ctrl)
+    _strategy_files(strategy, folder, env, dist, ctrl)
     ckpt = folder / "checkpoint"
     info = inspect_checkpoint(ckpt)
     expected = json.loads((folder / "checksums.json").read_text())
@@ -212,7 +213,8 @@ def _rank_body(ns: argparse.Namespace, env: RankEnv, sink: Channel) -> int:
         try:
             model = strategy.run(ctx)
             with rec.phase("first use", what="read every weight once (checksums)"):
-                sums = first_use(model)
+                per_rank_use = getattr(strategy, "rank_first_use", None)
+                sums = per_rank_use(ctx, model) if per_rank_use else first_use(model)
             verify = compare_checksums(expected, sums)
             with rec.phase("loaded", what="every rank holds its weights"):
                 dist.barrier(group=ctrl)
@@ -260,6 +262,29 @@ def _remove(scratch: Path, root: Path | None) -> None:
     if root is not None:
         with contextlib.suppress(OSError):
             root.rmdir()  # the last rank out removes the folder
+
+
+def _strategy_files(strategy: Any, folder: Path, env: RankEnv, dist: Any, ctrl: Any) -> None:
+    """Before any baseline: the strategy's own fixed costs (``warm_up``), and what it
+    needs beside the checkpoint (``fsdp-dcp``: its DCP copy), made once per node by local
+    rank 0 in a fresh interpreter (so no rank's memory holds it)."""
+    strategy.warm_up(folder / "checkpoint")  # its imports belong to the baseline
+    need = getattr(strategy, "prepared", None)
+    made = need(folder) if callable(need) else None
+    if made is None:
+        return
+    path, code = made
+    if env.local_rank == 0 and not Path(path).exists():
+        import subprocess
+
+        from bigviz.runner.interpreter import child_argv, child_env
+
+        done = subprocess.run(child_argv(code), env=child_env(), capture_output=True,
+                              text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"preparing {path} for {strategy.name!r} failed: "
+                               f"{done.stderr.strip()[-2000:]}")
+    dist.barrier(group=ctrl)
 
 
 def _checkpoint_folder(ns: argparse.Namespace, env: RankEnv, dist: Any, ctrl: Any) -> Path:

@@ -17,8 +17,10 @@ name               what it does                                                C
 
 Distributed strategies (``kind = "distributed"``, :mod:`bigviz.strategies.ranks`) run in
 every rank of a ``torch.distributed`` job: ``every-rank-loads``, ``rank0-broadcast``,
-``shared-mmap``. One registry holds both kinds: :func:`get` finds either, :func:`names`
-and :func:`available` list one kind (single-process by default).
+``shared-mmap``, and the FSDP2 ones (:mod:`bigviz.strategies.fsdp`): ``fsdp-broadcast``,
+``fsdp-dcp``, ``fsdp-hf`` (and ``fsdp-dcp-save``, ``fsdp-hf-save``: saving). One
+registry holds both kinds: :func:`get` finds either, :func:`names` and :func:`available`
+list one kind (single-process by default).
 
 Modules: :mod:`~bigviz.strategies.base` (Strategy, RunContext),
 :mod:`~bigviz.strategies.devices` (device maps, ``max_memory``),
@@ -40,6 +42,7 @@ from bigviz._errors import StrategyError
 from bigviz.strategies.base import KINDS, Kind, RunContext, Strategy
 from bigviz.strategies.devices import DeviceMap, normalize_max_memory, validate_device_map
 from bigviz.strategies.dispatch import Dispatch
+from bigviz.strategies.fsdp import FsdpBroadcast, FsdpDcp, FsdpDcpSave, FsdpHf, FsdpHfSave
 from bigviz.strategies.hf_accelerate import AccelerateLoad
 from bigviz.strategies.hf_transformers import TransformersLoad
 from bigviz.strategies.meta import Meta
@@ -92,7 +95,8 @@ def register(strategy: Strategy, *, replace: bool = False) -> Strategy:
 
 
 for _cls in (Naive, Sharded, Meta, Mmap, Dispatch, Save, TransformersLoad, AccelerateLoad,
-             EveryRankLoads, Rank0Broadcast, SharedMmap):
+             EveryRankLoads, Rank0Broadcast, SharedMmap, FsdpBroadcast, FsdpDcp, FsdpHf,
+             FsdpDcpSave, FsdpHfSave):
     register(_cls())
 
 
@@ -100,7 +104,7 @@ def names(*, kind: Kind | None = "single") -> list[str]:
     """Registered strategy names of one ``kind`` (``None``: every kind), built-ins first.
 
     Example:
-        >>> names(kind="distributed")
+        >>> names(kind="distributed")[:3]
         ['every-rank-loads', 'rank0-broadcast', 'shared-mmap']
     """
     return [n for n, s in _REGISTRY.items() if kind is None or s.kind == kind]

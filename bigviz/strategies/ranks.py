@@ -22,14 +22,18 @@ registry lists them apart, ``bigviz.strategies.names(kind="distributed")``.
 
 Example:
     >>> import bigviz.strategies as strategies
-    >>> strategies.names(kind="distributed")
+    >>> strategies.names(kind="distributed")[:3]
     ['every-rank-loads', 'rank0-broadcast', 'shared-mmap']
+
+The FSDP2 strategies (``fsdp-broadcast``, ``fsdp-dcp``, ``fsdp-hf``) are in
+:mod:`bigviz.strategies.fsdp`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from bigviz._errors import StrategyError
@@ -42,6 +46,7 @@ from bigviz.strategies.naive import Naive
 from bigviz.strategies.sharded import Sharded
 from bigviz.strategies.weights import (
     assign_shard,
+    first_use,
     largest_shard,
     load_shard,
     model_size,
@@ -143,6 +148,18 @@ class DistStrategy(Strategy):
     def run_rank(self, ctx: DistContext) -> nn.Module:
         """Load inside one rank under its recorder; return the rank's model."""
         raise NotImplementedError
+
+    def rank_first_use(self, ctx: DistContext, model: nn.Module) -> dict[str, list[int]]:
+        """The *first use* pass of one rank: every weight read once, ``{key: checksum}``
+        of the full weights (a sharded strategy adds up every rank's part; then it is a
+        collective every rank calls)."""
+        return first_use(model)
+
+    def prepared(self, folder: Path) -> tuple[Path, str] | None:
+        """What this strategy needs beside a prepared checkpoint ``folder``, if anything:
+        ``(path, python code that creates it)``. The rank program runs the code once, in
+        a fresh interpreter, before any rank takes its baseline."""
+        return None
 
 
 def _to_device(ctx: DistContext, model: nn.Module) -> nn.Module:

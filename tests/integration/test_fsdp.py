@@ -1,0 +1,167 @@
+"""FSDP2 strategies on 2 real ranks (gloo on CPU): each rank ends with its shard only
+(``fsdp-dcp-save`` then writes its shards with ``dcp.save``; ``fsdp-hf-save`` as
+safetensors, consolidated by rank 0 into full tensors and read back).
+
+Each strategy runs once (module fixture, a 40 MB GPT in 10 MB safetensors shards). The
+rank program checks the weights shard by shard: every rank sums the checksums of its
+local shards at their offsets in the full tensors, the ranks add their sums up, and the
+totals must equal the checksums of the checkpoint's tensors (``verify == "ok"``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import bigviz.strategies as strategies
+from bigviz._errors import ConfigError
+from bigviz.checkpoint import inspect_checkpoint
+from bigviz.data.result import RunResult
+from bigviz.runner.launcher import run_distributed
+from bigviz.strategies.fsdp import DCP_DIR, _positioned_sum, shard_bytes
+from bigviz.strategies.weights import checksum
+
+MODEL = "gpt:40MB"
+SHARD = "10MB"
+FSDP = ("fsdp-broadcast", "fsdp-dcp", "fsdp-hf", "fsdp-dcp-save", "fsdp-hf-save")
+#: allocator slack either side of a rank's predicted range
+SLACK = 4 << 20
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, RunResult]:
+    work = tmp_path_factory.mktemp("fsdp-work")
+    return {s: run_distributed(s, nproc=2, model=MODEL, max_shard_size=SHARD, work_dir=work,
+                               timeout=300)
+            for s in FSDP}
+
+
+def test_positioned_sums_of_any_slices_add_up_to_the_checksum() -> None:
+    g = torch.Generator().manual_seed(0)
+    for n in (1, 5, 8, 13, 64, 1001):
+        t = torch.randint(-(2**31), 2**31 - 1, (n,), generator=g, dtype=torch.int32)
+        flat = t.view(torch.uint8)
+        total = flat.numel()
+        want = checksum(t)[1]
+        for cuts in ([], [total // 2], [3, 11], [1, 2, 9, total - 1]):
+            edges = [0, *[c for c in cuts if 0 < c < total], total]
+            got = sum(_positioned_sum(flat[a:b], a, total)
+                      for a, b in itertools.pairwise(edges))
+            got %= 1 << 64
+            assert got - (1 << 64) * (got >= 1 << 63) == want, (n, cuts)
+        # one changed byte changes the sum of the parts
+        bad = flat.clone()
+        bad[total // 2] ^= 1
+        parts = (_positioned_sum(bad[: total // 2], 0, total)
+                 + _positioned_sum(bad[total // 2:], total // 2, total)) % (1 << 64)
+        assert parts - (1 << 64) * (parts >= 1 << 63) != want
+
+
+def test_shard_bytes_pads_rows_per_rank() -> None:
+    from types import SimpleNamespace as NS
+
+    info = NS(tensors={"w": NS(shape=[5, 4], nbytes=80), "b": NS(shape=[3], nbytes=12),
+                       "s": NS(shape=[], nbytes=4)})
+    assert shard_bytes(info, 1) == 96
+    assert shard_bytes(info, 2) == 3 * 16 + 2 * 4 + 4
+    assert shard_bytes(info, 4) == 2 * 16 + 1 * 4 + 4
+
+
+def test_fsdp_hf_refuses_bin_files_before_anything_runs(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"fsdp-hf.*format='safetensors'"):
+        run_distributed("fsdp-hf", nproc=2, model=MODEL, format="bin", work_dir=tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FSDP)
+def test_every_rank_holds_its_shard_bit_exact(results: dict[str, RunResult],
+                                              name: str) -> None:
+    r = results[name]
+    assert r.outcome == "ok", r.error
+    assert r.params["nproc"] == 2
+    assert [f.verify for f in r.checks.ranks] == ["ok", "ok"]
+    # the phases the strategy names, on every rank
+    for lane in r.recording.ranks:
+        got = {p.name for p in lane.phases}
+        assert {"build", "shard", "allocate", "first use", "loaded"} <= got
+        assert ("read" in got) == (name != "fsdp-broadcast" or lane.rank == 0)
+        if name == "fsdp-broadcast":
+            assert "broadcast" in got
+        assert ("save" in got) == name.endswith("-save")
+        # rank 0 read the consolidated safetensors back: their checksums are the
+        # checkpoint's (else the run is an error)
+        assert ("check saved" in got) == (name == "fsdp-hf-save" and lane.rank == 0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FSDP)
+def test_each_rank_peaks_within_its_predicted_range(results: dict[str, RunResult],
+                                                    name: str) -> None:
+    r = results[name]
+    info = inspect_checkpoint(Path(r.params["checkpoint"]))
+    strat = strategies.get(name)
+    m = r.model_bytes
+    assert m is not None
+    for f in r.checks.ranks:
+        assert f.rank is not None and f.ram_peak is not None
+        low, high = strat.predict_rank(info, f.rank, nproc=2).bounds  # type: ignore[attr-defined]
+        assert low - SLACK <= f.ram_peak <= high + SLACK, (
+            f"rank {f.rank}: {f.ram_peak / m:.2f} × M outside "
+            f"[{low / m:.2f}, {high / m:.2f}] × M")
+        if name not in ("fsdp-broadcast", "fsdp-hf-save"):
+            # a rank reads about half the model, far below a full copy
+            assert f.ram_peak < 0.8 * m
+        elif name == "fsdp-broadcast" and f.rank:
+            # a receiver holds its half and the tensor in flight, never a full copy
+            assert f.ram_peak < m
+    check = r.checks.prediction
+    assert check is not None and check.agrees, check and check.says
+
+
+@pytest.mark.slow
+def test_sharded_loads_hold_about_one_model_per_node(results: dict[str, RunResult]) -> None:
+    m = results["fsdp-hf"].model_bytes
+    assert m is not None
+    for name in ("fsdp-dcp", "fsdp-hf", "fsdp-dcp-save"):
+        peak = results[name].ram_peak
+        assert peak is not None and peak < 1.5 * m, (name, peak)
+    # rank 0 read the whole state dict: the node held M more at its peak
+    peak = results["fsdp-broadcast"].ram_peak
+    assert peak is not None and peak > 1.8 * m
+
+
+@pytest.mark.slow
+def test_fsdp_dcp_saved_its_dcp_copy_once_beside_the_checkpoint(
+        results: dict[str, RunResult]) -> None:
+    ckpt = Path(results["fsdp-dcp"].params["checkpoint"])
+    dcp = ckpt.parent / DCP_DIR
+    assert (dcp / ".metadata").is_file()
+    assert sum(p.stat().st_size for p in dcp.iterdir()) >= inspect_checkpoint(ckpt).total_size
+
+
+@pytest.mark.slow
+def test_a_dcp_folder_of_another_model_is_a_clear_error(results: dict[str, RunResult]) -> None:
+    from torch.distributed.checkpoint import state_dict_saver
+
+    ckpt = Path(results["fsdp-dcp"].params["checkpoint"])
+    dcp = ckpt.parent / DCP_DIR
+    kept = dcp.with_name("dcp-kept")
+    dcp.rename(kept)
+    try:
+        with pytest.warns(UserWarning, match="single process"):
+            state_dict_saver.save({"other.weight": torch.zeros(4, 4)},
+                                  checkpoint_id=str(dcp), no_dist=True)
+        r = run_distributed("fsdp-dcp", nproc=2, model=MODEL, max_shard_size=SHARD,
+                            work_dir=ckpt.parent.parent.parent, timeout=300)
+    finally:
+        shutil.rmtree(dcp, ignore_errors=True)
+        kept.rename(dcp)
+    assert r.outcome == "error"
+    assert "saved from another model" in (r.error or ""), r.error
+    assert str(dcp) in (r.error or "")
+    assert r.checks.failed_rank in (0, 1)
+    assert r.phase_reached == "allocate"  # checked before any rank read a byte
