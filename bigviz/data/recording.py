@@ -24,10 +24,12 @@ Series names used by the built-in sources:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from bigviz.data.serde import SCHEMA_VERSION, Document
+from bigviz.data.columns import pack_series, unpack_series
+from bigviz.data.serde import SCHEMA_VERSION, Document, plain_fields
 
 __all__ = ["SCHEMA_VERSION", "Mark", "Phase", "Recording", "Series", "SourceInfo"]
 
@@ -176,6 +178,21 @@ class Recording(Document):
     rank: int | None = None
     ranks: list[Recording] = field(default_factory=list)
     schema: int = SCHEMA_VERSION
+
+    # -- JSON: series as packed columns (schema 2, see bigviz.data.columns) ------
+    def __to_plain__(self) -> dict[str, Any]:
+        """Plain data with every series' ``t`` and ``v`` as packed columns."""
+        t0 = self.meta.get("t0_monotonic")
+        origin = float(t0) if isinstance(t0, (int, float)) and math.isfinite(t0) else 0.0
+        return plain_fields(self, series=pack_series(self.series, origin))
+
+    @classmethod
+    def __from_plain__(cls, data: dict[str, Any], where: str) -> dict[str, Any]:
+        """``data`` with packed series decoded (``from_plain`` rebuilds the rest)."""
+        series = data.get("series")
+        if not isinstance(series, dict):
+            return data
+        return {**data, "series": unpack_series(series, where)}
 
     # -- lookups ---------------------------------------------------------------
     def phase(self, name: str) -> Phase:

@@ -4,11 +4,17 @@ Recordings, RunResults and Sweeps are dataclasses made of ``int``, ``float``, ``
 ``bool``, ``None``, lists, ``dict[str, ...]`` and other such dataclasses. ``to_plain``
 turns one into JSON-ready data and ``from_plain`` rebuilds it from the field types, so
 ``from_plain(T, to_plain(x)) == x`` holds exactly (JSON keeps floats bit-exact).
+
+A dataclass may take over its own conversion: ``__to_plain__(self)`` returns its plain
+data, ``__from_plain__(data, where)`` prepares data before the fields are rebuilt (and
+may put ready-made dataclass instances in it, which are kept as they are). The Recording
+uses them to write its series as packed columns (:mod:`bigviz.data.columns`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import math
 import types
@@ -24,6 +30,7 @@ __all__ = [
     "dumps_document",
     "from_plain",
     "loads_json",
+    "plain_fields",
     "to_plain",
 ]
 
@@ -32,7 +39,8 @@ MAX_INT = 2**63 - 1
 
 #: Version of the JSON schema of Recordings, RunResults and Sweeps. Bump it on any
 #: change that an older reader would misread; readers refuse newer versions.
-SCHEMA_VERSION = 1
+#: 1: series as JSON lists; 2: series as packed columns (:mod:`bigviz.data.columns`).
+SCHEMA_VERSION = 2
 
 T = TypeVar("T")
 
@@ -54,7 +62,8 @@ def to_plain(obj: Any) -> Any:
         {'x': 3}
     """
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        hook = getattr(obj, "__to_plain__", None)
+        return hook() if hook is not None else plain_fields(obj)
     if isinstance(obj, float) and not math.isfinite(obj):
         return "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
     if isinstance(obj, (list, tuple)):
@@ -64,6 +73,15 @@ def to_plain(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): to_plain(v) for k, v in obj.items()}
     return obj
+
+
+def plain_fields(obj: Any, **override: Any) -> dict[str, Any]:
+    """The fields of dataclass ``obj`` as plain data, in field order; ``override`` gives
+    ready-made plain data for some fields (a ``__to_plain__`` hook's building block)."""
+    return {
+        f.name: override[f.name] if f.name in override else to_plain(getattr(obj, f.name))
+        for f in dataclasses.fields(obj)
+    }
 
 
 def _plain_numbers(items: list[Any] | tuple[Any, ...]) -> bool:
@@ -140,6 +158,11 @@ def _convert(tp: Any, data: Any, where: str) -> Any:
             raise ReportError(f"{where}: {data!r} is not one of {typing.get_args(tp)}")
         return data
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        if isinstance(data, tp):  # built by a __from_plain__ hook (a decoded series)
+            return data
+        prepare = getattr(tp, "__from_plain__", None)
+        if prepare is not None and isinstance(data, dict):
+            data = prepare(data, where)
         if not isinstance(data, dict):
             raise ReportError(f"{where}: expected an object for {tp.__name__}")
         hints = _hints(tp)
@@ -255,13 +278,31 @@ class Document:
 
     @classmethod
     def from_dict(cls: type[_Doc], data: dict[str, Any]) -> _Doc:
-        """Rebuild from :meth:`to_dict` data; refuses a newer schema version."""
-        check_schema(data, cls.__name__)
-        obj = from_plain(cls, data)
-        from bigviz.data.validate import check_document  # bounds every reader relies on
+        """Rebuild from :meth:`to_dict` data; refuses a newer schema version.
 
+        Data of an older schema is upgraded: the object's ``schema`` (and its parts')
+        is this version's, the one :meth:`to_dict` writes it in."""
+        check_schema(data, cls.__name__)
+        # bounds every reader relies on: packed sizes before decoding, the rest after
+        from bigviz.data.validate import check_columns, check_document
+
+        check_columns(data, cls.__name__)
+        # a long timeline is millions of numbers in a few lists: a garbage collection
+        # pass triggered meanwhile would walk them all, again and again
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            obj = from_plain(cls, data)
+        finally:
+            if collecting:
+                gc.enable()
         check_document(obj, cls.__name__)
+        _upgrade(obj)
         return obj
+
+    def __to_plain__(self) -> dict[str, Any]:
+        """Plain data (the serde hook; subclasses pack their own fields)."""
+        return plain_fields(self)
 
     def to_json(self, *, indent: int | None = None) -> str:
         """JSON text (strict: no NaN literals)."""
@@ -278,3 +319,17 @@ class Document:
         p = Path(path)
         p.write_text(dumps_document(self.KIND, self.to_dict()), encoding="utf-8")
         return p
+
+
+def _upgrade(obj: Any) -> None:
+    """Set ``schema`` to this version on ``obj`` and the Documents inside it."""
+    if isinstance(obj, Document):
+        if isinstance(getattr(obj, "schema", None), int):
+            object.__setattr__(obj, "schema", SCHEMA_VERSION)
+        for f in dataclasses.fields(obj):  # type: ignore[arg-type]
+            value = getattr(obj, f.name)
+            if isinstance(value, Document):
+                _upgrade(value)
+            elif isinstance(value, list) and value and isinstance(value[0], Document):
+                for item in value:
+                    _upgrade(item)
