@@ -13,7 +13,10 @@ Five figures answer the questions people ask of a load:
 (and :func:`live`, the dashboard's running view of each run's RSS).
 
 Every function returns a :class:`matplotlib.figure.Figure` and never calls ``plt.show``;
-in Jupyter the returned figure displays itself. Sizes are in binary units (MiB/GiB,
+in Jupyter the returned figure displays itself. Each takes ``px=`` (width in pixels at 100
+dpi, so text stays >= 9 px; default :data:`WIDTH` inches = 840 px) and ``theme="light"`` or
+``"dark"`` (JupyterLab Dark; colours in ``style.THEMES``); long titles wrap instead of
+narrowing the plot. Sizes are in binary units (MiB/GiB,
 chosen by magnitude) and the axis labels say which. Long series are downsampled for
 drawing, keeping each bucket's minimum and maximum so no peak disappears.
 :func:`to_svg` and :func:`to_png` are the one encoder of figures, for reports, the

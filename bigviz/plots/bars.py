@@ -33,6 +33,8 @@ def peaks(
     *,
     width: float = style.WIDTH,
     title: str | None = None,
+    px: int | None = None,
+    theme: str = "light",
 ) -> Figure:
     """Bar chart of peak memory per run, above each run's baseline.
 
@@ -49,6 +51,8 @@ def peaks(
         obj: a Sweep, a RunResult, or RunResults.
         width: figure width in inches.
         title: overrides the automatic title.
+        px: figure width in pixels (at 100 dpi, so text stays >= 9 px); overrides ``width``.
+        theme: ``"light"`` or ``"dark"`` (JupyterLab Dark).
 
     Returns:
         The figure; ``fig.axes[0].containers`` holds one bar group per kind of bar.
@@ -59,6 +63,14 @@ def peaks(
     Example:
         >>> fig = peaks(sweep)  # doctest: +SKIP
     """
+    width = style.size_in(width, px)
+    with style.themed(theme):
+        return style.finish(_peaks(obj, width=width, title=title))
+
+
+def _peaks(
+    obj: Sweep | RunResult | Iterable[RunResult], *, width: float, title: str | None
+) -> Figure:
     results = sampling.as_results(obj)
     if not results:
         raise ConfigError("peaks() got no runs; give a Sweep or a non-empty list of RunResults")
@@ -75,7 +87,8 @@ def peaks(
     if has_vram:
         kinds.append(("VRAM", "C2", lambda r: sum(r.vram_peak.values()) if r.vram_peak else None))
     kinds.append(
-        ("predicted RAM", "white", lambda r: r.predicted.ram_peak if r.predicted else None)
+        ("predicted RAM", style.current().background,
+         lambda r: r.predicted.ram_peak if r.predicted else None)
     )
 
     values = [[f(r) for r in results] for _n, _c, f in kinds]
@@ -107,16 +120,17 @@ def peaks(
         )
     for i, r in enumerate(results):
         if r.ram_peak is not None:
-            ax.hlines(r.ram_peak / div, i - group / 2, i + group / 2, colors="#111111", lw=1.6)
+            ax.hlines(r.ram_peak / div, i - group / 2, i + group / 2,
+                      colors=style.current().peak, lw=1.6)
         _label_outcome(ax, i, r, div)
     handles, _labels = ax.get_legend_handles_labels()
-    handles.append(Line2D([], [], color="#111111", lw=1.6, label="RSS peak"))
+    handles.append(Line2D([], [], color=style.current().peak, lw=1.6, label="RSS peak"))
     ax.legend(handles=handles, loc="upper right", fontsize=7.5, ncols=3, framealpha=0.9)
     _style_bars(ax, results, x, ylabel=f"peak above baseline ({unit})", ytop=top / div * 1.3)
     model = results[0].model
     if title is None:
         title = "Peak memory per run" + (f" — {model}" if model else "")
-    ax.set_title(style.plain(title), fontsize=11, loc="left")
+    ax.set_title(style.plain(style.wrap_title(title, width * 0.9, 11)), fontsize=11, loc="left")
     return fig
 
 
@@ -180,7 +194,7 @@ def _dist_peaks(results: Sequence[RunResult], *, width: float, title: str | None
                     bar_w * 0.92,
                     bottom=bottom,
                     color=shade[k % len(shade)],
-                    edgecolor="white",
+                    edgecolor=style.current().background,
                     linewidth=0.5,
                     label=f"rank {rank}" if k < 8 else None,
                     gid=f"pss-{i}-rank-{rank}",
@@ -193,8 +207,8 @@ def _dist_peaks(results: Sequence[RunResult], *, width: float, title: str | None
                 x[i],
                 (rss_sums[i] or 0) / div,
                 bar_w * 0.92,
-                color="white",
-                edgecolor="#1f2d3d",
+                color=style.current().background,
+                edgecolor=style.current().rss,
                 hatch="...",
                 linewidth=0.8,
                 ls="--",
@@ -204,13 +218,14 @@ def _dist_peaks(results: Sequence[RunResult], *, width: float, title: str | None
                 x[i] + bar_w,
                 (preds[i] or 0) / div,
                 bar_w * 0.92,
-                color="white",
+                color=style.current().background,
                 edgecolor=style.PRED,
                 hatch="///",
                 linewidth=0.8,
             )
         if r.ram_peak is not None:
-            ax.hlines(r.ram_peak / div, xs - bar_w / 2, xs + bar_w / 2, colors="#111111", lw=1.6)
+            ax.hlines(r.ram_peak / div, xs - bar_w / 2, xs + bar_w / 2,
+                      colors=style.current().peak, lw=1.6)
         _label_outcome(ax, x[i], r, div)
     # one legend entry per rank, then the other bars
     handles, _labels = ax.get_legend_handles_labels()
@@ -220,19 +235,20 @@ def _dist_peaks(results: Sequence[RunResult], *, width: float, title: str | None
     handles = list(seen.values())
     handles.append(
         Patch(
-            facecolor="white",
-            edgecolor="#1f2d3d",
+            facecolor=style.current().background,
+            edgecolor=style.current().rss,
             hatch="...",
             label="Σ RSS (shared pages once per rank)",
         )
     )
-    handles.append(Patch(facecolor="white", edgecolor=style.PRED, hatch="///", label="predicted"))
-    handles.append(Line2D([], [], color="#111111", lw=1.6, label="node PSS peak"))
+    handles.append(Patch(facecolor=style.current().background, edgecolor=style.PRED,
+                         hatch="///", label="predicted"))
+    handles.append(Line2D([], [], color=style.current().peak, lw=1.6, label="node PSS peak"))
     ax.legend(handles=handles, loc="upper right", fontsize=7.5, ncols=4, framealpha=0.9)
     _style_bars(ax, results, x, ylabel=f"node RAM above baseline ({unit})",
                 ytop=top / div * 1.35)
     if title is None:
         model = results[0].model
         title = "Node RAM per run: PSS by rank" + (f" — {model}" if model else "")
-    ax.set_title(style.plain(title), fontsize=11, loc="left")
+    ax.set_title(style.plain(style.wrap_title(title, width * 0.9, 11)), fontsize=11, loc="left")
     return fig

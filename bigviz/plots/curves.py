@@ -26,6 +26,8 @@ def sweep_curves(
     *,
     width: float = style.WIDTH,
     title: str | None = None,
+    px: int | None = None,
+    theme: str = "light",
 ) -> Figure:
     """Peak RAM vs shard size, one line per strategy (log x), one panel per device map.
 
@@ -37,6 +39,8 @@ def sweep_curves(
         sweep: a Sweep or RunResults.
         width: figure width in inches.
         title: overrides the automatic title.
+        px: figure width in pixels (at 100 dpi, so text stays >= 9 px); overrides ``width``.
+        theme: ``"light"`` or ``"dark"`` (JupyterLab Dark).
 
     Returns:
         The figure (a message panel when no run has a shard size).
@@ -47,6 +51,12 @@ def sweep_curves(
     Example:
         >>> fig = sweep_curves(sweep)  # doctest: +SKIP
     """
+    width = style.size_in(width, px)
+    with style.themed(theme):
+        return style.finish(_sweep_curves(sweep, width=width, title=title))
+
+
+def _sweep_curves(sweep: Sweep | Iterable[RunResult], *, width: float, title: str | None) -> Figure:
     results = sampling.as_results(sweep)
     sized = [r for r in results if r.shard_size is not None]
     maps: list[str] = []
@@ -124,8 +134,10 @@ def sweep_curves(
         )
         ax.minorticks_off()
         ax.set_xlabel("shard size (log scale)")
-        ax.set_title(style.plain(f"device map: {dm}"), fontsize=9.5, loc="left")
-        ax.grid(color="0.9", lw=0.6)
+        # a custom JSON map can be long: wrapped to its panel, it never squeezes the plot
+        heading = style.wrap_title(f"device map: {dm}", width / cols * 0.85, 9.5)
+        ax.set_title(style.plain(heading), fontsize=9.5, loc="left")
+        ax.grid(color=style.current().grid, lw=0.6)
         ax.set_axisbelow(True)
         ax.set_ylim(bottom=0)
         if k % cols == 0:
@@ -135,11 +147,13 @@ def sweep_curves(
     first = axes[0][0]
     handles, _labels = first.get_legend_handles_labels()
     handles += [
-        Line2D([], [], color="0.3", lw=0.9, ls=":", label="predicted"),
+        Line2D([], [], color=style.current().muted, lw=0.9, ls=":", label="predicted"),
         Line2D([], [], ls="none", marker="X", color=style.FAIL, label="failed run"),
     ]
     if any(r.vram_peak for r in sized):
-        handles.append(Line2D([], [], color="0.3", lw=1.1, ls="--", marker="s", label="VRAM"))
+        handles.append(Line2D([], [], color=style.current().muted, lw=1.1, ls="--", marker="s",
+                              label="VRAM"))
     first.legend(handles=handles, fontsize=7.5, loc="best", framealpha=0.9)
-    fig.suptitle(style.plain(title or "Peak RAM vs shard size"), fontsize=11, x=0.01, ha="left")
+    heading = style.wrap_title(title or "Peak RAM vs shard size", width * 0.97, 11)
+    fig.suptitle(style.plain(heading), fontsize=11, x=0.01, ha="left")
     return fig

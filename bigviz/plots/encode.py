@@ -41,8 +41,10 @@ def to_svg(fig: Figure, *, salt: str = "") -> str:
     return text[text.index("<svg") :]
 
 
-def to_png(fig: Figure, *, dpi: int = 110) -> bytes:
-    """``fig`` as PNG bytes (9 in × 110 dpi ≈ 1000 px: sharp in a pull request).
+def to_png(fig: Figure, *, dpi: float | None = None) -> bytes:
+    """``fig`` as PNG bytes, at the figure's own dpi unless ``dpi`` says otherwise: a bigviz
+    figure drawn for ``px`` pixels (100 dpi) is exactly ``px`` pixels wide, so it is shown
+    unscaled and its text stays >= 9 px.
 
     Any matplotlib figure works, pyplot's or a bare ``Figure``; no pyplot state is touched.
 
@@ -52,5 +54,6 @@ def to_png(fig: Figure, *, dpi: int = 110) -> bytes:
         b'\\x89PNG'
     """
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
+    fig.savefig(buf, format="png", dpi=fig.dpi if dpi is None else dpi,
+                metadata={"Software": None})
     return buf.getvalue()

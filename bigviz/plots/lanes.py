@@ -37,6 +37,8 @@ def ranks(
     max_points: int = sampling.MAX_POINTS,
     max_lanes: int = 8,
     title: str | None = None,
+    px: int | None = None,
+    theme: str = "light",
 ) -> Figure:
     """Plot a distributed run: one lane per rank, then the node total.
 
@@ -59,6 +61,8 @@ def ranks(
         max_lanes: lanes drawn at most; beyond it rank 0, a failed rank and the ranks
             with the highest peaks are shown (the title says how many).
         title: overrides the automatic title.
+        px: figure width in pixels (at 100 dpi, so text stays >= 9 px); overrides ``width``.
+        theme: ``"light"`` or ``"dark"`` (JupyterLab Dark).
 
     Returns:
         The figure; ``fig.axes[:-1]`` are the lanes (``gid`` ``"rank-N"``), the last the node.
@@ -70,6 +74,16 @@ def ranks(
     Example:
         >>> fig = ranks(distributed_result)  # doctest: +SKIP
     """
+    width = style.size_in(width, px)
+    with style.themed(theme):
+        return style.finish(_ranks(obj, width=width, max_points=max_points, max_lanes=max_lanes,
+                                   title=title))
+
+
+def _ranks(
+    obj: Recording | RunResult, *, width: float, max_points: int, max_lanes: int,
+    title: str | None,
+) -> Figure:
     rec, result = sampling.as_recording(obj)
     if not rec.ranks:
         raise ConfigError(
@@ -120,7 +134,7 @@ def ranks(
         Patch(color=style.ANON, label="anonymous"),
         Patch(color=style.FILE, label="file-backed (mmap, page cache)"),
         *([Patch(color=style.SHMEM, label="shared (RssShmem)")] if shmem_seen else []),
-        Line2D([], [], color="#1f2d3d", lw=0.8, label="RSS"),
+        Line2D([], [], color=style.current().rss, lw=0.8, label="RSS"),
         Line2D([], [], color=style.PSS, lw=1.3, drawstyle="steps-post", label="PSS (sampled)"),
     ]
     if lane_snaps:
@@ -137,7 +151,8 @@ def ranks(
             )
         )
     if any(p.ram_peak_exact for lane in lanes for p in lane.phases):
-        handles.append(Line2D([], [], color="#111111", lw=1.3, label="phase peak (exact, VmHWM)"))
+        handles.append(Line2D([], [], color=style.current().peak, lw=1.3,
+                              label="phase peak (exact, VmHWM)"))
     style.legend_above(axes[0], handles)
     bottom = axes[-1]
     bottom.set_xlabel("time (s), one clock for every rank")
@@ -153,8 +168,13 @@ def ranks(
                 title += f" — {OUTCOME_TEXT.get(result.outcome, result.outcome)}"
         else:
             title = f"{rec.name or 'recording'} — {nproc} ranks"
-        if n < nproc:
-            title += f" (showing {n} of {nproc} ranks: rank 0, any failed rank, highest peaks)"
+        title = style.wrap_title(title, width * 0.97, 11, lines=1)
+        if n < nproc:  # on a line of its own, so wrapping never splits it
+            title += "\n" + style.wrap_title(
+                f"(showing {n} of {nproc} ranks: rank 0, any failed rank, highest peaks)",
+                width * 0.97, 11, lines=1)
+    else:
+        title = style.wrap_title(title, width * 0.97, 11)
     fig.suptitle(style.plain(title), fontsize=11, x=0.01, ha="left")
     return fig
 
@@ -201,13 +221,14 @@ def _draw_lane(
 ) -> bool:
     """Draw one rank's lane; returns whether it has a shared-memory (RssShmem) layer."""
     inches_per_s = (width * 0.84) / (end or 1.0)
-    for p in lane.phases:
-        if p.depth != 0:
-            continue
-        k = colors.get(p.name, 0)
+    theme = style.current()
+    tops = [p for p in lane.phases if p.depth == 0]
+    fills = theme.phase_fills
+    style.bands(ax, [(p.start, sampling.phase_end(p, lane)) for p in tops],
+                [fills[colors.get(p.name, 0) % len(fills)] for p in tops])
+    style.vlines(ax, [p.start for p in tops], theme.divider, lw=0.5)
+    for p in tops:
         p_end = sampling.phase_end(p, lane)
-        ax.axvspan(p.start, p_end, color=style.PHASE_COLORS[k % 6], alpha=0.6, lw=0, zorder=0)
-        ax.axvline(p.start, color="0.75", lw=0.5, zorder=0)
         text = style.fit_label(p.name, (p_end - p.start) * inches_per_s, 6.5)
         if text:
             ax.text(
@@ -218,7 +239,7 @@ def _draw_lane(
                 ha="center",
                 va="top",
                 fontsize=6.5,
-                color="#333333",
+                color=theme.muted,
                 clip_on=True,
             )
         if p.error:
@@ -239,7 +260,7 @@ def _draw_lane(
     if rss is not None and rss.v:
         t, v = sampling.downsample(rss.t, rss.v, max_points=max_points)
         if drawn:
-            ax.plot(t, v / div, color="#1f2d3d", lw=0.8)
+            ax.plot(t, v / div, color=theme.rss, lw=0.8)
         else:
             ax.fill_between(t, 0, v / div, color=style.ANON, lw=0)
             drawn = True
@@ -256,7 +277,8 @@ def _draw_lane(
             ms=2.5,
         )
     if not drawn:
-        ax.text(0.5, 0.5, "no RAM samples", transform=ax.transAxes, ha="center", color="0.4")
+        ax.text(0.5, 0.5, "no RAM samples", transform=ax.transAxes, ha="center",
+                color=theme.muted)
     for p in lane.phases:
         if p.depth == 0 and p.ram_peak is not None:
             dash: Literal["-", ":"] = "-" if p.ram_peak_exact else ":"
@@ -264,13 +286,14 @@ def _draw_lane(
                 p.ram_peak / div,
                 p.start,
                 sampling.phase_end(p, lane),
-                colors="#111111",
+                colors=theme.peak,
                 linestyles=dash,
                 lw=1.1,
             )
     # headroom for the phase names at the top of the lane
     ax.set_ylim(0, top / div * 1.3)
-    style.side_label(ax, f"rank {rank}")
+    node = lane.meta.get("node")  # a multi-node run: lanes come grouped by node
+    style.side_label(ax, f"rank {rank}" if node is None else f"node {node}\nrank {rank}")
     return layers is not None and len(layers[1]) > 2
 
 
@@ -323,14 +346,16 @@ def _draw_node(
     if rss is not None and rss.v:
         t, v = sampling.downsample(rss.t, rss.v, max_points=max_points)
         (line,) = ax.plot(
-            t, v / div, color="#1f2d3d", lw=1.2, ls="--", label="Σ RSS (shared pages once per rank)"
+            t, v / div, color=style.current().rss, lw=1.2, ls="--",
+            label="Σ RSS (shared pages once per rank)"
         )
         handles.append(line)
     if result is not None:
-        ax.axhline(result.baseline / div, color="0.45", lw=0.9, ls=(0, (1, 2)))
+        ax.axhline(result.baseline / div, color=style.current().baseline, lw=0.9, ls=(0, (1, 2)))
         handles.append(
             Line2D(
-                [], [], color="0.45", lw=0.9, ls=(0, (1, 2)), label="baseline (Σ PSS after imports)"
+                [], [], color=style.current().baseline, lw=0.9, ls=(0, (1, 2)),
+                label="baseline (Σ PSS after imports)"
             )
         )
         if reported is not None:
@@ -369,7 +394,7 @@ def _draw_node(
             transform=ax.transAxes,
             ha="left",
             va="top",
-            color="0.4",
+            color=style.current().muted,
             fontsize=7.5,
         )
     ax.set_ylim(0, top / div * 1.18)

@@ -29,6 +29,8 @@ def overlay(
     width: float = style.WIDTH,
     max_points: int = sampling.MAX_POINTS,
     title: str | None = None,
+    px: int | None = None,
+    theme: str = "light",
 ) -> Figure:
     """Several runs on one time axis, each from its own start.
 
@@ -42,6 +44,8 @@ def overlay(
         width: figure width in inches.
         max_points: points drawn per run at most.
         title: overrides the automatic title.
+        px: figure width in pixels (at 100 dpi, so text stays >= 9 px); overrides ``width``.
+        theme: ``"light"`` or ``"dark"`` (JupyterLab Dark).
 
     Returns:
         The figure.
@@ -52,6 +56,16 @@ def overlay(
     Example:
         >>> fig = overlay([naive_result, meta_result])  # doctest: +SKIP
     """
+    width = style.size_in(width, px)
+    with style.themed(theme):
+        return style.finish(_overlay(results, series=series, width=width, max_points=max_points,
+                                     title=title))
+
+
+def _overlay(
+    results: Sweep | Iterable[RunResult | Recording], *, series: str, width: float,
+    max_points: int, title: str | None,
+) -> Figure:
     items = list(results.results) if isinstance(results, Sweep) else list(results)
     if not items:
         raise ConfigError("overlay() got no runs; give RunResults or Recordings")
@@ -109,16 +123,17 @@ def overlay(
         name = "node PSS" if all(dist) else "RSS (node PSS for distributed runs)"
     suffix = " above baseline" if any_baseline else ""
     ram_ax.set_ylabel(f"{name}{suffix} ({unit})")
-    ram_ax.grid(color="0.9", lw=0.6)
+    ram_ax.grid(color=style.current().grid, lw=0.6)
     if ram_ax.get_legend_handles_labels()[0]:
         ram_ax.legend(fontsize=7.5, loc="upper left", ncols=2, framealpha=0.9)
     ram_ax.set_ylim(bottom=min(0.0, ram_ax.get_ylim()[0]))
     if has_vram:
         axes[1].set_ylabel(f"VRAM allocated ({vunit})")
-        axes[1].grid(color="0.9", lw=0.6)
+        axes[1].grid(color=style.current().grid, lw=0.6)
     axes[-1].set_xlabel("time since run start (s)")
     ram_ax.set_xlim(left=0)
-    fig.suptitle(style.plain(title or "Runs compared"), fontsize=11, x=0.01, ha="left")
+    fig.suptitle(style.plain(style.wrap_title(title or "Runs compared", width * 0.97, 11)),
+                 fontsize=11, x=0.01, ha="left")
     return fig
 
 

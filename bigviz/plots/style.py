@@ -15,16 +15,22 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import contextvars
+import textwrap
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import matplotlib
 import numpy as np
 from matplotlib import pyplot as plt
 from matplotlib.axes import Axes
+from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from bigviz._errors import ConfigError
 from bigviz.data.recording import Recording
 from bigviz.data.result import RunResult
 
@@ -37,21 +43,29 @@ if _backend_or_none is not None and _backend_or_none() is None:  # pragma: no br
 
 __all__ = [
     "ANON",
+    "DPI",
     "FAIL",
     "FAILED",
     "FILE",
     "LAYER_LABELS",
+    "MIN_PX",
     "PHASE_COLORS",
     "PHASE_EDGES",
     "PRED",
     "PSS",
     "RANK_SHADES",
     "SHMEM",
+    "THEMES",
     "WIDTH",
+    "WIDTH_PX",
+    "Theme",
     "axis_unit",
+    "bands",
+    "current",
     "draw_marks",
     "figure",
     "fill_ram",
+    "finish",
     "fit_label",
     "flag",
     "grid_y",
@@ -59,11 +73,21 @@ __all__ = [
     "plain",
     "predicted_handle",
     "side_label",
+    "size_in",
     "strategy_colors",
+    "themed",
+    "vlines",
+    "wrap_title",
     ]
 
-#: Default figure width in inches: a Jupyter notebook's output cell.
-WIDTH = 9.0
+#: Dots per inch of every figure: the smallest text (6.5 pt) is 9 px at this density.
+DPI = 100
+#: Default figure width in pixels: fits an ~850 px JupyterLab output without being scaled down.
+WIDTH_PX = 840
+#: Default figure width in inches (:data:`WIDTH_PX` at :data:`DPI`).
+WIDTH = WIDTH_PX / DPI
+#: The narrowest figure drawn, in pixels.
+MIN_PX = 320
 
 #: Outcomes drawn as failures (red flag, cross).
 FAILED = ("oom", "budget_exceeded", "error", "crashed", "cancelled")
@@ -104,8 +128,140 @@ LAYER_LABELS = (
 )
 
 
+@dataclass(frozen=True)
+class Theme:
+    """The colours of one look (light for reports and JupyterLab Light, dark for
+    JupyterLab Dark): background, text and every neutral the figures draw with. The data
+    colours (anonymous, file-backed, predicted, failed) are the same in both.
+
+    Example:
+        >>> THEMES["dark"].background
+        '#111111'
+    """
+
+    name: str
+    background: str
+    ink: str
+    muted: str
+    grid: str
+    rss: str
+    peak: str
+    mark: str
+    baseline: str
+    divider: str
+    phase_fills: tuple[str, ...]
+    phase_edges: tuple[str, ...]
+
+    def rc(self) -> dict[str, Any]:
+        """matplotlib rcParams for this theme (read when artists are made)."""
+        return {
+            "figure.facecolor": self.background,
+            "axes.facecolor": self.background,
+            "savefig.facecolor": self.background,
+            "text.color": self.ink,
+            "axes.labelcolor": self.ink,
+            "axes.edgecolor": self.muted,
+            "axes.titlecolor": self.ink,
+            "xtick.color": self.muted,
+            "ytick.color": self.muted,
+            "xtick.labelcolor": self.ink,
+            "ytick.labelcolor": self.ink,
+            "grid.color": self.grid,
+            "legend.edgecolor": self.grid,
+            "legend.facecolor": self.background,
+            "hatch.color": self.ink,
+        }
+
+
+#: The looks a figure can take (``theme=`` of every figure function).
+THEMES = {
+    "light": Theme(
+        "light", background="white", ink="#1f2933", muted="#555555", grid="0.9", rss="#1f2d3d",
+        peak="#111111", mark="#555555", baseline="0.45", divider="0.75",
+        phase_fills=tuple(PHASE_COLORS), phase_edges=tuple(PHASE_EDGES),
+    ),
+    "dark": Theme(
+        "dark", background="#111111", ink="#e6e6e6", muted="#a0a0a0", grid="#333a42",
+        rss="#e8eef5", peak="#f5f5f5", mark="#b0b0b0", baseline="0.65", divider="0.35",
+        phase_fills=("#22324a", "#473523", "#23402a", "#41293f", "#403a1f", "#1f3c42"),
+        phase_edges=("#7ea3d6", "#d9a06a", "#7cc17c", "#cc8fbf", "#d0bb52", "#72bcc6"),
+    ),
+}
+
+_ACTIVE: contextvars.ContextVar[Theme] = contextvars.ContextVar(
+    "bigviz_theme", default=THEMES["light"]
+)
+
+
+def current() -> Theme:
+    """The theme being drawn (light outside :func:`themed`).
+
+    Example:
+        >>> current().name
+        'light'
+    """
+    return _ACTIVE.get()
+
+
+@contextlib.contextmanager
+def themed(name: str) -> Iterator[Theme]:
+    """Draw with theme ``name``: its rcParams and :func:`current` inside the block.
+
+    Raises:
+        ConfigError: for a theme that is not in :data:`THEMES`.
+
+    Example:
+        >>> with themed("dark") as t:
+        ...     current() is t
+        True
+    """
+    if name not in THEMES:
+        raise ConfigError(f"theme={name!r} is not known; use one of {', '.join(THEMES)}")
+    theme = THEMES[name]
+    token = _ACTIVE.set(theme)
+    try:
+        rc: Any = theme.rc()  # matplotlib types its keys as a Literal
+        with matplotlib.rc_context(rc):
+            yield theme
+    finally:
+        _ACTIVE.reset(token)
+
+
+def finish(fig: Figure) -> Figure:
+    """Give ``fig``'s ticks the theme's colours (matplotlib makes ticks when drawing, after
+    the theme's rcParams are gone) and return it.
+
+    Example:
+        >>> finish(figure(2, 1)).get_dpi()
+        100
+    """
+    theme = current()
+    for ax in fig.axes:
+        ax.tick_params(colors=theme.muted, labelcolor=theme.ink, which="both")
+    return fig
+
+
+def size_in(width: float, px: int | None) -> float:
+    """The figure width in inches: ``px`` pixels at :data:`DPI` when given, else ``width``.
+
+    Raises:
+        ConfigError: ``px`` below :data:`MIN_PX`, or a width that is not positive.
+
+    Example:
+        >>> size_in(9.0, 700)
+        7.0
+    """
+    if px is None:
+        if not width > 0:
+            raise ConfigError(f"width={width!r} inches must be positive")
+        return float(width)
+    if isinstance(px, bool) or not isinstance(px, int) or px < MIN_PX:
+        raise ConfigError(f"px={px!r} is too narrow to draw; give a whole number >= {MIN_PX}")
+    return px / DPI
+
+
 def figure(width: float, height: float) -> Figure:
-    """A new constrained-layout figure that pyplot does not keep.
+    """A new constrained-layout figure at :data:`DPI` that pyplot does not keep.
 
     Example:
         >>> figure(2, 1).get_size_inches().tolist()
@@ -113,9 +269,67 @@ def figure(width: float, height: float) -> Figure:
     """
     # pyplot gives the figure a canvas and Jupyter's display hook; closing it at once
     # keeps pyplot from holding figures (no leak in loops, no second auto-display).
-    fig = plt.figure(figsize=(width, height), layout="constrained")
+    fig = plt.figure(figsize=(width, height), dpi=DPI, layout="constrained")
     plt.close(fig)
     return fig
+
+
+def wrap_title(text: str, width_in: float, fontsize: float, *, lines: int = 2) -> str:
+    """``text`` wrapped to ``width_in`` inches in at most ``lines`` lines (the last cut
+    with "…"), so a long title never widens its axes or runs off the figure.
+
+    Example:
+        >>> len(wrap_title("a " * 100, 2.0, 11).splitlines())
+        2
+    """
+    chars = max(8, int(width_in * 72 / (fontsize * 0.62)))
+    if len(text) <= chars:
+        return text
+    wrapped = textwrap.wrap(text, chars, break_long_words=True, break_on_hyphens=False)
+    if len(wrapped) > lines:
+        last = " ".join(wrapped[lines - 1:])
+        wrapped = [*wrapped[: lines - 1], last[: chars - 1].rstrip() + "…"]
+    return "\n".join(wrapped)
+
+
+def bands(ax: Axes, spans: Sequence[tuple[float, float]], colors: Sequence[Any], *,
+          alpha: float = 0.6, edges: Sequence[Any] | None = None,
+          y: tuple[float, float] = (0.0, 1.0), data_y: bool = False,
+          lw: float = 0.0, zorder: float = 0) -> PolyCollection | None:
+    """One collection of rectangles ``[start, end] × y`` (axes-fraction y unless
+    ``data_y``): all phase bands of a panel in one artist, without autoscaling per band.
+
+    Example:
+        >>> bands(figure(2, 1).add_subplot(), [(0, 1), (2, 3)], ["C0", "C1"]) is not None
+        True
+    """
+    if not spans:
+        return None
+    y0, y1 = y
+    verts = [[(a, y0), (a, y1), (b, y1), (b, y0)] for a, b in spans]
+    coll = PolyCollection(
+        verts, facecolors=list(colors), edgecolors=list(edges) if edges is not None else "none",
+        linewidths=lw, alpha=alpha, zorder=zorder,
+        transform=ax.transData if data_y else ax.get_xaxis_transform(),
+    )
+    ax.add_collection(coll, autolim=False)
+    return coll
+
+
+def vlines(ax: Axes, xs: Sequence[float], color: Any, *, lw: float, ls: Any = "-",
+           zorder: float = 0) -> LineCollection | None:
+    """Vertical lines at ``xs`` over the panel's full height, as one collection.
+
+    Example:
+        >>> vlines(figure(2, 1).add_subplot(), [0.5], "0.5", lw=1) is not None
+        True
+    """
+    if not len(xs):
+        return None
+    coll = LineCollection([[(x, 0.0), (x, 1.0)] for x in xs], colors=color, linewidths=lw,
+                          linestyles=ls, zorder=zorder, transform=ax.get_xaxis_transform())
+    ax.add_collection(coll, autolim=False)
+    return coll
 
 
 def axis_unit(max_bytes: float) -> tuple[float, str]:
@@ -188,7 +402,7 @@ def grid_y(ax: Axes) -> None:
     Example:
         >>> grid_y(figure(2, 1).add_subplot())
     """
-    ax.grid(axis="y", color="0.9", lw=0.6)
+    ax.grid(axis="y", color=current().grid, lw=0.6)
     ax.set_axisbelow(True)
 
 
@@ -212,6 +426,13 @@ def legend_above(ax: Axes, handles: Sequence[Any] | None = None, *, ncols: int =
         >>> legend_above(ax)
     """
     kwargs: dict[str, Any] = {} if handles is None else {"handles": handles}
+    labels = [str(h.get_label()) for h in handles] if handles is not None else (
+        ax.get_legend_handles_labels()[1])
+    # as many columns as the panel's width holds, so a narrow figure never collapses its plot
+    fig = ax.get_figure(root=True)
+    width_in = fig.get_figwidth() * 0.9 if fig is not None else WIDTH
+    col_in = max((len(t) for t in labels), default=10) * 7.5 * 0.55 / 72 + 0.45
+    ncols = max(1, min(ncols, int(width_in // col_in)))
     ax.legend(
         **kwargs,
         loc="lower left",
@@ -241,7 +462,7 @@ def flag(ax: Axes, text: str, xy: tuple[float, float], offset: tuple[float, floa
         color=FAIL,
         fontsize=fontsize,
         fontweight="bold",
-        bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": FAIL, "lw": 0.8},
+        bbox={"boxstyle": "round,pad=0.2", "fc": current().background, "ec": FAIL, "lw": 0.8},
     )
 
 
@@ -271,8 +492,9 @@ def draw_marks(ax: Axes, rec: Recording, *, label: bool) -> None:
     fig = ax.get_figure(root=True)
     height_in = ax.get_position().height * (fig.get_figheight() if fig is not None else 3.0)
     last_t: float | None = None
+    theme = current()
+    vlines(ax, [m.t for m in rec.marks], theme.mark, lw=0.9, ls=(0, (2, 2)), zorder=2)
     for m in rec.marks:
-        ax.axvline(m.t, color="#555555", lw=0.9, ls=(0, (2, 2)))
         if label and (last_t is None or m.t - last_t > 1e-3):  # one label per instant
             last_t = m.t
             ann = ax.annotate(
@@ -285,6 +507,6 @@ def draw_marks(ax: Axes, rec: Recording, *, label: bool) -> None:
                 ha="left",
                 va="top",
                 fontsize=7,
-                color="#333333",
+                color=theme.muted,
             )
             ann.set_in_layout(False)

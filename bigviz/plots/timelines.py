@@ -12,8 +12,10 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -23,6 +25,7 @@ from bigviz.data.result import RunResult
 from bigviz.plots import sampling, style
 from bigviz.plots.lanes import ranks
 from bigviz.tables.labels import OUTCOME_TEXT
+from bigviz.tables.phases import repeats
 from bigviz.units import format_size
 
 __all__ = ["SMALL_GROWTH", "timeline"]
@@ -34,6 +37,8 @@ def timeline(
     width: float = style.WIDTH,
     max_points: int = sampling.MAX_POINTS,
     title: str | None = None,
+    px: int | None = None,
+    theme: str = "light",
 ) -> Figure:
     """Plot one run over time.
 
@@ -51,22 +56,38 @@ def timeline(
 
     Args:
         obj: a Recording, or a RunResult (adds baseline, prediction and outcome).
-        width: figure width in inches (9 suits a notebook).
-        max_points: points drawn per series at most (min/max kept per bucket).
-        title: overrides the automatic title.
+        width: figure width in inches (:data:`~bigviz.plots.style.WIDTH`).
+        max_points: points drawn per series at most (min/max kept per bucket; never more
+            than two per pixel of the panel).
+        title: overrides the automatic title (wrapped to two lines at most).
+        px: figure width in pixels (at :data:`~bigviz.plots.style.DPI`, so text stays
+            >= 9 px); overrides ``width``. Give the output's width to show it unscaled.
+        theme: ``"light"`` or ``"dark"`` (JupyterLab Dark).
 
-    Returns:
-        The figure.
+    Many phases stay fast: bands and peaks are drawn as one artist per panel, and a run of
+    repeated phases (``step 1 … step 800``) too dense for the pixels is one band named
+    ``step 1 … step 800 (×800)`` whose peak line keeps every step's peak at pixel
+    resolution (min/max per pixel, so the highest is never lost).
 
     Raises:
-        ConfigError: for anything but a Recording or RunResult.
+        ConfigError: for anything but a Recording or RunResult, a bad ``px`` or ``theme``.
 
     Example:
         >>> fig = timeline(result)  # doctest: +SKIP
     """
     rec, result = sampling.as_recording(obj)
     if rec.ranks:
-        return ranks(obj, width=width, max_points=max_points, title=title)
+        return ranks(obj, width=width, max_points=max_points, title=title, px=px, theme=theme)
+    width = style.size_in(width, px)
+    with style.themed(theme):
+        return _timeline(rec, result, width, max_points, title)
+
+
+def _timeline(
+    rec: Recording, result: RunResult | None, width: float, max_points: int, title: str | None
+) -> Figure:
+    # never more points than two per pixel of the panel: more only costs time and bytes
+    max_points = max(4, min(max_points, int(width * style.DPI * 2)))
     devices = _devices(rec)
     depth_rows = max((p.depth for p in rec.phases), default=-1) + 1
     heights = [3.2]
@@ -81,11 +102,12 @@ def timeline(
     strip_ax: Axes | None = axes[-1] if depth_rows else None
     end = sampling.rec_end(rec)
 
-    _draw_ram(ram_ax, rec, result, max_points, width)
+    items = _phase_items(rec, width)
+    _draw_ram(ram_ax, rec, result, max_points, width, items)
     if vram_ax is not None:
         _draw_vram(vram_ax, rec, result, devices, max_points)
     for ax in axes[: len(axes) - (1 if strip_ax is not None else 0)]:
-        _shade_phases(ax, rec)
+        _shade_phases(ax, items)
         style.draw_marks(ax, rec, label=ax is ram_ax)
         if result is not None and result.outcome in style.FAILED:
             ax.axvline(end, color=style.FAIL, linewidth=1.6)
@@ -94,7 +116,7 @@ def timeline(
         style.flag(ram_ax, f"✕ {OUTCOME_TEXT[result.outcome]}{where}", (end, 1.0), (-4, -4),
              va="top", fontsize=8.5)
     if strip_ax is not None:
-        _draw_phase_strip(strip_ax, rec, depth_rows, width)
+        _draw_phase_strip(strip_ax, rec, items, depth_rows, width)
 
     bottom = axes[-1]
     bottom.set_xlabel("time (s)")
@@ -106,14 +128,16 @@ def timeline(
                 title += f" — {OUTCOME_TEXT.get(result.outcome, result.outcome)}"
         else:
             title = rec.name or "recording"
-    fig.suptitle(style.plain(title), fontsize=11, x=0.01, ha="left")
-    return fig
+    fig.suptitle(style.plain(style.wrap_title(title, width * 0.97, 11)), fontsize=11, x=0.01,
+                 ha="left")
+    return style.finish(fig)
 
 
 def _draw_ram(
-    ax: Axes, rec: Recording, result: RunResult | None, max_points: int, width: float
+    ax: Axes, rec: Recording, result: RunResult | None, max_points: int, width: float,
+    items: list[_Item],
 ) -> None:
-    inches_per_s = (width * 0.86) / (sampling.rec_end(rec) or 1.0)
+    theme = style.current()
     anon = rec.series.get("ram.anon")
     file = rec.series.get("ram.file")
     rss = rec.series.get("ram.rss")
@@ -131,35 +155,15 @@ def _draw_ram(
         t, v = sampling.downsample(rss.t, rss.v, max_points=max_points)
         filled = anon is not None and file is not None
         if filled:
-            ax.plot(t, v / div, color="#1f2d3d", lw=0.8, label="RSS")
+            ax.plot(t, v / div, color=theme.rss, lw=0.8, label="RSS")
         else:
             ax.fill_between(t, 0, v / div, color=style.ANON, lw=0, label="RSS")
     if not rec.series.get("ram.rss") and not (anon and file):
-        ax.text(0.5, 0.5, "no RAM samples", transform=ax.transAxes, ha="center", color="0.4")
-    exact_seen = sampled_seen = False
-    for p in rec.phases:
-        if p.ram_peak is None:
-            continue
-        p_end = sampling.phase_end(p, rec)
-        dash: Literal["-", ":"] = "-" if p.ram_peak_exact else ":"
-        exact_seen |= p.ram_peak_exact
-        sampled_seen |= not p.ram_peak_exact
-        ax.hlines(p.ram_peak / div, p.start, p_end, colors="#111111", linestyles=dash, lw=1.3)
-        text = format_size(p.ram_peak)
-        # label top-level peaks whose phase is wide enough for the text, so they never pile up
-        if p.depth == 0 and (p_end - p.start) * inches_per_s >= len(text) * 7.5 * 0.62 / 72:
-            ax.annotate(
-                text,
-                xy=((p.start + p_end) / 2, p.ram_peak / div),
-                xytext=(0, 2),
-                textcoords="offset points",
-                ha="center",
-                va="bottom",
-                fontsize=7.5,
-                color="#111111",
-            )
+        ax.text(0.5, 0.5, "no RAM samples", transform=ax.transAxes, ha="center",
+                color=theme.muted)
+    exact_seen, sampled_seen = _draw_peaks(ax, rec, items, div, width, max_points)
     if result is not None:
-        ax.axhline(result.baseline / div, color="0.45", lw=0.9, ls=(0, (1, 2)))
+        ax.axhline(result.baseline / div, color=theme.baseline, lw=0.9, ls=(0, (1, 2)))
         if result.predicted is not None:
             pred = result.baseline + result.predicted.ram_peak
             tops.append(pred)
@@ -172,14 +176,15 @@ def _draw_ram(
     # legend built by hand so phase-peak styles and reference lines read as one key
     handles, _labels = ax.get_legend_handles_labels()
     if exact_seen:
-        handles.append(Line2D([], [], color="#111111", lw=1.3, label="phase peak (exact, VmHWM)"))
+        handles.append(Line2D([], [], color=theme.peak, lw=1.3, label="phase peak (exact, VmHWM)"))
     if sampled_seen:
         handles.append(
-            Line2D([], [], color="#111111", lw=1.3, ls=":", label="phase peak (sampled)")
+            Line2D([], [], color=theme.peak, lw=1.3, ls=":", label="phase peak (sampled)")
         )
     if result is not None:
         handles.append(
-            Line2D([], [], color="0.45", lw=0.9, ls=(0, (1, 2)), label="baseline (after imports)")
+            Line2D([], [], color=theme.baseline, lw=0.9, ls=(0, (1, 2)),
+                   label="baseline (after imports)")
         )
         if result.predicted is not None:
             handles.append(style.predicted_handle(f"predicted peak ({result.predicted.formula})"))
@@ -250,8 +255,9 @@ def _note_small_growth(ax: Axes, rec: Recording, result: RunResult | None) -> No
         ha="center",
         va="center",
         fontsize=8.5,
-        color="#1f2d3d",
-        bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": "0.6", "lw": 0.6, "alpha": 0.9},
+        color=style.current().ink,
+        bbox={"boxstyle": "round,pad=0.3", "fc": style.current().background, "ec": "0.6",
+              "lw": 0.6, "alpha": 0.9},
         gid="growth-note",
     )
 
@@ -308,63 +314,134 @@ def _devices(rec: Recording) -> list[str]:
     return sorted(found, key=lambda s: (len(s), s))
 
 
-def _top_index(rec: Recording, i: int) -> int:
-    """Index of the top-level phase that contains ``phases[i]``."""
-    seen = set()
-    while rec.phases[i].parent is not None and i not in seen:
-        seen.add(i)
-        parent = rec.phases[i].parent
-        if parent is None or not 0 <= parent < len(rec.phases):
-            break
-        i = parent
-    return i
+@dataclass(frozen=True)
+class _Item:
+    """One band of the phase strip: a phase, or a run of repeated phases too dense to draw
+    one by one (``members`` > 1)."""
+
+    start: float
+    end: float
+    depth: int
+    name: str
+    color: int
+    error: bool
+    peaks: tuple[tuple[float, float, int, bool], ...]  # (start, end, peak, exact) per phase
 
 
-def _shade_phases(ax: Axes, rec: Recording) -> None:
-    tops = [i for i, p in enumerate(rec.phases) if p.depth == 0]
-    for k, i in enumerate(tops):
-        p = rec.phases[i]
-        # zorder 0: the bands sit behind the memory areas instead of washing them out
-        ax.axvspan(
-            p.start,
-            sampling.phase_end(p, rec),
-            color=style.PHASE_COLORS[k % 6],
-            alpha=0.6,
-            lw=0,
-            zorder=0,
-        )
-        ax.axvline(p.start, color="0.75", lw=0.5, zorder=0)
+def _phase_items(rec: Recording, width: float) -> list[_Item]:
+    """The bands to draw: every phase, but a run of repeated phases gets one band when its
+    members would be narrower than ~3 px on average (linear in the phases)."""
+    phases = rec.phases
+    if not phases:
+        return []
+    panel_px = width * 0.86 * style.DPI
+    top_rank = {i: k for k, i in enumerate(i for i, p in enumerate(phases) if p.depth == 0)}
+    colors: list[int] = []
+    for i, p in enumerate(phases):
+        # a nested phase takes its top-level phase's colour (parents come first)
+        parent = p.parent
+        ok = parent is not None and 0 <= parent < i
+        colors.append(colors[parent] if ok and parent is not None else top_rank.get(i, 0))
 
-
-def _draw_phase_strip(ax: Axes, rec: Recording, rows: int, width: float) -> None:
-    end = sampling.rec_end(rec) or 1.0
-    top_rank = {i: k for k, i in enumerate(i for i, p in enumerate(rec.phases) if p.depth == 0)}
-    inches_per_s = (width * 0.86) / end
-    for i, p in enumerate(rec.phases):
+    def one(i: int) -> _Item:
+        p = phases[i]
         p_end = sampling.phase_end(p, rec)
-        k = top_rank.get(_top_index(rec, i), 0)
-        y = rows - 1 - p.depth
-        ax.broken_barh(
-            [(p.start, max(p_end - p.start, 1e-9))],
-            (y + 0.08, 0.84),
-            facecolors=style.PHASE_COLORS[k % 6],
-            edgecolors=style.PHASE_EDGES[k % 6],
-            linewidth=0.7,
-        )
-        text = style.fit_label(p.name, (p_end - p.start) * inches_per_s, 7.5)
+        peaks = () if p.ram_peak is None else ((p.start, p_end, p.ram_peak, p.ram_peak_exact),)
+        return _Item(p.start, p_end, p.depth, p.name, colors[i], bool(p.error), peaks)
+
+    out: list[_Item] = []
+    for idx in repeats(phases):
+        depth = phases[idx[0]].depth
+        members = [phases[i] for i in idx if phases[i].depth == depth]
+        if len(idx) == 1 or len(members) * 3 <= panel_px:
+            out.extend(one(i) for i in idx)
+            continue
+        first, last = members[0], members[-1]
+        peaks = tuple((p.start, sampling.phase_end(p, rec), p.ram_peak, p.ram_peak_exact)
+                      for p in members if p.ram_peak is not None)
+        label = first.name if first.name == last.name else f"{first.name} … {last.name}"
+        out.append(_Item(first.start, sampling.phase_end(last, rec), depth,
+                         f"{label} (×{len(members)})", colors[idx[0]],
+                         any(phases[i].error for i in idx), peaks))
+    return out
+
+
+def _draw_peaks(ax: Axes, rec: Recording, items: list[_Item], div: float, width: float,
+                max_points: int) -> tuple[bool, bool]:
+    """Every phase's peak as a short bar over the phase, in one artist per style; a dense
+    group's peaks as one line thinned to the pixels, keeping each pixel's min and max.
+    Returns whether exact and sampled peaks were drawn."""
+    theme = style.current()
+    inches_per_s = (width * 0.86) / (sampling.rec_end(rec) or 1.0)
+    single: dict[bool, list[tuple[float, float, float]]] = {True: [], False: []}
+    exact_seen = sampled_seen = False
+    for it in items:
+        if len(it.peaks) == 1 and (it.peaks[0][0], it.peaks[0][1]) == (it.start, it.end):
+            s0, s1, peak, exact = it.peaks[0]
+            single[exact].append((peak / div, s0, s1))
+            exact_seen |= exact
+            sampled_seen |= not exact
+            text = format_size(peak)
+            # label top-level peaks whose phase is wide enough for the text
+            if it.depth == 0 and (s1 - s0) * inches_per_s >= len(text) * 7.5 * 0.62 / 72:
+                ax.annotate(text, xy=((s0 + s1) / 2, peak / div), xytext=(0, 2),
+                            textcoords="offset points", ha="center", va="bottom",
+                            fontsize=7.5, color=theme.peak)
+        elif it.peaks:
+            xs = np.array([[a, b] for a, b, _p, _e in it.peaks], dtype=float).ravel()
+            ys = np.repeat(np.array([pk for _a, _b, pk, _e in it.peaks], dtype=float), 2)
+            keep = sampling.keep_indices(ys, max_points)
+            exact = all(e for *_x, e in it.peaks)
+            exact_seen |= exact
+            sampled_seen |= not exact
+            ax.plot(xs[keep], ys[keep] / div, color=theme.peak, lw=1.1,
+                    ls="-" if exact else ":", gid="group-peaks")
+    for exact, segs in single.items():
+        if segs:
+            arr = np.array(segs, dtype=float)
+            dash: Literal["-", ":"] = "-" if exact else ":"
+            ax.hlines(arr[:, 0], arr[:, 1], arr[:, 2], colors=theme.peak, linestyles=dash,
+                      lw=1.3)
+    return exact_seen, sampled_seen
+
+
+def _shade_phases(ax: Axes, items: list[_Item]) -> None:
+    """Top-level phase bands behind the data (zorder 0, so they never wash it out), with a
+    thin line at each start: one artist each, however many phases."""
+    theme = style.current()
+    tops = [it for it in items if it.depth == 0]
+    fills = theme.phase_fills
+    style.bands(ax, [(it.start, it.end) for it in tops],
+                [fills[it.color % len(fills)] for it in tops])
+    style.vlines(ax, [it.start for it in tops], theme.divider, lw=0.5)
+
+
+def _draw_phase_strip(
+    ax: Axes, rec: Recording, items: list[_Item], rows: int, width: float
+) -> None:
+    theme = style.current()
+    end = sampling.rec_end(rec) or 1.0
+    inches_per_s = (width * 0.86) / end
+    fills, edges = theme.phase_fills, theme.phase_edges
+    for depth in sorted({it.depth for it in items}):
+        row = [it for it in items if it.depth == depth]
+        y = rows - 1 - depth
+        style.bands(ax, [(it.start, max(it.end, it.start + 1e-9)) for it in row],
+                    [fills[it.color % len(fills)] for it in row],
+                    edges=[edges[it.color % len(edges)] for it in row], alpha=1.0,
+                    y=(y + 0.08, y + 0.92), data_y=True, lw=0.7, zorder=1)
+    failed_x, failed_y = [], []
+    for it in items:
+        y = rows - 1 - it.depth
+        text = style.fit_label(it.name, (it.end - it.start) * inches_per_s, 7.5)
         if text:
-            ax.text(
-                (p.start + p_end) / 2,
-                y + 0.5,
-                style.plain(text),
-                ha="center",
-                va="center",
-                fontsize=7.5,
-                clip_on=True,
-                gid=f"phase-{i}",
-            )
-        if p.error:
-            ax.plot([p_end], [y + 0.5], marker="X", color=style.FAIL, ms=7, clip_on=False)
+            ax.text((it.start + it.end) / 2, y + 0.5, style.plain(text), ha="center",
+                    va="center", fontsize=7.5, clip_on=True, color=theme.ink)
+        if it.error:
+            failed_x.append(it.end)
+            failed_y.append(y + 0.5)
+    if failed_x:
+        ax.plot(failed_x, failed_y, ls="none", marker="X", color=style.FAIL, ms=7, clip_on=False)
     ax.set_ylim(0, rows)
     ax.set_yticks([rows - 0.5 - d for d in range(rows)])
     ax.set_yticklabels(["phases" if d == 0 else f"depth {d}" for d in range(rows)], fontsize=7)
