@@ -23,9 +23,11 @@ import argparse
 import ast
 import functools
 import html
+import itertools
 import shlex
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -33,14 +35,14 @@ from IPython import display as _ipd
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
-from bigviz._errors import BigvizError, ConfigError, StrategyError
+from bigviz._errors import BigvizError, ConfigError, ReportError, StrategyError
 from bigviz.tables.findings import CELL_KEY, cell_meta
 from bigviz.units import format_size
 
 if TYPE_CHECKING:
     from bigviz.data.recording import Recording
     from bigviz.data.result import RunResult, Sweep
-    from bigviz.progress import RunProgress
+    from bigviz.progress import RunProgress, SweepProgress
 
 __all__ = ["BigvizMagics", "load_ipython_extension", "parser"]
 
@@ -62,8 +64,29 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message}\n{self.format_usage()}"
-                         "Run `%bigviz?` (or add -h) for all options.")
+        raise UsageError(f"{self.prog}: {message}{self._did_you_mean(message)}\n"
+                         f"{self.format_usage()}Run `%bigviz?` (or add -h) for all options.")
+
+    def _did_you_mean(self, message: str) -> str:
+        """"; did you mean --shard-sizes?" for a mistyped option (abbreviations are off:
+        ``--shard-size`` must not silently mean ``--shard-sizes``)."""
+        import difflib
+        import re
+
+        if "unrecognized arguments" not in message:
+            return ""
+        known = set(self._option_string_actions)
+        for action in self._actions:  # the commands' options too (%bigviz sweep …)
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    known.update(sub._option_string_actions)
+        hints = []
+        for word in re.findall(r"(?<!\S)(--?[\w-]+)", message.split(":", 1)[-1]):
+            close = difflib.get_close_matches(word.split("=")[0], sorted(known), n=1,
+                                              cutoff=0.75)
+            if close:
+                hints.append(f"{word} → did you mean {close[0]}?")
+        return "; " + "; ".join(hints) if hints else ""
 
     def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
         if message:
@@ -122,10 +145,25 @@ def _line_parser() -> tuple[_Parser, dict[str, _Parser]]:
     c.add_argument("--last", type=int, default=5, metavar="N", help="how many cells (default 5)")
     c.add_argument("--series", default="ram.rss", choices=["ram.rss", "ram.anon", "ram.file"],
                    help="which RAM series to draw (default: ram.rss)")
-    e = sub.add_parser("export", help="a report of this kernel's profiled cells")
-    e.add_argument("path", metavar="PATH", help="output file: .html, .json, .md or .csv")
+    e = sub.add_parser(
+        "export", help="a report of this kernel's profiled cells",
+        description=("Write a report of this kernel's profiled cells (or of the last sweep).\n"
+                     "PATH without a suffix writes one set under that base name: PATH.html,\n"
+                     "PATH.json and PATH.md, the Markdown's PNGs in PATH_files/."))
+    e.add_argument("path", metavar="PATH",
+                   help="output file (.html, .json, .md or .csv), or a base name for all three")
     e.add_argument("--sweep", action="store_true", help="export the last %%bigviz sweep instead")
-    return p, {"dashboard": d, "sweep": s, "compare": c, "export": e}
+    ls = sub.add_parser("list", help="this kernel's profiled cells and sweep runs, one a line")
+    ls.set_defaults(ids=[], failed=False)
+    cl = sub.add_parser(
+        "clear", help="forget profiled cells and sweep runs (all, failed ones, or by #)",
+        description=("Forget profiled cells and sweep runs: compare and export leave them out.\n"
+                     "Without arguments all of them; the numbers are those of %bigviz list."))
+    cl.add_argument("ids", nargs="*", type=int, metavar="N",
+                    help="the numbers %%bigviz list shows")
+    cl.add_argument("--failed", action="store_true",
+                    help="the cells that raised and the runs that did not finish ok")
+    return p, {"dashboard": d, "sweep": s, "compare": c, "export": e, "list": ls, "clear": cl}
 
 
 def _parse(parser: argparse.ArgumentParser, line: str) -> argparse.Namespace | None:
@@ -152,33 +190,89 @@ def _preimport(*names: str) -> None:
             importlib.import_module(name)
 
 
-def _check_report_path(path: str) -> None:
-    from bigviz.report import check_output_path
-
-    try:
-        check_output_path(path)  # the one check of report.write and the CLI
-    except BigvizError as exc:
-        raise UsageError(f"--report: {exc}") from None
-
-
 def _show_figure(fig: Any) -> None:
     from bigviz.plots import to_png
 
     display(Image(data=to_png(fig, dpi=100), format="png"))
 
 
-def _show_link(path: Path) -> None:
+def _show_link(*paths: Path) -> None:
     from bigviz.report.notebook import link_html
 
-    display(HTML(f"<div>report written: {link_html(path)}</div>"))
+    links = " · ".join(link_html(p) for p in paths)
+    assets = sorted({str(_assets_of(p).name) + "/" for p in paths
+                     if p.suffix == ".md" and _assets_of(p).is_dir()})
+    extra = f" <small>(its PNGs in {html.escape(', '.join(assets))})</small>" if assets else ""
+    display(HTML(f"<div>report written: {links}{extra}</div>"))
+
+
+#: what ``%bigviz export BASE`` writes: one report set under one base name
+EXPORT_SET = (".html", ".json", ".md")
+
+
+def _assets_of(path: Path) -> Path:
+    """The folder of a Markdown report's PNGs: ``k.md`` → ``k_files/`` beside it."""
+    return path.with_name(path.stem + "_files")
+
+
+def _report_paths(path: str) -> list[Path]:
+    """The files one export writes: ``PATH`` itself, or for a base name without a suffix
+    ``PATH.html``, ``PATH.json`` and ``PATH.md``; each checked before any work.
+
+    Raises:
+        UsageError: a path a report cannot be written at (one line, naming it and the fix).
+    """
+    from bigviz.report import check_output_path
+
+    target = Path(path).expanduser()
+    paths = [target] if target.suffix else [target.with_name(target.name + s)
+                                            for s in EXPORT_SET]
+    try:
+        for p in paths:
+            check_output_path(p)  # the one check of report.write and the CLI
+    except BigvizError as exc:
+        raise UsageError(str(exc)) from None
+    return paths
+
+
+def _write_reports(obj: Any, paths: list[Path]) -> list[Path]:
+    """Write ``obj`` to each path (Markdown with its PNGs in ``NAME_files/``), show the
+    links, return the paths.
+
+    Raises:
+        UsageError: a report could not be written (one line: the path and the reason).
+    """
+    from bigviz import report
+
+    written = []
+    try:
+        for p in paths:
+            md = p.suffix.lower() in (".md", ".markdown")
+            written.append(report.write(obj, p, assets=_assets_of(p) if md else None))
+    except BigvizError as exc:
+        raise UsageError(str(exc)) from None
+    _show_link(*written)
+    return written
+
+
+class _Interrupted(KeyboardInterrupt):
+    """Interrupt kernel during a magic: one line, no traceback into this module, and the
+    cell still stops as interrupted (Run All stops there)."""
+
+    def _render_traceback_(self) -> list[str]:  # IPython shows this instead of a traceback
+        return [f"KeyboardInterrupt: {self}"]
+
+
+_ids = itertools.count(1)
 
 
 @dataclass
 class _Cell:
-    """One profiled cell: its recording and whether it raised."""
+    """One profiled cell: its recording, whether it raised, its number in %bigviz list."""
 
     recording: Recording
     error: str | None = None
+    id: int = field(default_factory=lambda: next(_ids))
 
 
 def _cell_runs(cells: list[_Cell]) -> list[RunResult]:
@@ -237,6 +331,11 @@ class BigvizMagics(Magics):
         self.cells: list[_Cell] = []
         self.sweeps: list[Sweep] = []
         self.dashboards: list[Any] = []
+        #: the number %bigviz list shows for each sweep run, by the run's id()
+        self._run_ids: dict[int, int] = {}
+        #: the progress of the last %bigviz sweep, and its bars (None in a terminal)
+        self.progress: SweepProgress | None = None
+        self.bars: _SweepBars | None = None
 
     @property
     def recordings(self) -> list[Recording]:
@@ -258,8 +357,12 @@ class BigvizMagics(Magics):
         args.line = line
         try:
             return getattr(self, f"_{args.command}")(args)
-        except (ConfigError, StrategyError) as exc:  # a value the user can fix
-            raise _usage(exc) from exc
+        except (ConfigError, StrategyError, ReportError) as exc:  # a value the user can fix
+            raise _usage(exc) from None
+        except _Interrupted:
+            raise
+        except KeyboardInterrupt:
+            raise _Interrupted(f"%bigviz {args.command} was interrupted") from None
 
     # -- %%bigviz -------------------------------------------------------------------------
     def _profile(self, line: str, cell: str) -> Any:
@@ -276,7 +379,7 @@ class BigvizMagics(Magics):
         except BigvizError as exc:
             raise _usage(exc) from exc
         if args.report:
-            _check_report_path(args.report)  # before the cell runs, not after
+            _report_paths(args.report)  # before the cell runs, not after
         body, last = self._compile(cell)
         if args.instrument:
             # the recorder patches loaders of modules already imported: a cell that does
@@ -297,7 +400,12 @@ class BigvizMagics(Magics):
         recording.meta[CELL_KEY] = cell_meta(
             code=cell, execution_count=shell.execution_count, start=start, end=end)
         self.cells.append(_Cell(recording, None if error is None else repr(error)))
-        self._show_recording(self.cells[-1], args.report)
+        try:
+            self._show_recording(self.cells[-1], args.report)
+        except KeyboardInterrupt:
+            if error is None:
+                raise _Interrupted("interrupted while showing the cell's timeline; the "
+                                   "recording is kept (%bigviz list)") from None
         if error is not None:
             # drop this frame from the traceback: the user's cell is where it happened
             raise error.with_traceback(error.__traceback__.tb_next if error.__traceback__
@@ -322,7 +430,6 @@ class BigvizMagics(Magics):
         return shell.compile(tree, filename, "exec"), last
 
     def _show_recording(self, cell: _Cell, report_path: str | None) -> None:
-        from bigviz import report
         from bigviz.report.notebook import cell_summary_html, phase_table_html, timeline_figure
 
         recording = cell.recording
@@ -343,7 +450,7 @@ class BigvizMagics(Magics):
                          + "</p>"))
         if report_path:
             # the same report as `%bigviz export` of this one cell
-            _show_link(report.write([run], report_path))
+            _write_reports([run], _report_paths(report_path))
 
     # -- %bigviz COMMAND ----------------------------------------------------------------
     def _dashboard(self, args: argparse.Namespace) -> None:
@@ -358,9 +465,12 @@ class BigvizMagics(Magics):
         from bigviz.report.notebook import results_table_html
 
         kwargs = options.from_namespace(args)
-        sweep, interrupted = _sweep_interruptibly(kwargs.pop("model"), kwargs)
+        paths = [_report_paths(p) for p in (args.out, args.md, args.json) if p and p != "-"]
+        sweep, interrupted = self._sweep_interruptibly(kwargs.pop("model"), kwargs)
         sweep.command = f"%bigviz {args.line.strip()}"
         self.sweeps.append(sweep)
+        for r in sweep.results:
+            self._run_ids[id(r)] = next(_ids)
         if sweep.results:
             _show_figure(plots.peaks(sweep))
             if len({r.shard_size for r in sweep.results}) > 1:
@@ -369,13 +479,36 @@ class BigvizMagics(Magics):
         finding = report.key_finding(sweep.results)
         if finding:
             display(HTML(f"<p><b>{html.escape(finding)}</b></p>"))
-        for path in (args.out, args.md, args.json):
-            if path == "-":
-                print(report.dumps(sweep))
-            elif path:
-                _show_link(report.write(sweep, path))
+        if "-" in (args.out, args.md, args.json):
+            print(report.dumps(sweep))
+        for group in paths:
+            _write_reports(sweep, group)
         if interrupted:  # finished runs are shown; "Run All" must still stop here
-            raise KeyboardInterrupt
+            done = len(sweep.results)
+            raise _Interrupted(f"the sweep was interrupted; the {done} run"
+                               f"{'s' if done != 1 else ''} above finished (or were cancelled)")
+
+    def _sweep_interruptibly(self, model: str, kwargs: dict[str, Any]) -> tuple[Sweep, bool]:
+        """Run bigviz.sweep on a helper thread so that Interrupt kernel cancels it cleanly,
+        with a live progress bar per run (one line per finished run in a terminal).
+
+        Returns the sweep (the runs that finished) and whether it was interrupted.
+        """
+        from bigviz.progress import SweepProgress
+        from bigviz.runner import sweep_interruptibly
+
+        self.bars = _SweepBars.make(self.shell)
+        listener = self.bars if self.bars is not None else _print_finished
+        self.progress = progress = SweepProgress(listener=listener)
+        if self.bars is not None:
+            display(self.bars.box)
+        try:
+            return sweep_interruptibly(model, thread_name="bigviz-magic-sweep", **kwargs,
+                                       on_progress=progress.on_progress,
+                                       on_event=progress.on_event)
+        finally:
+            if self.bars is not None:
+                self.bars.ended(progress)
 
     def _compare(self, args: argparse.Namespace) -> None:
         from bigviz import plots
@@ -388,13 +521,12 @@ class BigvizMagics(Magics):
 
         # each cell from its own start: what it added, not what earlier cells left behind
         runs = _cell_runs(self.cells[-args.last:])
-        _show_figure(plots.overlay(runs, series=args.series))
+        _show_figure(legend_below(plots.overlay(runs, series=args.series)))
         display(HTML(results_table_html(runs)))
 
     def _export(self, args: argparse.Namespace) -> None:
-        from bigviz import report
-
         obj: Any
+        paths = _report_paths(args.path)  # a bad path says so first, in one line
         if args.sweep:
             if not self.sweeps:
                 raise UsageError("no sweep to export: run %bigviz sweep first")
@@ -405,28 +537,202 @@ class BigvizMagics(Magics):
         else:
             # every cell as a run above its own start, its code with it (one cell too)
             obj = _cell_runs(self.cells)
-        _show_link(report.write(obj, args.path))
+        _write_reports(obj, paths)
+
+    # -- list / clear -------------------------------------------------------------------
+    def items(self) -> list[tuple[int, str, RunResult]]:
+        """``(number, kind, run)`` for every profiled cell (kind ``"cell"``, the cell as a
+        run above its own start) and sweep run (``"sweep N"``), in the order they came:
+        what ``%bigviz list`` shows and ``%bigviz clear`` takes."""
+        out: list[tuple[int, str, RunResult]] = []
+        for c, run in zip(self.cells, _cell_runs(self.cells), strict=True):
+            out.append((c.id, "cell", run))
+        for n, sw in enumerate(self.sweeps, 1):
+            out += [(self._run_ids.get(id(r), 0), f"sweep {n}", r) for r in sw.results]
+        return sorted(out, key=lambda item: item[0])
+
+    def _list(self, args: argparse.Namespace) -> None:
+        rows = self.items()
+        if not rows:
+            print("nothing yet: profile a cell with %%bigviz or run %bigviz sweep")
+            return
+        print(_list_text(rows))
+
+    def _clear(self, args: argparse.Namespace) -> None:
+        rows = self.items()
+        known = {n for n, _k, _r in rows}
+        unknown = [n for n in args.ids if n not in known]
+        if unknown:
+            shown = ", ".join(map(str, sorted(known))) or "none"
+            raise UsageError(f"%bigviz clear: no item {', '.join(map(str, unknown))}; "
+                             f"the numbers are those of %bigviz list (now: {shown})")
+        if args.ids:
+            gone = set(args.ids)
+        elif args.failed:
+            gone = {n for n, _k, r in rows if not r.ok}
+        else:
+            gone = known
+        self.cells = [c for c in self.cells if c.id not in gone]
+        for sw in self.sweeps:
+            sw.results = [r for r in sw.results if self._run_ids.get(id(r)) not in gone]
+        self.sweeps = [sw for sw in self.sweeps if sw.results]
+        what = "failed " if args.failed and not args.ids else ""
+        cleared = [f"{n} {r.strategy}" for n, _k, r in rows if n in gone]
+        print(f"cleared {len(cleared)} {what}item{'s' if len(cleared) != 1 else ''}"
+              + (f": {', '.join(cleared)}" if cleared else "")
+              + f"; {len(rows) - len(cleared)} left")
+
+
+def _list_text(rows: list[tuple[int, str, RunResult]]) -> str:
+    """The lines of ``%bigviz list``: number, kind, label, peak RSS, growth above the
+    item's baseline (a cell's start, a run's worker after imports), outcome."""
+    from bigviz.tables.labels import outcome_text
+
+    table = [("#", "kind", "label", "peak RSS", "growth", "outcome")]
+    for n, kind, r in rows:
+        peak = None if r.ram_peak is None or not r.baseline else r.baseline + r.ram_peak
+        outcome = outcome_text(r.outcome)
+        if r.error and not r.ok:
+            outcome += f": {r.error.splitlines()[0][:60]}"
+        table.append((str(n), kind, r.label, format_size(peak),
+                      "—" if r.ram_peak is None else f"+{format_size(r.ram_peak)}", outcome))
+    widths = [max(len(row[i]) for row in table) for i in range(5)]
+    return "\n".join(
+        "  ".join(c.rjust(w) if i in (0, 3, 4) else c.ljust(w)
+                  for i, (c, w) in enumerate(zip(row[:5], widths, strict=True)))
+        + "  " + row[5] for row in table)
+
+
+def legend_below(fig: Any) -> Any:
+    """Move the legend of ``fig``'s first axes below the plot, so it never covers a line
+    (the runs' lines rise from the top left, where the legend sat); returns ``fig``."""
+    if not fig.axes:
+        return fig
+    ax = fig.axes[0]
+    legend = ax.get_legend()
+    if legend is None:
+        return fig
+    handles, labels = ax.get_legend_handles_labels()
+    legend.remove()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(3, len(labels)),
+               fontsize=7.5, frameon=False)
+    return fig
+
+
+#: a finished run's bar colour by outcome (anything else: "danger")
+_BAR_STYLE = {"ok": "success", "cancelled": "warning"}
+
+
+class _SweepBars:
+    """A live progress bar per run of a sweep, the tqdm.notebook way: one row per run with
+    its number and label, a bar (top-level phases done, full and coloured by outcome at
+    the end) and what it does now (phase, RSS above baseline, seconds). The listener of
+    the sweep's :class:`~bigviz.progress.SweepProgress`; a thin skin over its state."""
+
+    #: seconds between two redraws of a running row from its samples
+    redraw_s = 0.25
+
+    def __init__(self, w: Any) -> None:
+        self._w = w
+        self.box = w.VBox(layout=w.Layout(max_width="100%"))
+        self.box.add_class("bigviz-sweep-progress")
+        self.rows: list[tuple[Any, Any, Any]] = []
+        self._labels: list[str] = []
+        self._drawn: dict[int, float] = {}
+        self._phases = 0  # top-level phases of the longest finished run: the bars' scale
+
+    @classmethod
+    def make(cls, shell: Any) -> _SweepBars | None:
+        """Bars where widgets display (a Jupyter kernel), ``None`` in a terminal or
+        without ipywidgets (then one line per finished run is printed)."""
+        if "Terminal" in type(shell).__name__:
+            return None
+        try:
+            import ipywidgets
+        except ImportError:
+            return None
+        return cls(ipywidgets)
+
+    def lines(self) -> list[str]:
+        """Each row as text: ``"[2/4] meta · 10MB | 100% | ok, peak 45.2 MiB, 3.1 s"``."""
+        return [f"{_untag(label.value)} | {bar.value:.0%} | {_untag(note.value)}"
+                for label, bar, note in self.rows]
+
+    def __call__(self, kind: str, run: RunProgress) -> None:
+        w = self._w
+        while len(self.rows) < run.total:
+            i = len(self.rows)
+            label = w.HTML(layout=w.Layout(width="320px", min_width="120px"))
+            bar = w.FloatProgress(value=0.0, min=0.0, max=1.0, bar_style="info",
+                                  layout=w.Layout(width="200px", min_width="80px"))
+            note = w.HTML(layout=w.Layout(flex="1 1 0", min_width="0", overflow="hidden"))
+            note.value = _tag("waiting")
+            self.rows.append((label, bar, note))
+            self._labels.append(f"run {i + 1}")
+            row = w.HBox([label, bar, note], layout=w.Layout(flex_flow="row nowrap",
+                                                             align_items="center"))
+            self.box.children = (*self.box.children, row)
+        if kind in ("run", "done"):
+            self._labels[run.index] = run.label
+        for i, (label, _bar, _note) in enumerate(self.rows):  # the total may have grown
+            label.value = f"[{i + 1}/{run.total}] {html.escape(self._labels[i])}"
+        label, bar, note = self.rows[run.index]
+        if kind == "prepare":
+            note.value = _tag(f"{run.preparing or 'saving the checkpoint'} (once) …")
+        elif kind == "run":
+            note.value = _tag("starting …")
+        elif kind == "done" and run.result is not None:
+            r = run.result
+            phases = sum(1 for p in r.recording.phases if p.depth == 0)
+            self._phases = max(self._phases, phases)
+            bar.value, bar.bar_style = 1.0, _BAR_STYLE.get(r.outcome, "danger")
+            if r.ok:
+                note.value = _tag(f"ok, peak {format_size(r.ram_peak)} above baseline, "
+                                  f"{r.seconds:.1f} s")
+            else:
+                first = (r.error or "").splitlines()[0] if r.error else ""
+                note.value = _tag(f"{r.outcome}: {first}" if first else r.outcome)
+        elif run.state == "running":
+            now = time.monotonic()
+            if kind == "samples" and now - self._drawn.get(run.index, 0.0) < self.redraw_s:
+                return
+            self._drawn[run.index] = now
+            expected = self._phases or run.phases_done + 2
+            bar.value = run.fraction(expected)
+            what = run.top_phase or "starting"
+            note.value = _tag(f"{what} · {format_size(run.above_baseline)} above baseline "
+                              f"(peak {format_size(run.peak_above_baseline)}) · "
+                              f"{run.elapsed:.1f} s")
+
+    def ended(self, progress: SweepProgress) -> None:
+        """After the sweep: the runs that never started say "skipped"."""
+        for run in progress.runs:
+            if run.index < len(self.rows) and not run.finished:
+                _label, bar, note = self.rows[run.index]
+                bar.bar_style = "" if run.state == "waiting" else "warning"
+                note.value = _tag("skipped (not run)" if run.state == "waiting"
+                                  else "stopped")
+
+
+def _tag(text: str) -> str:
+    """A progress note on one line, its full text in the tooltip: a row never wraps."""
+    t = html.escape(text)
+    return (f'<span class="bigviz-note" title="{t}" style="white-space:nowrap;'
+            f'overflow:hidden;text-overflow:ellipsis;display:block">{t}</span>')
+
+
+def _untag(value: str) -> str:
+    import re
+
+    return html.unescape(re.sub(r"<[^>]+>", "", value))
 
 
 def _print_finished(kind: str, run: RunProgress) -> None:
-    """One line per finished run of a sweep: the magic's view of its progress."""
+    """One line per finished run of a sweep: the terminal's view of its progress."""
     r = run.result
     if kind == "done" and r is not None:
         peak = "" if r.ram_peak is None else f", peak {format_size(r.ram_peak)}"
         print(f"[{run.index + 1}/{run.total}] {run.label}: {r.outcome}{peak}", flush=True)
-
-
-def _sweep_interruptibly(model: str, kwargs: dict[str, Any]) -> tuple[Sweep, bool]:
-    """Run bigviz.sweep on a helper thread so that Interrupt kernel cancels it cleanly.
-
-    Returns the sweep (the runs that finished) and whether it was interrupted.
-    """
-    from bigviz.progress import SweepProgress
-    from bigviz.runner import sweep_interruptibly
-
-    progress = SweepProgress(listener=_print_finished)
-    return sweep_interruptibly(model, thread_name="bigviz-magic-sweep", **kwargs,
-                               on_progress=progress.on_progress)
 
 
 @functools.cache
@@ -458,9 +764,13 @@ def parser(name: str = "%bigviz") -> argparse.ArgumentParser:
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """Register the magics (``%load_ext bigviz``).
+    """Register the magics (``%load_ext bigviz``) and begin starting the fork server in
+    the background, so the first run finds it warm (``BIGVIZ_PRESTART=0``: not now).
 
     Example:
         >>> # %load_ext bigviz
     """
     ipython.register_magics(BigvizMagics)
+    from bigviz.runner import forkserver
+
+    forkserver.prestart()

@@ -67,6 +67,7 @@ def write(
     *,
     format: str | None = None,
     overwrite: bool = True,
+    assets: str | Path | None = None,
 ) -> Path:
     """Write a report of ``obj``, in the format named by the suffix of ``path``.
 
@@ -80,6 +81,8 @@ def write(
         path: the output file: ``.json``, ``.html``, ``.md`` or ``.csv``.
         format: overrides the suffix (``"html"``, ``".md"``…).
         overwrite: when false, an existing file is an error.
+        assets: Markdown only: the folder for its PNGs (made when missing; links
+            relative to it, e.g. ``out_files/peaks.png``) instead of beside ``path``.
 
     Returns:
         The path written.
@@ -108,7 +111,7 @@ def write(
     if fmt == ".md":
         from ._markdown import write as _write_md
 
-        return _write_md(obj, target)
+        return _write_md(obj, target, assets=None if assets is None else Path(assets))
     from ._csv import write as _write_csv
 
     return _write_csv(obj, target)

@@ -75,7 +75,8 @@ def environment(obj: Reportable) -> list[tuple[str, str]]:
     merged: dict[str, Any] = {}
     for m in metas:
         for k, v in m.items():
-            if k != CELL_KEY:  # a cell's code and memory are its own section, not the machine's
+            # a cell's code and memory, a run's warnings: their own sections, not the machine's
+            if k not in (CELL_KEY, "warnings"):
                 merged.setdefault(k, v)
     out: list[tuple[str, str]] = []
 

@@ -109,6 +109,8 @@ def _summary_table(rows: list[RunRow], anchors: list[str]) -> str:
         "device map": lambda r: r.device_map or "cpu",
         "ranks": lambda r: "1 process" if r.nproc is None else str(r.nproc),
     }
+    if any(r.cache for r in rows):  # issue 17: cold or warm, measured
+        optional["page cache"] = lambda r: r.cache or "—"
     shown = {k: len({f(r) for r in rows}) > 1 for k, f in optional.items()}
     common = [f"{k} {f(rows[0])}" for k, f in optional.items() if rows and not shown[k]]
     head = "<tr><th>strategy</th>"
@@ -116,6 +118,7 @@ def _summary_table(rows: list[RunRow], anchors: list[str]) -> str:
     head += "<th>format</th>" if shown["format"] else ""
     head += "<th>device map</th>" if shown["device map"] else ""
     head += "<th class=num>ranks</th>" if shown["ranks"] else ""
+    head += "<th>page cache</th>" if shown.get("page cache") else ""
     head += (
         "<th class=num>peak RAM</th><th class=num>anonymous</th>"
         "<th class=num>file-backed</th><th class=num>peak VRAM</th><th class=num>predicted</th>"
@@ -145,6 +148,11 @@ def _summary_table(rows: list[RunRow], anchors: list[str]) -> str:
             cells.append(f"<td>{e(row.device_map or 'cpu')}</td>")
         if shown["ranks"]:
             cells.append(_num(optional["ranks"](row), row.nproc))
+        if shown.get("page cache"):
+            cells.append(f"<td>{e(row.cache or '—')}</td>")
+        read_note = ("" if row.read_bytes is None else
+                     f'<br><span class="note" title="read from storage">{e(row.read_text)}'
+                     "</span>")
         cells += [
             _num(size(row.ram_peak), row.ram_peak),
             _num(size(row.ram_anon_peak), row.ram_anon_peak),
@@ -152,7 +160,8 @@ def _summary_table(rows: list[RunRow], anchors: list[str]) -> str:
             _num(size(row.vram_peak), row.vram_peak),
             f'<td class="num pred" data-v="{pv}">{e(row.predicted_range)}{formula}</td>',
             ratio_cell,
-            _num(f"{row.seconds:.2f} s", row.seconds),
+            f'<td class="num" data-v="{row.seconds!r}">{e(f"{row.seconds:.2f} s")}'
+            f"{read_note}</td>",
             f'<td data-v="">{_outcome(row.outcome)}</td>',
         ]
         body.append(f"<tr>{''.join(cells)}</tr>")
@@ -167,7 +176,11 @@ def _summary_table(rows: list[RunRow], anchors: list[str]) -> str:
     return (
         f'{note}<div class="scroll"><table class="sortable summary"><thead>{head}</thead>'
         f"<tbody>{''.join(body)}</tbody></table></div>"
-        "<p class=note>Peaks are bytes above each run's baseline (its RSS after imports, "
+        + ("<p class=note><em>time</em>: under it, the bytes the run's phases read from "
+           "storage (<code>/proc/PID/io</code> read_bytes: page-cache misses) and their rate; "
+           "a warm run reads next to nothing.</p>"
+           if any(r.read_bytes is not None for r in rows) else "")
+        + "<p class=note>Peaks are bytes above each run's baseline (its RSS after imports, "
         "before the first phase); <em>predicted</em> is the range the strategy's terms allow; "
         "<em>vs predicted</em> is measured ÷ the nominal formula, in red with the bound "
         "crossed when the peak lies outside the range by more than the fixed allowance "
@@ -381,6 +394,7 @@ def _run_facts(r: RunResult) -> list[tuple[str, str]]:
             ("node RAM above baseline (Σ PSS)", size(r.ram_peak)),
         ]
     pairs.append(("time", f"{r.seconds:.2f} s"))
+    pairs += _cache_facts(r)
     if r.predicted is not None:
         low, high = r.predicted.bounds
         span = size(low) if low == high else f"{size(low)} … {size(high)}"
@@ -404,6 +418,25 @@ def _run_facts(r: RunResult) -> list[tuple[str, str]]:
     warned = r.recording.meta.get("warnings") or []
     if warned:  # what the libraries warned during the run (the worker captured it)
         pairs.append(("warnings", " · ".join(map(str, warned))))
+    return pairs
+
+
+def _cache_facts(r: RunResult) -> list[tuple[str, str]]:
+    """The page cache at the run's start and what each top-level phase read from storage
+    (issue 17); nothing for a result that did not measure them."""
+    pairs: list[tuple[str, str]] = []
+    note = r.params.get("cache")
+    if isinstance(note, dict) and note.get("text"):
+        pairs.append(("page cache at start", str(note["text"])))
+    reads = []
+    for p in r.recording.phases:
+        n = p.detail.get("read_bytes") if p.parent is None else None
+        if isinstance(n, int):
+            gbps = p.detail.get("read_gbps")
+            rate = f", {gbps:.2f} GB/s" if isinstance(gbps, (int, float)) else ""
+            reads.append(f"{p.name}: {size(n, binary=False)}{rate}")
+    if reads:
+        pairs.append(("read from storage", " · ".join(reads)))
     return pairs
 
 

@@ -6,11 +6,12 @@ import html
 from pathlib import Path
 from typing import Any
 
+from bigviz._errors import ReportError
 from bigviz.data.recording import Recording
 from bigviz.data.result import RunResult, Sweep
 from bigviz.tables.findings import CellFacts, cell_of, failures, headline, is_cell
 from bigviz.tables.labels import outcome_text, short_labels
-from bigviz.tables.phases import phase_rows
+from bigviz.tables.phases import PhaseGroup, grouped, phase_rows
 from bigviz.tables.ranks import rank_rows
 from bigviz.tables.runs import results_of, run_rows
 from bigviz.units import format_size as size
@@ -41,6 +42,8 @@ def _runs_table(obj: Reportable) -> list[str]:
     head += ["peak VRAM"] if has_vram else []
     has_fixed = any(r.fixed_cost is not None for r in rows)  # issue 13 item 6
     head += ["fixed cost"] if has_fixed else []
+    has_cache = any(r.cache for r in rows)  # issue 17: the page cache, measured
+    head += ["page cache"] if has_cache else []
     head += ["predicted", "time", "outcome"]
     out = [
         "| " + " | ".join(head) + " |",
@@ -54,8 +57,10 @@ def _runs_table(obj: Reportable) -> list[str]:
         vals = [r.label, size(r.ram_peak), size(r.ram_anon_peak), size(r.ram_file_peak)]
         vals += [size(r.vram_peak)] if has_vram else []
         vals += [size(r.fixed_cost)] if has_fixed else []
+        vals += [r.cache or "—"] if has_cache else []
         outcome = outcome_text(r.outcome)
-        vals += [pred, f"{r.seconds:.2f} s", outcome if r.outcome == "ok" else f"**{outcome}**"]
+        took = f"{r.seconds:.2f} s" + ("" if r.read_bytes is None else f" ({r.read_text})")
+        vals += [pred, took, outcome if r.outcome == "ok" else f"**{outcome}**"]
         out.append("| " + " | ".join(cell(v) if not v.startswith("**") else v for v in vals) + " |")
     off = [f"- **{cell(r.label)}** disagrees with its prediction: {cell(r.verdict)}"
            for r in rows if r.off_prediction and r.verdict]
@@ -99,14 +104,54 @@ def _phase_table(rec: Recording) -> list[str]:
         "| phase | start | duration | peak RSS | growth | peak is |",
         "|---|---:|---:|---:|---:|---|",
     ]
-    for p in phase_rows(rec):
+    folded: list[str] = []
+    for p in grouped(phase_rows(rec)):
+        if isinstance(p, PhaseGroup):
+            # a loop's repeated phases: one row, each phase listed in a <details> below
+            out.append(_group_row(p))
+            folded += _group_details(p)
+            continue
         dur = "open" if p.duration is None else f"{p.duration:.3f} s"
         name = "&nbsp;&nbsp;" * p.depth + cell(p.name)
         out.append(
             f"| {name} | {p.start:.3f} s | {dur} | {size(p.ram_peak)} | {size(p.ram_growth)} | "
             f"{p.how} |"
         )
-    return out
+    return [*out, *(["", *folded] if folded else [])]
+
+
+def _group_row(g: PhaseGroup) -> str:
+    """One table row for repeated phases: count, span, and min / median / max peak."""
+    name = "&nbsp;&nbsp;" * g.depth + f"{cell(g.label)} (×{g.count})"
+    if g.errors:
+        name += f" **✕ {len(g.errors)} failed**"
+    end = g.end
+    span = "open" if end is None else f"{end - g.start:.3f} s"
+    pk, gr = g.ram_peak, g.ram_growth
+
+    def mmm(st: object) -> str:
+        vals = [getattr(st, k) for k in ("min", "median", "max")]
+        if any(v is None for v in vals):
+            return "—"
+        return " / ".join(size(round(v)) for v in vals)
+
+    return (f"| {name} | {g.start:.3f} s | {span} | {mmm(pk)} | {mmm(gr)} | "
+            f"{cell(g.how)} (min / median / max) |")
+
+
+def _group_details(g: PhaseGroup) -> list[str]:
+    """Every phase of a group with its own peak, folded under a summary."""
+    out = [f"<details><summary>each of the {g.count} phases {cell(g.label)}</summary>", "",
+           "| phase | start | duration | peak RSS | growth | peak is |",
+           "|---|---:|---:|---:|---:|---|"]
+    for r in g.rows:
+        dur = "open" if r.duration is None else f"{r.duration:.3f} s"
+        name = "&nbsp;&nbsp;" * (r.depth - g.depth) + cell(r.name)
+        if r.error:
+            name += " ✕"
+        out.append(f"| {name} | {r.start:.3f} s | {dur} | {size(r.ram_peak)} | "
+                   f"{size(r.ram_growth)} | {r.how} |")
+    return [*out, "", "</details>", ""]
 
 
 def _rank_table(obj: RunResult | Recording) -> list[str]:
@@ -135,8 +180,18 @@ def _rank_table(obj: RunResult | Recording) -> list[str]:
 MAX_LANE_FIGURES = 4
 
 
-def render(obj: Reportable, path: Path) -> tuple[str, list[tuple[Path, bytes]]]:
-    """The Markdown text for ``obj`` written at ``path`` and the PNGs to put beside it."""
+def render(obj: Reportable, path: Path, *, assets: Path | None = None
+           ) -> tuple[str, list[tuple[Path, bytes]]]:
+    """The Markdown text for ``obj`` written at ``path`` and the PNGs to put beside it
+    (``out.peaks.png``…), or in the folder ``assets`` (``out_files/peaks.png``…) that
+    sits beside ``path``; the links are relative either way."""
+
+    def png(slug: str) -> tuple[Path, str]:
+        if assets is None:
+            target = sibling(path, f".{slug}.png")
+            return target, target.name
+        return assets / f"{slug}.png", f"{assets.name}/{slug}.png"
+
     from bigviz.plots import to_png
 
     from ._figures import overview_figures, timeline_figure
@@ -169,20 +224,20 @@ def render(obj: Reportable, path: Path) -> tuple[str, list[tuple[Path, bytes]]]:
             lines += _code(label, facts)
     images: list[tuple[Path, bytes]] = []
     for slug, caption, make in overview_figures(obj):
-        target = sibling(path, f".{slug}.png")
+        target, link = png(slug)
         images.append((target, to_png(make())))
         # a relative link: the comment and its images move together
-        lines += [f"![{cell(caption)}]({target.name})", ""]
+        lines += [f"![{cell(caption)}]({link})", ""]
     dist = [r for r in results if r.recording.ranks]
     if len(dist) == 1 and len(results) == 1:
         lines += [*_rank_table(dist[0]), ""]
     elif dist:
         labels = dict(zip(map(id, results), short_labels(results), strict=True))
         for i, r in enumerate(dist[:MAX_LANE_FIGURES]):
-            target = sibling(path, f".ranks-{i + 1}.png")
+            target, link = png(f"ranks-{i + 1}")
             images.append((target, to_png(timeline_figure(r.recording, r))))
             lines += [f"**{cell(labels[id(r)])}**", ""]
-            lines += [f"![per-rank lanes: {cell(labels[id(r)])}]({target.name})", ""]
+            lines += [f"![per-rank lanes: {cell(labels[id(r)])}]({link})", ""]
             lines += [*_rank_table(r), ""]
         if len(dist) > MAX_LANE_FIGURES:
             lines += [
@@ -212,10 +267,17 @@ def render(obj: Reportable, path: Path) -> tuple[str, list[tuple[Path, bytes]]]:
     return "\n".join(lines), images
 
 
-def write(obj: Reportable, path: Path) -> Path:
+def write(obj: Reportable, path: Path, *, assets: Path | None = None) -> Path:
     """Write the PNGs and the Markdown, all or none: a failure (a full disk) leaves no PNG
-    of this report behind (:func:`~bigviz.report._common.atomic_write_all`)."""
-    text, images = render(obj, path)
+    of this report behind (:func:`~bigviz.report._common.atomic_write_all`). ``assets``:
+    the folder for the PNGs (made when missing), else beside ``path``."""
+    text, images = render(obj, path, assets=assets)
+    if assets is not None and images:
+        try:
+            assets.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise ReportError(f"cannot write report {str(path)!r}: cannot make the folder "
+                              f"{str(assets)!r} for its images: {exc.strerror or exc}") from exc
     atomic_write_all([*images, (path, text.encode("utf-8"))])
     return path
 

@@ -292,7 +292,8 @@ def test_sweep_magic_runs_and_shows_peaks_table_and_report(shell: Any, tmp_path:
     assert mimes(cap).count("image/png") == 2
     rows = re.findall(r'<tr data-strategy="([^"]*)" data-outcome="([^"]*)"', html_outputs(cap))
     assert sorted(rows) == sorted([("naive", "ok"), ("meta", "ok")] * 2)
-    assert "[4/4]" in cap.stdout  # progress lines
+    bars = shell.magics_manager.registry["BigvizMagics"].bars
+    assert bars is not None and bars.lines()[3].startswith("[4/4] ")  # a bar per run
     assert out.exists() and "<svg" in out.read_text()
     sweep = shell.magics_manager.registry["BigvizMagics"].sweeps[-1]
     assert sweep.command.startswith("%bigviz sweep --model gpt:20MB")
@@ -310,10 +311,16 @@ def test_interrupting_a_sweep_cancels_the_worker_and_keeps_finished_runs(
     line = (f"%bigviz sweep --model gpt:100MB --strategies meta,naive --shard-sizes 50MB "
             f"--work-dir {tmp_path / 'work'}")
     sent = threading.Event()
+    magics = shell.magics_manager.registry["BigvizMagics"]
+
+    def first_run_done() -> bool:
+        progress = magics.progress
+        return progress is not None and bool(progress.runs) and progress.runs[0].finished
+
     with capture_output() as cap:
         def interrupt_after_first_run() -> None:
             deadline = time.monotonic() + 120
-            while "[1/2]" not in cap.stdout and time.monotonic() < deadline:
+            while not first_run_done() and time.monotonic() < deadline:
                 time.sleep(0.01)
             sent.set()
             os.kill(os.getpid(), signal.SIGINT)  # what "Interrupt kernel" does
@@ -330,6 +337,12 @@ def test_interrupting_a_sweep_cancels_the_worker_and_keeps_finished_runs(
     assert [(r.strategy, r.outcome) for r in sweep.results] == [
         ("meta", "ok"), ("naive", "cancelled")]
     assert 'data-strategy="meta" data-outcome="ok"' in html_outputs(cap)
+    # AND it ends in one line, no traceback into the magic's code
+    shown = cap.stdout + cap.stderr
+    assert "KeyboardInterrupt: the sweep was interrupted" in shown
+    assert "magics.py" not in shown and "Traceback" not in shown
+    # AND the cancelled run's bar says so
+    assert magics.bars is not None and "cancelled" in magics.bars.lines()[1]
 
 
 def test_no_instrument_and_interval_reach_the_recorder(shell: Any, tmp_path: Path) -> None:
@@ -376,3 +389,194 @@ def test_sweep_magic_shows_the_key_finding_as_text(
     shown = html_outputs(cap)
     assert "<p><b>&lt;img src=x&gt; &amp; meta</b></p>" in shown
     assert "<img src=x>" not in shown
+
+
+
+# -- %bigviz list / clear ---------------------------------------------------------------
+
+def test_list_shows_each_cell_and_clear_failed_removes_it_from_compare_and_export(
+    shell: Any, tmp_path: Path
+) -> None:
+    # GIVEN two good cells and one that raised
+    run(shell, "%%bigviz --name small\na = bytearray(4 * 2**20)\n")
+    run(shell, "%%bigviz --name broken\nb = bytearray(24 * 2**20)\nraise ValueError('boom')\n")
+    run(shell, "%%bigviz --name big\nc = bytearray(40 * 2**20)\n")
+    # WHEN they are listed THEN one line each: number, label, peak, growth, outcome
+    result, cap = run(shell, "%bigviz list")
+    assert result.error_in_exec is None
+    lines = cap.stdout.strip().splitlines()
+    assert lines[0].split()[:3] == ["#", "kind", "label"] and len(lines) == 4
+    numbers = [int(line.split()[0]) for line in lines[1:]]
+    assert [line.split()[2] for line in lines[1:]] == ["small", "broken", "big"]
+    assert "error: ValueError('boom')" in lines[2] and lines[3].rstrip().endswith("ok")
+    growth = float(re.search(r"\+([\d.]+) MiB", lines[3]).group(1))  # type: ignore[union-attr]
+    assert 36 <= growth <= 56, lines[3]  # the 40 MiB bytearray, measured
+    # WHEN the failed cell is cleared
+    result, cap = run(shell, "%bigviz clear --failed")
+    assert result.error_in_exec is None
+    assert cap.stdout.strip() == f"cleared 1 failed item: {numbers[1]} broken; 2 left"
+    # THEN compare and export leave it out
+    _result, cap = run(shell, "%bigviz compare")
+    assert re.findall(r'<tr data-strategy="([^"]*)"', html_outputs(cap)) == ["small", "big"]
+    run(shell, f"%bigviz export {tmp_path / 'k.json'}")
+    from bigviz import report
+
+    runs = report.load(tmp_path / "k.json")
+    assert isinstance(runs, list) and [r.strategy for r in runs] == ["small", "big"]
+    # AND a cell can be cleared by its number, an unknown number is refused in one line
+    result, cap = run(shell, f"%bigviz clear {numbers[0]}")
+    assert "cleared 1 item" in cap.stdout
+    result, _cap = run(shell, f"%bigviz clear {numbers[0]}")
+    assert isinstance(result.error_in_exec, UsageError)
+    assert f"no item {numbers[0]}" in str(result.error_in_exec)
+    assert f"now: {numbers[2]}" in str(result.error_in_exec)
+    # AND clear without arguments forgets everything
+    run(shell, "%bigviz clear")
+    _result, cap = run(shell, "%bigviz list")
+    assert cap.stdout.startswith("nothing yet")
+    assert shell.magics_manager.registry["BigvizMagics"].cells == []
+
+
+# -- errors and interrupts: one line ----------------------------------------------------
+
+def plain(cap: CapturedIO) -> str:
+    return re.sub(r"\x1b\[[0-9;]*m", "", cap.stdout + cap.stderr)
+
+
+def test_export_to_a_missing_folder_is_one_line_naming_it(shell: Any) -> None:
+    run(shell, "%%bigviz\nx = 1\n")
+    result, cap = run(shell, "%bigviz export /nonexistent/dir/k.html")
+    assert isinstance(result.error_in_exec, UsageError)
+    shown = plain(cap)
+    assert "'/nonexistent/dir' does not exist; create it first" in shown
+    assert "Traceback" not in shown and "ReportError" not in shown
+    assert len(shown.strip().splitlines()) == 1, shown
+    # an unknown suffix says which there are, in one line too
+    result, cap = run(shell, "%bigviz export k.pdf")
+    assert isinstance(result.error_in_exec, UsageError)
+    assert ".html" in str(result.error_in_exec) and len(plain(cap).strip().splitlines()) == 1
+
+
+def test_an_interrupt_in_a_magic_is_one_line(
+    shell: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bigviz.report
+
+    run(shell, "%%bigviz\nx = 1\n")
+
+    # GIVEN Interrupt kernel arriving while the report is written (a large recording)
+    def interrupted(*_a: Any, **_k: Any) -> Path:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bigviz.report, "write", interrupted)
+    result, cap = run(shell, f"%bigviz export {tmp_path / 'k.html'}")
+    # THEN the cell stops as interrupted, in one line, without the magic's traceback
+    assert isinstance(result.error_in_exec, KeyboardInterrupt)
+    shown = plain(cap)
+    assert shown.strip() == "KeyboardInterrupt: %bigviz export was interrupted", shown
+    # AND a %%bigviz cell interrupted in its own code points at the user's line, as without
+    # the magic, never into the magic's code
+    result, cap = run(shell, "%%bigviz\nx = 1\nraise KeyboardInterrupt\n")
+    assert isinstance(result.error_in_exec, KeyboardInterrupt)
+    assert "----> 2 raise KeyboardInterrupt" in plain(cap) and "magics.py" not in plain(cap)
+
+
+def test_a_mistyped_option_suggests_the_real_one(shell: Any) -> None:
+    result, _cap = run(shell, "%bigviz sweep --model gpt:20MB --shard-size 10MB")
+    assert isinstance(result.error_in_exec, UsageError)
+    assert "--shard-size → did you mean --shard-sizes?" in str(result.error_in_exec)
+    # abbreviations are not taken silently: nothing ran
+    assert shell.magics_manager.registry["BigvizMagics"].sweeps == []
+    result, _cap = run(shell, "%bigviz compare --lst 2")
+    assert "did you mean --last?" in str(result.error_in_exec)
+
+
+# -- exports: one base name, links that open in JupyterLab, bundled PNGs ----------------
+
+def test_export_base_name_writes_one_set_with_relative_links_and_bundled_pngs(
+    shell: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a notebook whose working folder is tmp_path, and a profiled cell
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "reports").mkdir()
+    run(shell, "%%bigviz --name build\nw = bytearray(16 * 2**20)\n")
+    # WHEN the kernel's cells are exported under one base name
+    result, cap = run(shell, "%bigviz export reports/k")
+    assert result.error_in_exec is None, plain(cap)
+    # THEN one set: k.html, k.json, k.md, and the Markdown's PNGs in k_files/
+    names = sorted(p.name for p in (tmp_path / "reports").iterdir())
+    assert names == ["k.html", "k.json", "k.md", "k_files"]
+    md = (tmp_path / "reports" / "k.md").read_text()
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert images and all(i.startswith("k_files/") for i in images), images
+    for image in images:  # the link delivers what it shows
+        assert (tmp_path / "reports" / image).read_bytes()[:4] == b"\x89PNG"
+    # AND the links shown are relative to the notebook's folder (JupyterLab opens them),
+    # not data: downloads
+    shown = html_outputs(cap)
+    hrefs = re.findall(r'<a class="bigviz-report-link" href="([^"]*)"', shown)
+    assert hrefs == ["reports/k.html", "reports/k.json", "reports/k.md"]
+    assert "data:" not in shown and "k_files/" in shown
+    # AND a report outside the working folder falls back to a data: link (not for .md)
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-out"
+    elsewhere.mkdir()
+    _result, cap = run(shell, f"%bigviz export {elsewhere / 'k'}")
+    shown = html_outputs(cap)
+    assert shown.count('href="data:') == 2 and 'download="k.md"' not in shown
+    # AND %%bigviz --report x.md bundles its PNGs the same way
+    result, _cap = run(shell, "%%bigviz --report reports/cell.md\ny = 2\n")
+    assert result.error_in_exec is None
+    assert (tmp_path / "reports" / "cell_files" / "timeline.png").is_file()
+
+
+def test_compare_legend_is_below_the_plot_not_over_the_lines(shell: Any) -> None:
+    from bigviz import plots
+    from bigviz.magics import _cell_runs, legend_below
+
+    run(shell, "%%bigviz --name first\na = bytearray(8 * 2**20)\n")
+    run(shell, "%%bigviz --name second\nb = bytearray(32 * 2**20)\n")
+    runs = _cell_runs(shell.magics_manager.registry["BigvizMagics"].cells)
+    # WHEN the compare figure is drawn
+    fig = legend_below(plots.overlay(runs))
+    fig.canvas.draw()
+    # THEN its legend holds both runs and lies outside the plotted area
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["first", "second"]
+    assert fig.axes[0].get_legend() is None
+    box, axes = legend.get_window_extent(), fig.axes[0].get_window_extent()
+    assert box.y1 <= axes.y0, (box, axes)  # below the axes: it covers no line
+    assert box.y0 >= 0 and box.x0 >= 0 and box.x1 <= fig.bbox.x1  # and inside the figure
+
+
+# -- %bigviz sweep: a live bar per run --------------------------------------------------
+
+def test_sweep_shows_a_live_progress_bar_per_run(
+    shell: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bigviz import magics
+
+    # GIVEN a record of every row each progress update leaves on screen
+    seen: list[list[str]] = []
+    original = magics._SweepBars.__call__
+
+    def recorded(self: Any, kind: str, run_: Any) -> None:
+        original(self, kind, run_)
+        seen.append(self.lines())
+
+    monkeypatch.setattr(magics._SweepBars, "__call__", recorded)
+    # WHEN a two-run sweep runs
+    result, cap = run(shell, f"%bigviz sweep --model mlp:2MB --strategies naive,meta "
+                             f"--shard-sizes 1MB --work-dir {tmp_path / 'work'}")
+    assert result.error_in_exec is None, plain(cap)
+    # THEN one widget holds the bars, shown before the results, and no lines are printed
+    assert "application/vnd.jupyter.widget-view+json" in cap.outputs[0].data
+    assert "[1/2]" not in cap.stdout
+    # AND while a run ran, its row said what it did, live (phase, RSS above baseline)
+    live = [rows[0] for rows in seen if rows and "above baseline (peak" in rows[0]]
+    assert live and live[0].startswith("[1/2] naive"), seen[:5]
+    # AND at the end each bar is full and green with the run's outcome and peak
+    bars = shell.magics_manager.registry["BigvizMagics"].bars
+    final = bars.lines()
+    assert final[0].startswith("[1/2] naive") and final[1].startswith("[2/2] meta"), final
+    assert all(" | 100% | ok, peak " in line for line in final), final
+    assert [bar.bar_style for _l, bar, _n in bars.rows] == ["success", "success"]

@@ -51,6 +51,28 @@ def html(outs: list[dict[str, Any]]) -> str:
     return "\n".join(o["data"]["text/html"] for o in outs if "text/html" in o.get("data", {}))
 
 
+def sweep_bars(nb: Any) -> list[tuple[str, float, str]]:
+    """The rows of the ``%bigviz sweep`` progress bars as the notebook keeps them (nbclient
+    stores the widgets' last states): (label, bar value, bar style) per run."""
+    stored = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {})
+    models = {k: m.get("state", {}) for k, m in stored.get("state", {}).items()}
+
+    def kids(state: dict[str, Any]) -> list[dict[str, Any]]:
+        return [models[c.removeprefix("IPY_MODEL_")] for c in state.get("children", [])]
+
+    rows = []
+    for box in models.values():
+        if "bigviz-sweep-progress" in box.get("_dom_classes", []):
+            for label, bar, _note in (kids(row) for row in kids(box)):
+                text = re.sub(r"<[^>]+>", "", str(label.get("value", "")))
+                rows.append((text, float(bar.get("value", 0)), str(bar.get("bar_style", ""))))
+    return rows
+
+
+def stderr_of(outs: list[dict[str, Any]]) -> str:
+    return "".join(o.get("text", "") for o in outs if o.get("name") == "stderr")
+
+
 def no_errors(nb: Any) -> None:
     errors = [o for o in outputs(nb) if o.get("output_type") == "error"]
     assert not errors, errors
@@ -99,7 +121,10 @@ def test_02_sweep_dashboard_has_a_row_per_strategy_and_sweep_curves(tmp_path: Pa
     assert rows == [(s, "ok") for s in ("naive", "sharded", "meta", "mmap")]
     # the magic sweep: peaks + peak-vs-shard-size, 2 strategies × 3 shard sizes in the table
     outs = cell_outputs(nb, "%bigviz sweep")
-    assert "[6/6] meta" in "".join(o.get("text", "") for o in outs)  # progress, run by run
+    # a live progress bar per run (widgets), each full and green at the end
+    bars = sweep_bars(nb)
+    assert len(bars) == 6 and bars[5][0].startswith("[6/6] meta"), bars
+    assert [(value, style) for _label, value, style in bars] == [(1.0, "success")] * 6
     assert images(outs) == 2
     rows = re.findall(r'<tr data-strategy="([^"]*)" data-outcome="([^"]*)"', html(outs))
     assert sorted(rows) == sorted([("sharded", "ok"), ("meta", "ok")] * 3)
@@ -113,6 +138,9 @@ def test_03_device_maps_offload_to_disk(tmp_path: Path) -> None:
         assert images(outs) == 1, marker
         rows = re.findall(r'<tr data-strategy="dispatch" data-outcome="([^"]*)"', html(outs))
         assert rows == ["ok"] * n, marker
+        # Accelerate's warnings are the runs' notes, under the table, not stderr boxes
+        assert not stderr_of(outs), stderr_of(outs)
+        assert "offloaded to the" in html(outs) and 'class="bigviz-notes"' in html(outs)
     outs = cell_outputs(nb, "custom = {")
     printed = "".join(o.get("text", "") for o in outs)
     assert "'disk'" in printed and "'cpu'" in printed  # the blocks went to disk, the rest to RAM
@@ -129,6 +157,15 @@ def test_05_reports_and_diff_write_files_and_catch_the_planted_regression(
     for name in ("base.html", "base.json", "base.md", "new.json"):
         assert (reports / name).stat().st_size > 0, name
     assert images(cell_outputs(nb, "report.load(")) == 1
+    # the Markdown shown has no broken image: each link resolves from the notebook's folder
+    shown = cell_outputs(nb, "markdown_view(")
+    md = "".join(o["data"].get("text/markdown", "") for o in shown if "data" in o)
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert links and all((tmp_path / link).is_file() for link in links), links
+    assert all(link.startswith("reports/base_files/") for link in links), links
+    # the links open the files in JupyterLab (relative), not as data: downloads
+    hrefs = re.findall(r'href="([^"]*)"', html(shown))
+    assert hrefs == ["reports/base.html", "reports/base.json", "reports/base.md"], hrefs
     # a re-run agrees within 20%; the planted 30% regression is caught at 5%
     same = cell_outputs(nb, "same = report.diff(")
     assert [o["data"]["text/plain"] for o in same if o["output_type"] == "execute_result"] == ["0"]
@@ -148,6 +185,12 @@ def test_04_distributed_ranks_show_a_row_per_strategy(tmp_path: Path) -> None:
     assert images(outs) == 1
     rows = re.findall(r'<tr data-strategy="([^"]*)" data-outcome="([^"]*)"', html(outs))
     assert rows == [(s, "ok") for s in ("every-rank-loads", "rank0-broadcast", "shared-mmap")]
+    # the first cell says the same figure as the table: node peak above baseline, labelled
+    printed = "".join(o.get("text", "") for o in cell_outputs(nb, "bigviz.run(name"))
+    lines = re.findall(r"^([\w-]+) +ok: node peak (.+) above baseline$", printed, re.MULTILINE)
+    assert [s for s, _ in lines] == ["every-rank-loads", "rank0-broadcast", "shared-mmap"]
+    table = html(outs)
+    assert all(size in table for _, size in lines), (lines, table)
     assert images(cell_outputs(nb, "plots.timeline(results[0])")) == 1
 
 
