@@ -24,6 +24,7 @@ import ast
 import functools
 import html
 import itertools
+import re
 import shlex
 import sys
 import time
@@ -56,12 +57,37 @@ class _HelpShown(Exception):
     """``-h`` was given: argparse printed the help; nothing else to do."""
 
 
+_NEGATIVE_VALUE = re.compile(r"^-\.?[0-9]")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse whose errors are IPython ``UsageError``\\ s instead of ``sys.exit``."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, family: set[str] | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("allow_abbrev", False)  # --shard-size must not mean --shard-sizes
+        #: every option string of this parser and its sub-commands (shared with them)
+        self.family: set[str] = set() if family is None else family
         super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        self.family.update(a for a in args if isinstance(a, str) and a.startswith("-"))
+        return super().add_argument(*args, **kwargs)
+
+    def add_argument_group(self, *args: Any, **kwargs: Any) -> Any:
+        group = super().add_argument_group(*args, **kwargs)
+        add = group.add_argument
+
+        def add_and_note(*names: Any, **kw: Any) -> argparse.Action:
+            self.family.update(a for a in names if isinstance(a, str) and a.startswith("-"))
+            return add(*names, **kw)
+
+        setattr(group, "add_argument", add_and_note)  # noqa: B010 (an instance's method)
+        return group
+
+    def add_subparsers(self, **kwargs: Any) -> Any:
+        if kwargs.get("parser_class", _Parser) is _Parser:  # sub-commands share the family
+            kwargs["parser_class"] = functools.partial(_Parser, family=self.family)
+        return super().add_subparsers(**kwargs)
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{self.prog}: {message}{self._did_you_mean(message)}\n"
@@ -75,18 +101,20 @@ class _Parser(argparse.ArgumentParser):
 
         if "unrecognized arguments" not in message:
             return ""
-        known = set(self._option_string_actions)
-        for action in self._actions:  # the commands' options too (%bigviz sweep …)
-            if isinstance(action, argparse._SubParsersAction):
-                for sub in action.choices.values():
-                    known.update(sub._option_string_actions)
         hints = []
         for word in re.findall(r"(?<!\S)(--?[\w-]+)", message.split(":", 1)[-1]):
-            close = difflib.get_close_matches(word.split("=")[0], sorted(known), n=1,
+            close = difflib.get_close_matches(word.split("=")[0], sorted(self.family), n=1,
                                               cutoff=0.75)
             if close:
                 hints.append(f"{word} → did you mean {close[0]}?")
         return "; " + "; ".join(hints) if hints else ""
+
+    def _parse_optional(self, arg_string: str) -> Any:
+        # "-5MB", "-1GB", "-5%" are values (refused as "must be positive" by the option's
+        # own check), not options: argparse alone would answer "expected one argument"
+        if _NEGATIVE_VALUE.match(arg_string):
+            return None
+        return super()._parse_optional(arg_string)  # type: ignore[misc]
 
     def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
         if message:

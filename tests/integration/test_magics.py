@@ -491,6 +491,18 @@ def test_a_mistyped_option_suggests_the_real_one(shell: Any) -> None:
     assert "did you mean --last?" in str(result.error_in_exec)
 
 
+def test_negative_sizes_in_a_magic_say_must_be_positive(shell: Any) -> None:
+    # as the CLI does (issue 14 item 12): a value, refused for its sign, not argparse's
+    # "expected one argument"
+    for flag, value in (("--shard-sizes", "-5MB"), ("--ram-budget", "-1GB")):
+        result, _cap = run(shell, f"%bigviz sweep --model gpt:20MB {flag} {value}")
+        assert isinstance(result.error_in_exec, UsageError)
+        message = str(result.error_in_exec)
+        assert f"{flag} '{value}' must be positive" in message
+        assert "expected one argument" not in message
+    assert shell.magics_manager.registry["BigvizMagics"].sweeps == []
+
+
 # -- exports: one base name, links that open in JupyterLab, bundled PNGs ----------------
 
 def test_export_base_name_writes_one_set_with_relative_links_and_bundled_pngs(
