@@ -37,6 +37,8 @@ from bigviz.units import parse_max_memory, parse_size
 
 __all__ = [
     "AS_SAVED",
+    "BACKENDS",
+    "CACHES",
     "DEFAULT_REPORT",
     "DEVICE_MAPS",
     "DTYPES",
@@ -44,6 +46,7 @@ __all__ = [
     "FRONT_END_DEFAULTS",
     "MODEL_DEPENDENT",
     "NOTEBOOK_DEFAULTS",
+    "PER_RANK",
     "RANKS_PER_CORE",
     "RANK_STRATEGIES",
     "REQUIRED",
@@ -69,6 +72,8 @@ REQUIRED: Final[Any] = inspect.Parameter.empty
 
 #: Checkpoint formats a sweep can save and load.
 FORMATS: Final[tuple[str, ...]] = ("safetensors", "bin")
+#: The page-cache states a run can start from (``--cache``; bigviz.runner.pagecache).
+CACHES: Final[tuple[str, ...]] = ("as-is", "cold", "warm")
 #: Parameter dtypes a model can be built in.
 DTYPES: Final[tuple[str, ...]] = ("float32", "bfloat16", "float16")
 #: Named device maps the front ends offer (``cuda:N`` and, in Python, dicts work too).
@@ -79,6 +84,10 @@ DEVICE_MAPS: Final[tuple[str, ...]] = (
 STRATEGIES: Final[tuple[str, ...]] = ("naive", "sharded", "meta", "mmap")
 #: ... and with ``--nproc`` (distributed strategies).
 RANK_STRATEGIES: Final[tuple[str, ...]] = ("every-rank-loads", "rank0-broadcast", "shared-mmap")
+#: What each rank of ``every-rank-loads`` may run (``--per-rank``; bigviz.strategies.ranks).
+PER_RANK: Final[tuple[str, ...]] = ("naive", "sharded", "meta")
+#: ``torch.distributed`` backends the ranks may use (``--backend``).
+BACKENDS: Final[tuple[str, ...]] = ("gloo", "nccl")
 #: The report ``bigviz sweep`` writes when ``--out`` is not given.
 DEFAULT_REPORT: Final = "bigviz-sweep.html"
 #: The shard size of a checkpoint folder's files as they are (``--shard-sizes as-saved``).
@@ -189,6 +198,15 @@ def nproc_note(nproc: int | None) -> str | None:
             "turns, so times stretch; each rank's memory is still measured as it is")
 
 
+def _cache_list(text: str, flag: str) -> list[str]:
+    items = [x.lower() for x in parse_list(text, flag)]
+    for c in items:
+        if c not in CACHES:
+            raise ConfigError(f"{flag} {c!r} is not a page-cache state; use cold, warm or "
+                              f"as-is, e.g. {flag} cold,warm")
+    return items
+
+
 def _max_memory(text: str, flag: str) -> dict[int | str, str] | None:
     del flag
     return parse_max_memory(text)
@@ -198,6 +216,20 @@ def _positive_ranks(nproc: int, flag: str) -> int:
     if nproc < 1:
         raise ConfigError(f"{flag} {nproc} must be a number of ranks >= 1, e.g. {flag} 2")
     return check_nproc(nproc, flag)
+
+
+def _per_rank(name: str, flag: str) -> str:
+    if name not in PER_RANK:
+        raise ConfigError(f"{flag} {name!r} is not a per-rank strategy; use one of "
+                          f"{', '.join(PER_RANK)}, e.g. {flag} sharded")
+    return name
+
+
+def _backend(name: str, flag: str) -> str:
+    if name not in BACKENDS:
+        raise ConfigError(f"{flag} {name!r} is not a supported backend; use one of "
+                          f"{', '.join(BACKENDS)}, e.g. {flag} gloo")
+    return name
 
 
 def _positive_seconds(seconds: float, flag: str) -> float:
@@ -293,6 +325,12 @@ SWEEP_OPTIONS: Final[tuple[Option, ...]] = (
            choices=DTYPES,
            help="parameter dtype of the model: float32, bfloat16, float16 (default: float32; "
            "a checkpoint folder loads in its own dtype)"),
+    Option("cache", "--cache", metavar="LIST", default=("as-is",), text="as-is",
+           parse=_cache_list, choices=CACHES,
+           help="page cache of the checkpoint's files when each load starts: cold (dropped "
+           "first), warm (read in first), as-is (as earlier runs left it; the default); "
+           "a list runs each strategy once per state, e.g. cold,warm. Every run reports "
+           "the state it got and the GB/s it read from storage"),
     Option("ram_budget", "--ram-budget", metavar="SIZE", parse=_size_text,
            help="kill a run whose RSS exceeds this (e.g. 8GB): the worker's whole RSS, "
            "its baseline included, checked at every sample; it is reported as "
@@ -302,6 +340,12 @@ SWEEP_OPTIONS: Final[tuple[Option, ...]] = (
     Option("nproc", "--nproc", metavar="N", type=int, parse=_positive_ranks,
            help="run distributed strategies (every-rank-loads, rank0-broadcast, shared-mmap) "
            "on N torch.distributed ranks"),
+    Option("per_rank", "--per-rank", metavar="NAME", parse=_per_rank, choices=PER_RANK,
+           help="what each rank of every-rank-loads runs: naive (2 x M, the textbook "
+           "problem), sharded or meta (with --nproc; default: naive)"),
+    Option("backend", "--backend", metavar="NAME", parse=_backend, choices=BACKENDS,
+           help="torch.distributed backend of the ranks: gloo or nccl (with --nproc; "
+           "default: nccl when every rank has a GPU, else gloo)"),
     Option("timeout", "--timeout", metavar="SECONDS", type=float, parse=_positive_seconds,
            help="stop a run (or a distributed job) that takes longer than this; outcome error"),
     Option("work_dir", "--work-dir", metavar="DIR",

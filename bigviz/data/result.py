@@ -155,6 +155,7 @@ class RankFigures:
     phase_reached: str | None = None
     predicted: int | None = None
     formula: str = ""
+    node: int | None = None
 
 
 @dataclass
@@ -163,6 +164,10 @@ class NodeFigures:
 
     ``ram_peak`` is the larger of ``pss_peak`` and ``anon_peak``; ``rss_loaded_sum`` is
     what adding the ranks' RSS would claim (shared pages counted once per rank).
+
+    A multi-node run has one of these per node in ``Checks.nodes`` (``node``, ``host``
+    and the global ``ranks`` set; ``sampled`` says where its PSS peak came from) and
+    the cluster total in ``Checks.node``.
 
     Example:
         >>> NodeFigures(ram_peak=5).pss_peak is None
@@ -177,6 +182,10 @@ class NodeFigures:
     rss_loaded_sum: int | None = None
     anon_peak: int | None = None
     rss_peak_sum: int | None = None
+    node: int | None = None
+    host: str | None = None
+    ranks: list[int] = field(default_factory=list)
+    sampled: str | None = None
 
 
 @dataclass
@@ -184,7 +193,8 @@ class Checks:
     """What the runner checked and measured beside the peaks of a :class:`RunResult`.
 
     Single-process runs fill the first block; distributed runs add ``ranks``, ``node``
-    and, when they failed, ``failed_rank``, ``rank_phases``, ``exit_codes``, ``log_tail``.
+    (the cluster total on several nodes, with each node's in ``nodes``) and, when they
+    failed, ``failed_rank``, ``rank_phases``, ``exit_codes``, ``log_tail``.
 
     Example:
         >>> Checks(weights="ok").prediction is None
@@ -203,6 +213,7 @@ class Checks:
     traceback: str | None = None
     ranks: list[RankFigures] = field(default_factory=list)
     node: NodeFigures | None = None
+    nodes: list[NodeFigures] = field(default_factory=list)
     clock_alignment: str | None = None
     backend: str | None = None
     failed_rank: int | None = None
@@ -332,6 +343,9 @@ class RunResult(Document):
             parts.append(self.format)
         if self.device_map and self.device_map != "cpu":
             parts.append(self.device_map)
+        cache = self.params.get("cache")  # a page-cache state asked for (issue 17)
+        if isinstance(cache, dict) and cache.get("asked") in ("cold", "warm"):
+            parts.append(str(cache["asked"]))
         nproc = self.params.get("nproc")
         if isinstance(nproc, int) and not isinstance(nproc, bool):
             parts.append(f"{nproc} rank{'s' if nproc != 1 else ''}")

@@ -39,14 +39,16 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from bigviz._errors import RunError
+from bigviz._errors import ConfigError, RunError
 from bigviz.data.result import TOLERANCE, RunResult, Sweep
 from bigviz.models import ModelLike
 from bigviz.runner import forkserver
 from bigviz.runner.checkpoints import prepare_checkpoint, prepare_folder
+from bigviz.runner.launcher import rank_settings
 from bigviz.runner.plan import (
     PlannedRun,
     Settings,
+    check_caches,
     parse_shard,
     plan_runs,
     prepare_for,
@@ -138,6 +140,9 @@ def run(
     seed: int = 0,
     nproc: int | None = None,
     factory: str | None = None,
+    cache: str = "as-is",
+    per_rank: str | None = None,
+    backend: str | None = None,
 ) -> RunResult:
     """Run one strategy in a fresh worker process and measure it.
 
@@ -174,6 +179,16 @@ def run(
         factory: for a checkpoint folder without ``config.json``:
             ``"package.module:function"`` returning the ``nn.Module`` (it is imported and
             called, in this process on the meta device and in each worker: user code runs).
+        cache: the page cache of the checkpoint's files when the load starts: ``"cold"``
+            drops their pages first (``posix_fadvise(DONTNEED)``, no root needed),
+            ``"warm"`` reads them in first, ``"as-is"`` (the default) leaves them as
+            earlier runs left them. Every run measures the state it got
+            (``params["cache"]``: ``"cold (0% cached)"``) and the bytes each top-level
+            phase read from storage (``phase.detail["read_bytes"]``, ``"read_gbps"``).
+        per_rank: with ``nproc``: what each rank of ``every-rank-loads`` runs,
+            ``"naive"`` (the default), ``"sharded"`` or ``"meta"``.
+        backend: with ``nproc``: ``"gloo"`` or ``"nccl"`` (default: NCCL when every
+            rank has a GPU, else gloo).
 
     Returns:
         A :class:`RunResult`; its ``outcome`` says how the run ended.
@@ -193,11 +208,12 @@ def run(
     """
     settings = Settings(model, dtype=dtype, budget=parse_budget(ram_budget), work_dir=work_dir,
                         interval_ms=interval_ms, timeout=timeout, seed=seed, nproc=nproc,
-                        factory=factory).resolved()
+                        factory=factory,
+                        **rank_settings(nproc, per_rank, backend)).resolved()
     guard = _Guard(cancel)
     result = _run(strategy, settings, guard, max_shard_size=max_shard_size, format=format,
                   device_map=device_map, max_memory=max_memory, ram_budget=ram_budget,
-                  on_event=guard.wrap(on_event, "on_event"))
+                  on_event=guard.wrap(on_event, "on_event"), cache=cache)
     guard.check("run")
     return result
 
@@ -205,9 +221,16 @@ def run(
 def _run(strategy: str | Strategy, settings: Settings, guard: _Guard, *,
          max_shard_size: int | str | None, format: str, device_map: Any,
          max_memory: Mapping[Any, Any] | None, ram_budget: int | str | None,
-         on_event: EventCallback | None) -> RunResult:
+         on_event: EventCallback | None, cache: str = "as-is") -> RunResult:
     model, nproc, work_dir, cancel = settings.model, settings.nproc, settings.work_dir, guard.stop
     interval_ms, timeout, seed = settings.interval_ms, settings.timeout, settings.seed
+    caches = check_caches(cache)
+    if len(caches) != 1:
+        raise ConfigError(f"run(cache={cache!r}) takes one state: cold, warm or as-is "
+                          "(sweep(cache=[...]) runs several)")
+    if nproc is not None and caches != ["as-is"]:
+        raise ConfigError(f"cache {cache!r} applies to single-process runs; leave it out "
+                          "with nproc")
     if nproc is not None:
         from bigviz.runner.launcher import run_distributed
 
@@ -218,7 +241,7 @@ def _run(strategy: str | Strategy, settings: Settings, guard: _Guard, *,
             format=format, dtype=settings.dtype or "float32", work_dir=work_dir,
             ram_budget=ram_budget,
             interval_ms=interval_ms, on_event=on_event, timeout=timeout, cancel=cancel,
-            seed=seed)
+            seed=seed, per_rank=settings.per_rank, backend=settings.backend)
     shard = parse_shard(max_shard_size if max_shard_size is not None or settings.folder
                         else "500MB", settings)
     if shard is None:  # the files as saved, in their own format
@@ -228,7 +251,7 @@ def _run(strategy: str | Strategy, settings: Settings, guard: _Guard, *,
                                       device_map=device_map, max_memory=max_memory)
     folder = prepare_for(settings, shard, format, cancel=cancel)
     item = PlannedRun(strat, shard, format, dmap, mm,
-                      as_saved=settings.as_saved if shard is None else None)
+                      as_saved=settings.as_saved if shard is None else None, cache=caches[0])
     return run_planned(item, folder, settings, on_event=on_event, cancel=cancel)
 
 
@@ -251,6 +274,9 @@ def sweep(
     seed: int = 0,
     nproc: int | None = None,
     factory: str | None = None,
+    cache: str | Sequence[str] = ("as-is",),
+    per_rank: str | None = None,
+    backend: str | None = None,
 ) -> Sweep:
     """Run every (shard size, format, strategy, device map) combination, each in a fresh
     worker, saving each checkpoint once.
@@ -275,6 +301,9 @@ def sweep(
             ``"cancelled"``) and no further runs start.
         nproc: run distributed strategies on this many ranks (``device_maps`` must then
             be ``["cpu"]``); see :func:`run`.
+        cache: a page-cache state or a list of them (``["cold", "warm"]``): each
+            combination runs once per state; see :func:`run`.
+        per_rank, backend: with ``nproc``, as for :func:`run`.
         Other arguments: as for :func:`run`.
 
     Returns:
@@ -290,10 +319,11 @@ def sweep(
     """
     settings = Settings(model, dtype=dtype, budget=parse_budget(ram_budget), work_dir=work_dir,
                         interval_ms=interval_ms, timeout=timeout, seed=seed, nproc=nproc,
-                        factory=factory).resolved()
+                        factory=factory,
+                        **rank_settings(nproc, per_rank, backend)).resolved()
     plan = plan_runs(settings, strategies=strategies, shard_sizes=shard_sizes,
                      device_maps=device_maps, formats=formats, max_memory=max_memory,
-                     ram_budget=ram_budget)
+                     ram_budget=ram_budget, caches=check_caches(cache))
     guard = _Guard(cancel)
     result = sweep_plan(plan, settings, on_progress=guard.wrap(on_progress, "on_progress"),
                         on_event=guard.wrap(on_event, "on_event"), cancel=guard.stop)

@@ -8,6 +8,9 @@ rank (:mod:`bigviz.runner.rank`), so multi-node jobs need nothing extra::
 
 Without those variables it launches the ranks itself (:mod:`bigviz.runner.launcher`):
 ``python -m bigviz.runner.distributed shared-mmap --nproc 2 --model gpt:100MB``.
+With ``--nnodes N --node-rank K --master-addr HOST --master-port PORT --node-dir DIR`` it
+launches node K's ranks of an N-node job (one such launch per node, like torchrun's own
+flags); node 0's result holds every node's totals (``checks.nodes``) and the cluster's.
 
 Clocks: on one host every rank's ``t0_monotonic`` is read from the same monotonic clock,
 so lanes are aligned exactly; across hosts each rank's time is taken relative to the exit
@@ -23,7 +26,7 @@ from pathlib import Path
 
 import bigviz.strategies as strategies
 from bigviz.data.result import RunResult
-from bigviz.runner.launcher import run_distributed
+from bigviz.runner.launcher import Cluster, run_distributed
 from bigviz.runner.rank import rank_env, rank_main
 from bigviz.units import format_size, parse_size
 
@@ -59,6 +62,20 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backend", default=None, choices=("gloo", "nccl"))
     p.add_argument("--out", default=None, help="write the RunResult JSON here")
+    p.add_argument("--nnodes", type=int, default=1,
+                   help="nodes of the job, one launch per node (not under torchrun)")
+    p.add_argument("--node-rank", type=int, default=0, help="this node's index, 0..nnodes-1")
+    p.add_argument("--master-addr", default="127.0.0.1",
+                   help="host of node 0, where the ranks meet (default: 127.0.0.1)")
+    p.add_argument("--master-port", type=int, default=None,
+                   help="rendezvous port, the same on every node (default: a free one, "
+                        "single node only)")
+    p.add_argument("--node-dir", default=None,
+                   help="folder every node's launcher reads and writes (shared file system "
+                        "across hosts): the job's result and each node's totals")
+    p.add_argument("--rendezvous-timeout", type=float, default=300.0,
+                   help="stop the job when the other nodes have not joined after this many "
+                        "seconds (default: 300)")
     # set by the launcher for its ranks
     p.add_argument("--checkpoint-root", default=None, help=argparse.SUPPRESS)
     p.add_argument("--scratch", default=None, help=argparse.SUPPRESS)
@@ -72,12 +89,18 @@ def _summary(r: RunResult) -> str:
     lines = [f"{r.strategy} · {r.model} · {r.params.get('nproc')} ranks: {r.outcome}"
              + (f" — {r.error}" if r.error else "")]
     node = r.checks.node
+    for n in r.checks.nodes:
+        peak = n.ram_peak
+        lines.append(f"  node {n.node} ({n.host}, ranks {n.ranks}): RAM peak "
+                     f"{'?' if peak is None else f'{peak / m:.2f}'} × model ({n.sampled})")
+    where = f"cluster ({len(r.checks.nodes)} nodes)" if r.checks.nodes else "node"
     if r.ram_peak is not None:
-        lines.append(f"  node RAM peak {format_size(r.ram_peak)} ({r.ram_peak / m:.2f} × model)"
+        lines.append(f"  {where} RAM peak {format_size(r.ram_peak)} "
+                     f"({r.ram_peak / m:.2f} × model)"
                      + (f", predicted {r.predicted.ram_peak / m:.2f} × ({r.predicted.formula})"
                         if r.predicted else ""))
     if node is not None and node.pss_loaded is not None:
-        lines.append(f"  node PSS with weights loaded {node.pss_loaded / m:.2f} × model; "
+        lines.append(f"  {where} PSS with weights loaded {node.pss_loaded / m:.2f} × model; "
                      f"Σ RSS would say {(node.rss_loaded_sum or 0) / m:.2f} ×")
     for f in r.checks.ranks:
         peak = f.ram_peak
@@ -108,6 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format=ns.format, dtype=ns.dtype, per_rank=ns.per_rank, work_dir=ns.work_dir,
         ram_budget=ns.ram_budget, interval_ms=ns.interval_ms, timeout=ns.timeout,
         seed=ns.seed, backend=ns.backend,
+        cluster=Cluster(ns.nnodes, ns.node_rank, ns.master_addr, ns.master_port,
+                        None if ns.node_dir is None else Path(ns.node_dir),
+                        ns.rendezvous_timeout),
     )
     if ns.out:
         Path(ns.out).write_text(result.to_json(), encoding="utf-8")

@@ -31,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -40,6 +41,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +67,8 @@ from bigviz.strategies import Strategy
 from bigviz.strategies.ranks import EveryRankLoads
 from bigviz.units import parse_size
 
-__all__ = ["NodeSampler", "RankChild", "check_rank_options", "launch", "run_distributed"]
+__all__ = ["GATHER_S", "Cluster", "NodeSampler", "RankChild", "check_rank_options", "launch",
+           "rank_settings", "run_distributed"]
 
 #: how long a killed rank may take to exit before the launcher stops waiting
 _REAP_S = 10.0
@@ -156,6 +159,111 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: how long node 0's launcher waits, after its ranks are done, for the other nodes'
+#: sampled totals to appear in the shared folder
+GATHER_S = 30.0
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Where this launcher's ranks sit in a job of ``nnodes`` nodes (one launcher per
+    node, like ``torchrun --nnodes``).
+
+    Rank ``r`` of node ``node_rank`` is global rank ``node_rank * nproc + r``; every
+    node's ranks meet at ``master_addr:master_port`` (node 0 hosts the rendezvous).
+    ``node_dir`` is a folder every node's launcher can read and write (on one machine:
+    any folder; on a cluster: a shared file system): global rank 0 writes the job's
+    RunResult there, and each launcher writes its node's sampled PSS (``node<K>.json``),
+    which node 0's launcher adds to the result. ``rendezvous_timeout``: seconds the
+    ranks may wait for the other nodes before the job is stopped.
+
+    Example:
+        >>> Cluster(2, 1, master_port=29500, node_dir=Path("/tmp/job")).world(4)
+        8
+    """
+
+    nnodes: int = 1
+    node_rank: int = 0
+    master_addr: str = "127.0.0.1"
+    master_port: int | None = None
+    node_dir: Path | None = None
+    rendezvous_timeout: float = 300.0
+
+    @property
+    def multi(self) -> bool:
+        """Whether the job spans more than one node."""
+        return self.nnodes > 1
+
+    def world(self, nproc: int) -> int:
+        """The job's world size with ``nproc`` ranks on every node."""
+        return self.nnodes * nproc
+
+    def check(self) -> Cluster:
+        """These settings, checked.
+
+        Raises:
+            ConfigError: naming the value and the fix.
+        """
+        if self.nnodes < 1:
+            raise ConfigError(f"nnodes {self.nnodes} must be >= 1 (--nnodes 2)")
+        if not 0 <= self.node_rank < self.nnodes:
+            raise ConfigError(f"node_rank {self.node_rank} must be in 0..{self.nnodes - 1} "
+                              f"for nnodes {self.nnodes} (--node-rank)")
+        if self.master_port is not None and not 0 < self.master_port < 65536:
+            raise ConfigError(f"master_port {self.master_port} is not a TCP port; use "
+                              "e.g. --master-port 29500")
+        if not self.rendezvous_timeout > 0:
+            raise ConfigError(f"rendezvous_timeout {self.rendezvous_timeout} must be a "
+                              "positive number of seconds")
+        if self.multi and (self.master_port is None or self.node_dir is None):
+            raise ConfigError(
+                f"nnodes {self.nnodes} needs the same master_port and node_dir on every "
+                "node, e.g. --master-port 29500 --node-dir /shared/bigviz-job")
+        if not self.multi and self.node_rank:
+            raise ConfigError(f"node_rank {self.node_rank} needs nnodes > 1 (--nnodes)")
+        return self
+
+
+class _Either(threading.Event):
+    """Set when this launcher stops the job itself, or when the caller's ``cancel`` is."""
+
+    def __init__(self, user: threading.Event | None) -> None:
+        super().__init__()
+        self._user = user
+
+    def is_set(self) -> bool:
+        return super().is_set() or (self._user is not None and self._user.is_set())
+
+
+def rank_settings(nproc: int | None, per_rank: str | None,
+                  backend: str | None) -> dict[str, Any]:
+    """``per_rank`` and ``backend`` of :func:`bigviz.run` / :func:`bigviz.sweep`, checked:
+    the keywords of :class:`~bigviz.runner.plan.Settings` (``per_rank`` ``None``: naive).
+
+    Raises:
+        ConfigError: an unknown value (the choices named), or either one without ``nproc``.
+
+    Example:
+        >>> rank_settings(2, "sharded", None)
+        {'per_rank': 'sharded', 'backend': None}
+    """
+    from bigviz.options import BACKENDS, PER_RANK
+
+    if per_rank is not None and per_rank not in PER_RANK:
+        raise ConfigError(f"per_rank {per_rank!r} is not a per-rank strategy; use one of "
+                          f"{', '.join(PER_RANK)} (--per-rank)")
+    if backend is not None and backend not in BACKENDS:
+        raise ConfigError(f"backend {backend!r} is not supported; use one of "
+                          f"{', '.join(BACKENDS)} (--backend), or leave it out")
+    given = [f"{k}={v!r}" for k, v in (("per_rank", per_rank), ("backend", backend))
+             if v is not None]
+    if nproc is None and given:
+        raise ConfigError(f"{' and '.join(given)}: only distributed runs take "
+                          f"{'these' if len(given) > 1 else 'this'}; add nproc (--nproc 2) "
+                          "or leave it out")
+    return {"per_rank": per_rank or "naive", "backend": backend}
+
+
 def check_rank_options(
     strategy: str, *, nproc: int, model: Any, format: str, dtype: str, per_rank: str,
     backend: str | None, interval_ms: float,
@@ -171,8 +279,14 @@ def check_rank_options(
         )
     if isinstance(strat, EveryRankLoads):
         strat.check_options(per_rank)
-    if backend not in (None, "gloo", "nccl"):
-        raise ConfigError(f"backend {backend!r} is not supported; use 'gloo', 'nccl' or None")
+    rank_settings(nproc, per_rank, backend)
+    if backend == "nccl":
+        import torch
+
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if gpus < nproc:
+            raise ConfigError(f"backend 'nccl' needs a GPU per rank: nproc {nproc}, "
+                              f"{gpus} GPU(s) here; use backend 'gloo' (--backend gloo)")
     parse_spec(model, dtype)
     check_interval(interval_ms)
     return strat
@@ -195,6 +309,7 @@ def run_distributed(
     cancel: threading.Event | None = None,
     seed: int = 0,
     backend: str | None = None,
+    cluster: Cluster | None = None,
 ) -> RunResult:
     """Launch ``nproc`` ranks on this machine, each loading with ``strategy``, and measure.
 
@@ -228,6 +343,11 @@ def run_distributed(
         cancel: set it to stop every rank (outcome ``"cancelled"``).
         seed: seed of the synthetic weights.
         backend: ``"gloo"`` or ``"nccl"``; default NCCL when each rank has a GPU.
+        cluster: this node's place in a multi-node job (:class:`Cluster`): run the same
+            call on every node with its own ``node_rank``. Node 0's result has each
+            node's totals in ``checks.nodes`` and the cluster's in ``checks.node``; a
+            node that never joins stops the job after ``cluster.rendezvous_timeout``
+            (outcome ``"error"``, the partial timelines kept).
 
     Returns:
         A :class:`RunResult`: node figures (``ram_peak`` = node PSS above the ranks'
@@ -246,20 +366,22 @@ def run_distributed(
     """
     strat = check_rank_options(strategy, nproc=nproc, model=model, format=format, dtype=dtype,
                         per_rank=per_rank, backend=backend, interval_ms=interval_ms)
+    cluster = (cluster or Cluster()).check()
     shard = parse_size(max_shard_size)
     budget = parse_budget(ram_budget)
     folder = prepare_checkpoint(model, max_shard_size=shard, format=format, dtype=dtype,
                                 work_dir=work_dir, seed=seed)
     return launch(strat, folder, nproc=nproc, model=model, shard=shard, format=format,
                   dtype=dtype, per_rank=per_rank, budget=budget, interval_ms=float(interval_ms),
-                  on_event=on_event, timeout=timeout, cancel=cancel, seed=seed, backend=backend)
+                  on_event=on_event, timeout=timeout, cancel=cancel, seed=seed, backend=backend,
+                  cluster=cluster)
 
 
 def launch(
     strat: Strategy, folder: Path, *, nproc: int, model: str, shard: int, format: str,
     dtype: str, per_rank: str, budget: int | None, interval_ms: float,
     on_event: EventCallback | None, timeout: float | None, cancel: threading.Event | None,
-    seed: int, backend: str | None,
+    seed: int, backend: str | None, cluster: Cluster | None = None,
 ) -> RunResult:
     """Launch the ranks on a prepared checkpoint ``folder`` (options already checked, as
     :func:`run_distributed` does) and follow them to the end.
@@ -273,7 +395,8 @@ def launch(
         return _launch(strat.name, nproc=nproc, model=model, shard=shard, format=format,
                        dtype=dtype, per_rank=per_rank, folder=folder, scratch=scratch,
                        budget=budget, interval_ms=interval_ms, on_event=on_event,
-                       timeout=timeout, cancel=cancel, seed=seed, backend=backend)
+                       timeout=timeout, cancel=cancel, seed=seed, backend=backend,
+                       cluster=cluster or Cluster())
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -282,23 +405,42 @@ def _launch(
     strategy: str, *, nproc: int, model: str, shard: int, format: str, dtype: str,
     per_rank: str, folder: Path, scratch: Path, budget: int | None, interval_ms: float,
     on_event: EventCallback | None, timeout: float | None, cancel: threading.Event | None,
-    seed: int, backend: str | None,
+    seed: int, backend: str | None, cluster: Cluster,
 ) -> RunResult:
     out = scratch / "result.json"
+    if cluster.multi:
+        assert cluster.node_dir is not None  # Cluster.check
+        cluster.node_dir.mkdir(parents=True, exist_ok=True)
+        out = cluster.node_dir / "result.json"
+        if cluster.node_rank == 0:  # files of an earlier job in the same folder
+            for old in (out, *cluster.node_dir.glob("node*.json")):
+                old.unlink(missing_ok=True)
     env_base = child_env()  # the working directory is searched last, never first
     env_base.setdefault("OMP_NUM_THREADS", "1")  # N ranks share the cores
-    env_base.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()),
-                    WORLD_SIZE=str(nproc), LOCAL_WORLD_SIZE=str(nproc), GROUP_RANK="0",
-                    BIGVIZ_LAUNCHER_PID=str(os.getpid()))
+    env_base.update(MASTER_ADDR=cluster.master_addr,
+                    MASTER_PORT=str(cluster.master_port or _free_port()),
+                    WORLD_SIZE=str(cluster.world(nproc)), LOCAL_WORLD_SIZE=str(nproc),
+                    GROUP_RANK=str(cluster.node_rank), BIGVIZ_LAUNCHER_PID=str(os.getpid()))
     pg_timeout = max(60.0, float(timeout)) if timeout else 1800.0
     ranks: list[RankChild] = []
     sampler = NodeSampler()
     t_start = time.monotonic()
     oom_before = oom_kill_count()
+    stop = _Either(cancel)
+    waited: list[float] = []  # set when the rendezvous did not complete in time
+
+    def tick(ws: Sequence[Watched], now: float) -> None:
+        if (cluster.multi and not waited and now - t_start > cluster.rendezvous_timeout
+                and not all("hello" in w.kept for w in ws)):
+            waited.append(now - t_start)
+            stop.set()
+        sampler.maybe_sample(ws, now)
+
     try:
         for r in range(nproc):
             rfd, wfd = os.pipe()
-            env = {**env_base, "RANK": str(r), "LOCAL_RANK": str(r)}
+            rank = cluster.node_rank * nproc + r
+            env = {**env_base, "RANK": str(rank), "LOCAL_RANK": str(r)}
             args = [*child_argv(_RANK_MAIN), strategy,
                     "--model", model, "--max-shard-size", str(shard), "--format", format,
                     "--dtype", dtype, "--per-rank", per_rank, "--interval-ms",
@@ -321,8 +463,8 @@ def _launch(
                 os.close(wfd)
             ranks.append(RankChild(proc, rfd, log))
         seen = supervise(ranks, on_event=on_event, ram_budget=budget, timeout=timeout,
-                         cancel=cancel, group=True, t_start=t_start, oom_before=oom_before,
-                         on_tick=sampler.maybe_sample)
+                         cancel=stop, group=True, t_start=t_start, oom_before=oom_before,
+                         on_tick=tick)
     finally:
         for rc in ranks:
             rc.kill()
@@ -337,14 +479,94 @@ def _launch(
         res = RunResult.from_json(out.read_text(encoding="utf-8"))
         res.seconds = round(seen.seconds, 6)
         res.checks.exit_codes = codes
-        sampler.apply(res)
+        if cluster.multi:
+            _gather_nodes(res, sampler, seen.watched, cluster)
+        else:
+            sampler.apply(res)
         if budget is not None:
             res.params["ram_budget"] = budget
         return res
-    return failed_ranks_result(
+    failed = failed_ranks_result(
         strategy, seen, pids=[rc.pid for rc in ranks], logs=[rc.log_tail() for rc in ranks],
         interval_ms=interval_ms, model=model, shard=shard, format=format, nproc=nproc,
         per_rank=per_rank, folder=folder, budget=budget, backend=backend)
+    if cluster.multi:
+        failed.params.update(nnodes=cluster.nnodes, node_rank=cluster.node_rank)
+        missing = [w.rank for w in seen.watched if "hello" not in w.kept]
+        if waited or (missing and seen.stop is not None and seen.stop.outcome == "error"
+                      and (cancel is None or not cancel.is_set())):
+            failed.outcome = "error"
+            failed.error = (
+                f"rendezvous at {cluster.master_addr}:{env_base['MASTER_PORT']} incomplete "
+                f"after {(waited or [seen.seconds])[0]:.0f} s: node {cluster.node_rank}'s "
+                f"{nproc} rank(s) waited for a world of {cluster.world(nproc)} on "
+                f"{cluster.nnodes} nodes, and the other node(s) never joined; start every "
+                "node with the same --nnodes, --master-addr, --master-port and its own "
+                "--node-rank (all ranks here were stopped)")
+    return failed
+
+
+def _gather_nodes(res: RunResult, sampler: NodeSampler, watched: Sequence[Watched],
+                  cluster: Cluster) -> None:
+    """Multi-node: publish this node's sampled PSS in ``cluster.node_dir`` and put it in
+    ``res``; node 0 also waits (up to :data:`GATHER_S`) for the other nodes' files."""
+    assert cluster.node_dir is not None
+    syncs = [w.kept.get("hello", {}).get("t_sync") for w in watched]
+    t_sync = next((float(t) for t in syncs if isinstance(t, (int, float))), None)
+    mine = {"node": cluster.node_rank, "host": socket.gethostname(),
+            "ranks": [int(w.rank) + cluster.node_rank * len(watched) for w in watched],
+            "spread_ms": round(sampler.spread * 1000, 3),
+            # seconds after this node's ranks left the alignment barrier (every node's
+            # ranks leave it together), so any host's clock works
+            "t": [] if t_sync is None else [t - t_sync for t in sampler.t],
+            "v": [] if t_sync is None else list(sampler.v)}
+    path = cluster.node_dir / f"node{cluster.node_rank}.json"
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(mine), encoding="utf-8")
+    tmp.replace(path)
+    _apply_node(res, mine)
+    res.params.update(nnodes=cluster.nnodes, node_rank=cluster.node_rank)
+    if cluster.node_rank != 0:
+        res.recording.meta["node_totals"] = (
+            f"node {cluster.node_rank}'s launcher: only this node's PSS is sampled here; "
+            "node 0's result has every node's")
+        return
+    others = [k for k in range(cluster.nnodes) if k != 0]
+    deadline = time.monotonic() + GATHER_S
+    while others and time.monotonic() < deadline:
+        for k in list(others):
+            f = cluster.node_dir / f"node{k}.json"
+            with contextlib.suppress(OSError, ValueError):
+                _apply_node(res, json.loads(f.read_text(encoding="utf-8")))
+                others.remove(k)
+        if others:
+            time.sleep(0.1)
+    res.recording.meta["node_totals"] = (
+        "each node's launcher sampled its own ranks' PSS back to back; node 0 read them "
+        f"from {cluster.node_dir}"
+        + (f"; node(s) {others} did not report within {GATHER_S:g} s: their totals are "
+           "the barrier snapshots" if others else ""))
+
+
+def _apply_node(res: RunResult, data: dict[str, Any]) -> None:
+    """Put one node's sampled PSS (a ``node<K>.json``) into ``res``: the series
+    ``node<K>.pss`` and that node's peak in ``checks.nodes``."""
+    k = int(data["node"])
+    fig = next((f for f in res.checks.nodes if f.node == k), None)
+    t_sync = res.recording.meta.get("t_sync")
+    t, v = list(data.get("t") or []), [int(x) for x in data.get("v") or []]
+    if fig is None or not isinstance(t_sync, (int, float)) or not t:
+        return
+    res.recording.series[f"node{k}.pss"] = Series(
+        f"node{k}.pss", t=[float(t_sync) + x for x in t], v=v,
+        source=f"node {k}'s launcher: its ranks' smaps_rollup in one go")
+    base = int(fig.baseline.get("pss", 0))
+    sampled = above(max((b for a, b in zip(t, v, strict=True) if a >= 0), default=None), base)
+    cands = [x for x in (sampled, fig.pss_loaded) if x is not None]
+    fig.pss_peak = max(cands) if cands else None
+    fig.ram_peak = fig.pss_peak
+    fig.sampled = (f"node {k}'s launcher, its ranks within {data.get('spread_ms')} ms, "
+                   "plus the barrier snapshot")
 
 
 class NodeSampler:

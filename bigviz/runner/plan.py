@@ -43,6 +43,7 @@ from bigviz.runner.checkpoints import (
     prepare_folder,
 )
 from bigviz.runner.launcher import check_rank_options, launch
+from bigviz.runner.pagecache import CACHE_STATES
 from bigviz.runner.results import dmap_label, single_result
 from bigviz.runner.single import execute
 from bigviz.runner.supervisor import EventCallback
@@ -57,8 +58,8 @@ from bigviz.runner.validate import (
 from bigviz.strategies import Strategy, normalize_max_memory, validate_device_map
 from bigviz.units import format_size, parse_size
 
-__all__ = ["Plan", "PlannedRun", "Settings", "parse_shard", "partial_sweep", "plan_runs",
-           "run_planned", "sweep_plan", "validate_single"]
+__all__ = ["Plan", "PlannedRun", "Settings", "check_caches", "parse_shard", "partial_sweep",
+           "plan_runs", "run_planned", "sweep_plan", "validate_single"]
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 
@@ -132,13 +133,15 @@ class PlannedRun:
     device_map: Any = "cpu"
     max_memory: dict[int | str, int] | None = None
     as_saved: str | None = None  # how the files are cut ("3 × ≤ 9.8 MB"), when as saved
+    cache: str = "as-is"  # the page cache of its files at the start: cold, warm, as-is
 
     def label(self, nproc: int | None) -> str:
         """What progress displays call this run."""
         if nproc is not None:
             size = format_size(self.shard, binary=False, precision=0)
             return f"{self.strategy.name} · {size} · {self.format} × {nproc}"
-        params = {} if self.as_saved is None else {"as_saved": self.as_saved}
+        params: dict[str, Any] = {} if self.as_saved is None else {"as_saved": self.as_saved}
+        params["cache"] = {"asked": self.cache}
         return RunResult(strategy=self.strategy.name, outcome="ok", shard_size=self.shard,
                          format=self.format, device_map=dmap_label(self.device_map),
                          params=params).label
@@ -218,8 +221,10 @@ def plan_runs(
     settings: Settings, *, strategies: Sequence[str | Strategy],
     shard_sizes: Sequence[int | str] | None, device_maps: Sequence[Any], formats: Sequence[str],
     max_memory: Mapping[Any, Any] | None, ram_budget: int | str | None,
+    caches: Sequence[str] = ("as-is",),
 ) -> Plan:
-    """Every combination, checked before anything runs.
+    """Every combination, checked before anything runs; each single-process run once
+    per page-cache state in ``caches`` (``"cold"``, ``"warm"``, ``"as-is"``).
 
     Raises:
         ConfigError, StrategyError: a bad option, or no combination can run.
@@ -229,6 +234,10 @@ def plan_runs(
     if not strategies:
         raise ConfigError(f"strategies is empty; pick from {registry.names()}")
     settings = settings.resolved()
+    caches = check_caches(caches)
+    if settings.nproc is not None and caches != ["as-is"]:
+        raise ConfigError(f"cache {caches!r} applies to single-process runs; leave out "
+                          "cache (--cache) with nproc (--nproc)")
     if settings.nproc is not None:
         return _plan_ranks(settings, strategies, shard_sizes, device_maps, formats,
                            max_memory, ram_budget)
@@ -255,9 +264,10 @@ def plan_runs(
                         continue
                     strat, dmap, mm = validate_single(item, model, format=fmt, dtype=dtype,
                                                       device_map=dm, max_memory=max_memory)
-                    plan.runs.append(PlannedRun(strat, shard, fmt, dmap, mm,
-                                                as_saved=None if shard is not None
-                                                else settings.as_saved))
+                    for cache in caches:
+                        plan.runs.append(PlannedRun(strat, shard, fmt, dmap, mm,
+                                                    as_saved=None if shard is not None
+                                                    else settings.as_saved, cache=cache))
     if not plan.runs:
         raise StrategyError("no combination of this sweep can run: " + "; ".join(plan.skipped))
     plan.config = {
@@ -268,6 +278,7 @@ def plan_runs(
         "seed": settings.seed,
         "max_memory": {str(k): str(v) for k, v in dict(max_memory).items()}
         if max_memory else None,
+        "cache": list(caches),
     }
     if settings.folder is not None:
         plan.config["checkpoint"] = str(settings.folder)
@@ -279,7 +290,8 @@ def plan_runs(
             ("device_maps", list(device_maps)), ("formats", list(formats)),
             ("dtype", settings.dtype if settings.folder is None else None),
             ("factory", settings.factory),
-            ("ram_budget", ram_budget), ("max_memory", max_memory)) if v is not None
+            ("ram_budget", ram_budget), ("max_memory", max_memory),
+            ("cache", None if list(caches) == ["as-is"] else list(caches))) if v is not None
     ]
     plan.command = f"bigviz.sweep({', '.join(args)})"
     return plan
@@ -327,11 +339,15 @@ def _plan_ranks(
         "device_maps": ["cpu"], "formats": list(formats), "dtype": settings.dtype or "float32",
         "ram_budget": settings.budget, "interval_ms": settings.interval_ms,
         "seed": settings.seed, "nproc": nproc, "max_memory": None,
+        "per_rank": settings.per_rank, "backend": settings.backend,
     }
     plan.command = (f"bigviz.sweep({model_id(model)!r}, strategies={names!r}, "
                     f"shard_sizes={list(shard_sizes or ['500MB'])!r}, "
                     f"formats={list(formats)!r}, "
-                    f"nproc={nproc})")
+                    f"nproc={nproc}"
+                    + (f", per_rank={settings.per_rank!r}" if settings.per_rank != "naive"
+                       else "")
+                    + (f", backend={settings.backend!r}" if settings.backend else "") + ")")
     return plan
 
 
@@ -484,6 +500,7 @@ def _run_worker(
         "scratch": str(scratch), "label": label, "sys_path": sys.path,
         "strategy_class": _strategy_class(strat),
         "preload": list(getattr(strat, "preload", ())) + _model_modules(settings),
+        "cache": item.cache,
     }
     params: dict[str, Any] = {
         "model": model, "dtype": dtype, "max_shard_size": shard, "format": fmt,
@@ -501,9 +518,36 @@ def _run_worker(
                       timeout=settings.timeout, cancel=cancel)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    # what the worker measured of the page cache before its first phase (a worker that
+    # died before it sent its result: what was asked, unmeasured)
+    note = ((out.result or {}).get("notes") or {}).get("cache") \
+        or out.recording.meta.get("cache")
+    params["cache"] = note if isinstance(note, dict) else {
+        "asked": item.cache, "text": f"{item.cache} (not measured)"}
     return single_result(strat, out, info=info, model=model, m_bytes=int(info.total_size),
                          shard=shard, format=fmt, dmap=dmap, mm=mm, budget=settings.budget,
                          params=params)
+
+
+def check_caches(caches: str | Sequence[str]) -> list[str]:
+    """The page-cache states asked for, checked (a string is one state).
+
+    Raises:
+        ConfigError: an empty list or a state that is not cold, warm or as-is.
+
+    Example:
+        >>> check_caches("cold"), check_caches(["cold", "warm"])
+        (['cold'], ['cold', 'warm'])
+    """
+    items = [caches] if isinstance(caches, str) else list(caches)
+    if not items:
+        raise ConfigError("cache is empty; use cold, warm or as-is (e.g. cache=['cold', "
+                          "'warm'])")
+    for c in items:
+        if c not in CACHE_STATES:
+            raise ConfigError(f"cache {c!r} is not a page-cache state; use one of "
+                              f"{', '.join(CACHE_STATES)} (e.g. --cache cold,warm)")
+    return list(dict.fromkeys(items))
 
 
 def _model_modules(settings: Settings) -> list[str]:

@@ -23,18 +23,20 @@ import shutil
 import socket
 import time
 import traceback
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import bigviz.strategies as strategies
 from bigviz.data.recording import Recording
+from bigviz.data.result import NodeFigures, RunResult
 from bigviz.runner.events import Channel
 from bigviz.runner.memory import snapshot
 from bigviz.runner.results import rank_result
 from bigviz.runner.worker import warm_up_cpu
 
-__all__ = ["SMAPS_MS", "RankEnv", "rank_env", "rank_main"]
+__all__ = ["SMAPS_MS", "RankEnv", "group_by_node", "rank_env", "rank_main"]
 
 #: how often each rank's sidecar reads smaps_rollup for PSS/USS (ms)
 SMAPS_MS = 20.0
@@ -48,17 +50,64 @@ class RankEnv:
     world_size: int
     local_rank: int
     local_world_size: int
+    node: int = 0
 
 
 def rank_env() -> RankEnv | None:
-    """The rank's place from torchrun-style variables, or ``None`` outside a job."""
+    """The rank's place from torchrun-style variables, or ``None`` outside a job
+    (``node`` is torchrun's ``GROUP_RANK``, the node's index)."""
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return None
     rank = int(os.environ["RANK"])
     world = int(os.environ["WORLD_SIZE"])
     local = int(os.environ.get("LOCAL_RANK", rank))
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
-    return RankEnv(rank, world, local, local_world)
+    node = int(os.environ.get("GROUP_RANK", "0") or 0)
+    return RankEnv(rank, world, local, local_world, node)
+
+
+def group_by_node(result: RunResult, parts: Sequence[Mapping[str, Any]]) -> None:
+    """Tag every rank (and its lane) with its node and, when the ranks ran on more than
+    one node, give ``result.checks.nodes`` each node's totals from the barrier
+    snapshots all ranks took together (baseline, loaded PSS/USS, Σ RSS), gathered over
+    the process group; ``checks.node`` stays the cluster total. Each node's launcher
+    adds its sampled PSS peak (:mod:`bigviz.runner.launcher`).
+
+    Example:
+        >>> # group_by_node(rank_result(...), parts)
+    """
+    lanes = result.recording.ranks
+    nodes = sorted({int(p.get("node") or 0) for p in parts})
+    for i, part in enumerate(parts):
+        node = int(part.get("node") or 0)
+        if i < len(result.checks.ranks):
+            result.checks.ranks[i].node = node
+        if i < len(lanes) and len(nodes) > 1:
+            lanes[i].meta["node"] = node  # the plots label (and so group) lanes by node
+    if lanes and parts[0].get("t_sync") is not None and parts[0].get("t0_monotonic"):
+        # when rank 0 left the alignment barrier, on the recording's clock: each node's
+        # launcher places its own samples from there
+        result.recording.meta["t_sync"] = (float(parts[0]["t_sync"])
+                                           - float(parts[0]["t0_monotonic"]))
+    if len(nodes) < 2:
+        return
+    result.params["nnodes"] = len(nodes)
+    for k in nodes:
+        mine = [p for p in parts if int(p.get("node") or 0) == k]
+
+        def total(what: str, key: str, ps: Sequence[Mapping[str, Any]] = mine) -> int:
+            return sum(int((p.get(what) or {}).get(key, 0)) for p in ps)
+
+        loaded = total("loaded", "pss")
+        result.checks.nodes.append(NodeFigures(
+            baseline={key: total("baseline", key) for key in ("pss", "uss", "rss", "anon")},
+            pss_loaded=loaded - total("baseline", "pss") if loaded else None,
+            uss_loaded=total("loaded", "uss") - total("baseline", "uss"),
+            rss_loaded_sum=total("loaded", "rss") - total("baseline", "rss"),
+            ram_peak=loaded - total("baseline", "pss") if loaded else None,
+            node=k, host=str(mine[0].get("host")), ranks=[int(p["rank"]) for p in mine],
+            sampled="the barrier snapshot (no samples of this node's launcher here)",
+        ))
 
 
 class _Boundaries:
@@ -234,7 +283,7 @@ def _rank_body(ns: argparse.Namespace, env: RankEnv, sink: Channel) -> int:
         "rank": env.rank, "local_rank": env.local_rank, "host": socket.gethostname(),
         "pid": os.getpid(), "device": device, "t0_monotonic": t0, "t_sync": t_sync,
         "baseline": base, "loaded": loaded, "verify": verify,
-        "recording": recording.to_dict(),
+        "recording": recording.to_dict(), "node": env.node,
     }
     parts: list[Any] | None = [None] * env.world_size if env.rank == 0 else None
     dist.gather_object(part, parts, dst=0, group=ctrl)
@@ -246,6 +295,7 @@ def _rank_body(ns: argparse.Namespace, env: RankEnv, sink: Channel) -> int:
             params={"checkpoint": str(ckpt), "interval_ms": ns.interval_ms,
                     "dtype": ns.dtype, "seed": ns.seed},
         )
+        group_by_node(result, parts)
         out = Path(ns.out)
         tmp = out.with_name(out.name + f".tmp{os.getpid()}")
         tmp.write_text(result.to_json(), encoding="utf-8")

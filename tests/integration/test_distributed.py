@@ -401,3 +401,65 @@ def test_strategies_refuse_to_run_outside_a_job() -> None:
                      scratch=Path("."))
     with pytest.raises(StrategyError, match="run_distributed"):
         strategies.get("shared-mmap").run(ctx)
+
+
+# -- per_rank and backend from every front end ------------------------------------------
+
+TINY = "gpt:1MB"
+
+
+@pytest.mark.slow
+def test_per_rank_and_backend_reach_the_ranks_from_run_sweep_and_the_cli(
+    tmp_path: Path,
+) -> None:
+    from bigviz.data.result import Sweep
+
+    # GIVEN every-rank-loads on 2 ranks, its per-rank strategy chosen three ways
+    r = bigviz.run("every-rank-loads", model=TINY, max_shard_size="500KB", nproc=2,
+                   per_rank="meta", backend="gloo", work_dir=tmp_path, timeout=120)
+    s = bigviz.sweep(TINY, strategies=["every-rank-loads"], shard_sizes=["500KB"], nproc=2,
+                     per_rank="sharded", backend="gloo", work_dir=tmp_path, timeout=120)
+    out = tmp_path / "cli.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bigviz", "sweep", "--model", TINY, "--nproc", "2",
+         "--strategies", "every-rank-loads", "--shard-sizes", "500KB", "--per-rank", "naive",
+         "--backend", "gloo", "--work-dir", str(tmp_path), "--json", str(out),
+         "--out", str(tmp_path / "r.md")],
+        capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (rs,) = s.results
+    (rc,) = Sweep.from_json(out.read_text(encoding="utf-8")).results
+    # THEN each job ran what was asked, on gloo, with every rank's weights right
+    for res, per_rank in ((r, "meta"), (rs, "sharded"), (rc, "naive")):
+        assert res.ok, res.error
+        assert res.params["per_rank"] == per_rank and res.checks.backend == "gloo"
+        assert [f.verify for f in res.checks.ranks] == ["ok", "ok"]
+    # AND the ranks' predictions follow the per-rank strategy each one ran
+    assert len({res.checks.ranks[0].formula for res in (r, rs, rc)}) == 3
+    # AND the sweep records the choice so that its report says how to reproduce it
+    assert s.config["per_rank"] == "sharded" and "per_rank='sharded'" in s.command
+    assert "backend='gloo'" in s.command
+
+
+def test_bad_per_rank_or_backend_is_a_one_line_error_naming_the_choices(
+    tmp_path: Path,
+) -> None:
+    import torch
+
+    with pytest.raises(ConfigError, match=r"per_rank 'bogus' .*naive, sharded, meta"):
+        bigviz.run("shared-mmap", model=TINY, nproc=2, per_rank="bogus", work_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"backend 'mpi' .*gloo, nccl"):
+        bigviz.sweep(TINY, strategies=["shared-mmap"], nproc=2, backend="mpi",
+                     work_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"per_rank='meta'.*add nproc"):
+        bigviz.run("meta", model=TINY, per_rank="meta", work_dir=tmp_path)
+    if torch.cuda.device_count() < 2:
+        with pytest.raises(ConfigError, match="'nccl' needs a GPU per rank"):
+            bigviz.run("shared-mmap", model=TINY, nproc=2, backend="nccl", work_dir=tmp_path)
+    done = subprocess.run([sys.executable, "-m", "bigviz", "sweep", "--model", TINY,
+                           "--nproc", "2", "--per-rank", "bogus"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode != 0
+    err = done.stderr.strip().splitlines()
+    assert len(err) == 1 and "--per-rank 'bogus'" in err[0] and "naive, sharded, meta" in err[0]
+    assert not any(tmp_path.iterdir())  # nothing was saved or started

@@ -26,7 +26,8 @@ EXAMPLE_ARGV = {
     "--device-map": "cpu,disk", "--format": "bin", "--dtype": "float16",
     "--ram-budget": "1GB", "--max-memory": "cpu=1GB", "--nproc": "2", "--timeout": "30",
     "--work-dir": "w", "--out": "r.html", "--json": "r.json", "--md": "r.md",
-    "--factory": "mypkg.models:build",
+    "--factory": "mypkg.models:build", "--cache": "cold,warm",
+    "--per-rank": "sharded", "--backend": "gloo",
 }
 
 
@@ -67,7 +68,8 @@ def test_namespace_becomes_checked_sweep_keywords() -> None:
         "model": "gpt:400MB", "strategies": ["naive", "sharded", "meta", "mmap"],
         "shard_sizes": ["200MB"], "device_maps": ["cpu"], "formats": ["safetensors"],
         "dtype": "float32", "ram_budget": None, "max_memory": None, "nproc": None,
-        "timeout": None, "work_dir": None, "factory": None,
+        "timeout": None, "work_dir": None, "factory": None, "cache": ["as-is"],
+        "per_rank": None, "backend": None,
     }
     # every keyword reaches bigviz.sweep by its own name
     assert set(kw) <= set(inspect.signature(sweep).parameters)
