@@ -14,12 +14,22 @@ Protocol on the control socket (``SOCK_SEQPACKET``, JSON messages):
 
 * parent → server: ``{"op": "run", "id": N, "job": {...}}`` with the data socket's
   file descriptor attached (``SCM_RIGHTS``);
+* parent → server: ``{"op": "run", "id": 0, "job": {"preload": [...]}}`` with no
+  descriptor only imports those modules (what a strategy needs) and forks nothing
+  (:meth:`ForkServer.preload`);
 * server → parent: ``{"op": "ready", "pid": …}`` once, then per run
   ``{"op": "started", "id": N, "pid": …}`` and ``{"op": "exited", "id": N, "code": …}``
   (``code`` as ``os.waitstatus_to_exitcode``: negative for a signal).
 
 The server exits when the parent closes the control socket (or dies), killing any
 children still running. :func:`close` stops it; it is also registered ``atexit``.
+
+Starting early. The server's start (its imports: seconds) is paid by the first run
+unless :func:`prestart` began it earlier (``%load_ext bigviz``, opening a dashboard; never
+``import bigviz`` alone): :meth:`ForkServer.start` launches the process and returns, and
+the first :meth:`ForkServer.ensure` (every run's) waits for its ``ready``. Both hold the
+handle's lock, so a run asked for while a start is in flight waits for that start
+instead of beginning a second server.
 
 Lifecycle. Each worker leads its own process group and dies with the server
 (``PR_SET_PDEATHSIG``); what a run leaves in its group is killed when the worker is
@@ -48,7 +58,8 @@ from typing import Any
 from bigviz._errors import RunError
 from bigviz.runner.interpreter import child_argv, child_env
 
-__all__ = ["ForkServer", "ForkServerDied", "close", "get_server", "kill", "live_server_pids"]
+__all__ = ["ForkServer", "ForkServerDied", "close", "get_server", "kill", "live_server_pids",
+           "prestart"]
 
 _MAX_MSG = 1 << 20
 
@@ -86,6 +97,8 @@ class ForkServer:
         self._start_timeout = start_timeout
         self._owner = os.getpid()
         self.pid: int | None = None
+        # when a start began whose "ready" nobody has read yet (None: none in flight)
+        self._starting: float | None = None
 
     # -- lifecycle ----------------------------------------------------------
     def alive(self) -> bool:
@@ -94,7 +107,7 @@ class ForkServer:
             # we are a fork of the process that started it: its socket and children are
             # not ours to use; forget them (without closing the parent's server)
             self._owner = os.getpid()
-            self._proc, self._sock, self.pid = None, None, None
+            self._proc, self._sock, self.pid, self._starting = None, None, None, None
             self._exits.clear()
             self._started.clear()
             self._inflight.clear()
@@ -102,15 +115,16 @@ class ForkServer:
             return False
         return self._proc is not None and self._proc.poll() is None
 
-    def ensure(self) -> None:
-        """Start the server if it is not running (blocks until its imports are done).
+    def start(self) -> None:
+        """Begin starting the server if it is not running, without waiting for its
+        imports (:meth:`ensure` waits for them). Returns in milliseconds.
 
-        Raises:
-            RunError: the server did not start (its stderr is in the message).
+        Example:
+            >>> # srv.start(); ...; srv.ensure()  # the imports ran meanwhile
         """
         with self._lock:
             if self.alive():
-                return
+                return  # running, or a start is already in flight
             self._shutdown(why="died")
             parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             # the server imports what the parent can (user factories, bigviz itself) and
@@ -130,7 +144,23 @@ class ForkServer:
             finally:
                 child_end.close()
             self._sock = parent_end
-            msg = self._recv(timeout=self._start_timeout)
+            self._starting = time.monotonic()
+
+    def ensure(self) -> None:
+        """Start the server if it is not running, and wait until its imports are done
+        (also for a start :meth:`start` or :func:`prestart` began: never a second one).
+
+        Raises:
+            RunError: the server did not start (its stderr is in the message).
+        """
+        with self._lock:
+            if self.alive() and self._starting is None:
+                return
+            self.start()
+            began = self._starting if self._starting is not None else time.monotonic()
+            left = max(0.0, self._start_timeout - (time.monotonic() - began))
+            msg = self._recv(timeout=left)
+            self._starting = None
             if msg is None or msg.get("op") != "ready":
                 self._shutdown()
                 raise RunError(
@@ -176,6 +206,7 @@ class ForkServer:
                 self._proc.wait()
             self._proc = None
         self.pid = None
+        self._starting = None
         self._exits.clear()
         self._started.clear()
 
@@ -243,6 +274,28 @@ class ForkServer:
                 self._pump(0.05)
             return run_id, self._started.pop(run_id), mine
 
+    def preload(self, modules: list[str] | tuple[str, ...]) -> None:
+        """Have the server import ``modules`` (e.g. ``transformers`` for an ``hf``
+        strategy) as soon as it is ready, so the first run that needs them forks with
+        them imported. Begins a start if none is running; never waits for it. An import
+        that fails is left for the run to report.
+
+        Example:
+            >>> # get_server().preload(["transformers"])
+        """
+        if not modules:
+            return
+        with self._lock:
+            self.start()
+            if self._sock is None:
+                return
+            # a "run" without a descriptor: the server imports job["preload"], forks nothing
+            payload = json.dumps({"op": "run", "id": 0, "job": {"preload": list(modules)}})
+            try:
+                self._sock.send(payload.encode())
+            except OSError:
+                self._shutdown(0.5, why="died")
+
     def poll_exit(self, run_id: int, timeout: float = 0.0) -> int | None:
         """The exit code of run ``run_id`` once its process is reaped, else ``None``
         (also for a run :meth:`lost` with its server: no exit code will come)."""
@@ -270,6 +323,30 @@ def get_server() -> ForkServer:
             _SERVER = ForkServer()
             atexit.register(close)
         return _SERVER
+
+
+#: set to ``0`` to start the fork server only when a run needs it (no head start)
+PRESTART_ENV = "BIGVIZ_PRESTART"
+
+
+def prestart(modules: list[str] | tuple[str, ...] = ()) -> bool:
+    """Begin starting the fork server now, in the background, and have it import
+    ``modules`` once it is up, so that the first run finds it warm. Returns at once
+    (the server's own imports run in its process; no thread is left in this one);
+    ``False`` when :data:`PRESTART_ENV` is ``0`` and nothing was started. Safe from any
+    thread: a start in flight is never begun twice, and a run asked for meanwhile waits
+    for it (:meth:`ForkServer.ensure`). A server that cannot start is reported by the
+    first run.
+
+    Example:
+        >>> # prestart(["transformers"])  # %load_ext bigviz, a dashboard opening
+    """
+    if os.environ.get(PRESTART_ENV, "1").strip() == "0":
+        return False
+    srv = get_server()
+    srv.start()
+    srv.preload(modules)
+    return True
 
 
 def live_server_pids() -> list[int]:

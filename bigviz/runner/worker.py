@@ -23,10 +23,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from bigviz.runner import pagecache
 from bigviz.runner.events import Channel
 from bigviz.runner.memory import arm_budget, fixed_cost, process_cost, read_status
 
-__all__ = ["child_main", "warm_up_cpu"]
+__all__ = ["cache_note", "child_main", "warm_up_cpu"]
 
 
 def child_main(job: dict[str, Any], fd: int) -> int:
@@ -175,10 +176,16 @@ def _run(job: dict[str, Any], chan: Channel) -> int:
     expected = json.loads(Path(job["checksums"]).read_text())
     scratch = Path(job["scratch"])
     scratch.mkdir(parents=True, exist_ok=True)
+    # the page cache of the files this run loads, as asked (cold / warm / as-is), measured
+    cache = pagecache.prepare(info.shard_paths(), job.get("cache") or "as-is")
     report = arm_budget(job.get("ram_budget"), scratch)  # the sidecar checks every sample
     chan.send({"type": "armed", "budget_report": report})  # a kill may precede the baseline
     worker = os.getpid()
-    rec = record.record(interval_ms=job["interval_ms"], on_event=chan.send, name=job["label"])
+    reads = _PhaseReads(chan.send)
+    rec = record.record(interval_ms=job["interval_ms"], on_event=reads.on_event,
+                        name=job["label"])
+    reads.recording = rec.recording
+    rec.recording.meta["cache"] = cache_note(cache)
     error: str | None = None
     tb: str | None = None
     sums: dict[str, list[int]] | None = None
@@ -198,6 +205,7 @@ def _run(job: dict[str, Any], chan: Channel) -> int:
             max_memory=_max_memory(job.get("max_memory")), format=job["format"],
             shard_size=job.get("shard_size"), seed=job["seed"], factory=job.get("factory"),
         )
+        ctx.notes["cache"] = cache_note(cache)
         try:
             with _captured_warnings(scratch, warned):
                 model = strategy.run(ctx)
@@ -233,6 +241,53 @@ def _run(job: dict[str, Any], chan: Channel) -> int:
     })
     del model
     return 0
+
+
+def cache_note(state: pagecache.CacheState) -> dict[str, Any]:
+    """The page-cache state of a run's files as plain data (``params["cache"]``).
+
+    Example:
+        >>> cache_note(pagecache.CacheState("cold", 0, 10))["text"]
+        'cold (0% cached)'
+    """
+    return {"asked": state.asked, "cached": state.cached, "total": state.total,
+            "fraction": state.cached_fraction, "text": state.describe()}
+
+
+class _PhaseReads:
+    """The recorder's ``on_event``: passes every event on, and gives each top-level
+    phase the bytes this process read from storage meanwhile (``/proc/self/io``
+    ``read_bytes``: page-cache misses, mmap faults included) and their rate, in the
+    phase's ``detail`` (``read_bytes``, ``read_gbps``), in the event sent and the
+    recording kept."""
+
+    def __init__(self, send: Any) -> None:
+        self.send = send
+        self.recording: Any = None
+        self._at: dict[int, tuple[int, float]] = {}
+
+    def on_event(self, ev: dict[str, Any]) -> None:
+        kind = ev.get("type")
+        if kind == "phase_start" and ev.get("parent") is None:
+            got = pagecache.read_bytes()
+            if got is not None:
+                self._at[int(ev["index"])] = (got, float(ev.get("t", 0.0)))
+        elif kind == "phase_end" and int(ev.get("index", -1)) in self._at:
+            start, _t = self._at.pop(int(ev["index"]))
+            now = pagecache.read_bytes()
+            ph = ev.get("phase") or {}
+            if now is not None and isinstance(ph, dict):
+                n = max(0, now - start)
+                secs = (ph.get("end") or 0.0) - (ph.get("start") or 0.0)
+                extra = {"read_bytes": n,
+                         "read_gbps": round(n / secs / 1e9, 4) if secs > 0 else None}
+                ph["detail"] = {**(ph.get("detail") or {}), **extra}
+                if self.recording is not None:
+                    phases = self.recording.phases
+                    i = int(ev["index"])
+                    if 0 <= i < len(phases):
+                        phases[i].detail.update(extra)
+        self.send(ev)
 
 
 #: warnings kept per run (the rest are counted), and the characters kept of each

@@ -90,12 +90,20 @@ def _ranks(r: RunResult) -> str:
     return "" if n is None else f"{n} rank{'s' if n != 1 else ''}"
 
 
+def _cache(r: RunResult) -> str:
+    """``cold`` / ``warm`` when the run asked for that page-cache state (issue 17)."""
+    note = r.params.get("cache")
+    asked = note.get("asked") if isinstance(note, dict) else None
+    return str(asked) if asked in ("cold", "warm") else ""
+
+
 _PARTS: list[Callable[[RunResult], str]] = [
     lambda r: r.model,
     _shard,
     lambda r: r.format or "",
     lambda r: r.device_map or "cpu",
     _ranks,
+    _cache,
 ]
 
 

@@ -85,6 +85,35 @@ class RunRow:
     fixed_cost: int | None = None
     #: the RAM budget in bytes (absolute RSS of the worker, baseline included); ``None``
     ram_budget: int | None = None
+    #: the page cache of the run's files at its start ("cold (0% cached)"); ``None``: not
+    #: measured (a result from before issue 17, a distributed run)
+    cache: str | None = None
+    #: bytes the run's top-level phases read from storage (``/proc/PID/io`` read_bytes)
+    #: and the seconds the phases that read took; ``None``: not measured
+    read_bytes: int | None = None
+    read_seconds: float | None = None
+
+    @property
+    def read_gbps(self) -> float | None:
+        """Storage read throughput of the run's phases, GB/s (``None``: not measured).
+
+        Example:
+            >>> run_rows([RunResult("meta", "ok")])[0].read_gbps is None  # not measured
+            True
+        """
+        if self.read_bytes is None or not self.read_seconds:
+            return None
+        return self.read_bytes / self.read_seconds / 1e9
+
+    @property
+    def read_text(self) -> str:
+        """``"1.02 GB read, 1.10 GB/s"`` (``"0 B read"`` for a warm run); ``"—"`` when not
+        measured."""
+        if self.read_bytes is None:
+            return "—"
+        gbps = self.read_gbps
+        done = f"{format_size(self.read_bytes, binary=False)} read"
+        return done if gbps is None else f"{done}, {gbps:.2f} GB/s"
 
     @property
     def fixed_cost_text(self) -> str:
@@ -143,8 +172,16 @@ class RunRow:
 
     @property
     def vs_predicted(self) -> float | None:
-        """Measured peak divided by the predicted peak (``None`` when either is missing)."""
-        if self.ram_peak is None or not self.predicted:
+        """Measured peak divided by the predicted peak: the one ratio every table shows
+        (dashboard, magics, HTML report). ``None`` when either is missing, and for a run
+        that did not finish (cancelled, OOM, failed): its peak is of a partial load, and
+        a prediction is for the whole one.
+
+        Example:
+            >>> run_rows([RunResult("meta", "cancelled", ram_peak=90)])[0].vs_predicted is None
+            True
+        """
+        if self.ram_peak is None or not self.predicted or not self.ok:
             return None
         return self.ram_peak / self.predicted
 
@@ -193,9 +230,31 @@ def run_rows(results: Sequence[RunResult]) -> list[RunRow]:
             as_saved=r.params.get("as_saved") or None,
             fixed_cost=r.fixed_cost.get("total") if r.fixed_cost else None,
             ram_budget=_budget(r.params.get("ram_budget")),
+            cache=_cache_text(r.params.get("cache")),
+            read_bytes=_reads(r)[0],
+            read_seconds=_reads(r)[1],
         )
         for lab, r in zip(labels, results, strict=True)
     ]
+
+
+def _cache_text(note: object) -> str | None:
+    if isinstance(note, dict) and note.get("text"):
+        return str(note["text"])
+    return None
+
+
+def _reads(r: RunResult) -> tuple[int | None, float | None]:
+    """Bytes the run's top-level phases read from storage, and the seconds the phases
+    that read took (the rate is of the reading, not of building or checking)."""
+    done = [p for p in r.recording.phases
+            if p.parent is None and isinstance(p.detail.get("read_bytes"), int)
+            and p.end is not None]
+    if not done:
+        return None, None
+    return (sum(int(p.detail["read_bytes"]) for p in done),
+            sum(float(p.end or 0.0) - p.start for p in done
+                if int(p.detail["read_bytes"]) > 0))
 
 
 def _budget(v: object) -> int | None:

@@ -214,6 +214,13 @@ def build_controls(
                                placeholder="cpu=2GB,0=10GB", style=full)
     dash.strategies_w = strategy_picker(w, names, [s for s in strategies if s in names])
     dash.strategies_hint = w.HTML(layout=w.Layout(max_width="100%"))
+    # issue 17: the page cache of the checkpoint's files when each load starts
+    dash.cache_w = w.ToggleButtons(
+        options=list(options.CACHES), value=options.CACHES[0], description="page cache",
+        tooltips=["as earlier runs left the files (measured and reported)",
+                  "drop the files' pages first: a first load on a fresh node",
+                  "read the files in first: every load after the first"],
+        style={"button_width": "auto", "description_width": "90px"})
     dash.ram_budget_w = w.Text(value=ram_budget, description="RAM budget",
                                placeholder="e.g. 8GB (blank: none)", style=full)
     dash.baseline_w = w.HTML()
@@ -261,7 +268,8 @@ def build_controls(
                         (dash.strategies_w, "bigviz-strategies"),
                         (dash.strategies_hint, "bigviz-strategies-hint"),
                         (dash.baseline_w, "bigviz-baseline"),
-                        (dash.format_w, "bigviz-format"), (dash.results_w, "bigviz-results"),
+                        (dash.format_w, "bigviz-format"), (dash.cache_w, "bigviz-cache"),
+                        (dash.results_w, "bigviz-results"),
                         (dash.timelines_box, "bigviz-timelines"),
                         (dash.timeline_w, "bigviz-timeline")):
         widget.add_class(cls)
@@ -270,6 +278,7 @@ def build_controls(
         w.HBox([dash.model_w, dash.format_w], layout=w.Layout(**wrap)),
         w.HBox([dash.shard_w, dash.shard_info], layout=w.Layout(**wrap)),
         w.HBox([dash.device_map_w, dash.max_memory_w], layout=w.Layout(**wrap)),
+        dash.cache_w,
         dash.device_json_box,
         w.HBox([w.Label("strategies", layout=w.Layout(width="90px")), dash.strategies_w,
                 w.VBox([dash.ram_budget_w, dash.baseline_w,
