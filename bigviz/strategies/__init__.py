@@ -18,7 +18,8 @@ name               what it does                                                C
 Distributed strategies (``kind = "distributed"``, :mod:`bigviz.strategies.ranks`) run in
 every rank of a ``torch.distributed`` job: ``every-rank-loads``, ``rank0-broadcast``,
 ``shared-mmap``, and the FSDP2 ones (:mod:`bigviz.strategies.fsdp`): ``fsdp-broadcast``,
-``fsdp-dcp``, ``fsdp-hf`` (and ``fsdp-dcp-save``, ``fsdp-hf-save``: saving). One
+``fsdp-dcp``, ``fsdp-hf`` (and ``fsdp-dcp-save``, ``fsdp-hf-save``: saving;
+``dcp-consolidate``: a DCP checkpoint consolidated into Hugging Face safetensors). One
 registry holds both kinds: :func:`get` finds either, :func:`names` and :func:`available`
 list one kind (single-process by default).
 
@@ -42,7 +43,14 @@ from bigviz._errors import StrategyError
 from bigviz.strategies.base import KINDS, Kind, RunContext, Strategy
 from bigviz.strategies.devices import DeviceMap, normalize_max_memory, validate_device_map
 from bigviz.strategies.dispatch import Dispatch
-from bigviz.strategies.fsdp import FsdpBroadcast, FsdpDcp, FsdpDcpSave, FsdpHf, FsdpHfSave
+from bigviz.strategies.fsdp import (
+    DcpConsolidate,
+    FsdpBroadcast,
+    FsdpDcp,
+    FsdpDcpSave,
+    FsdpHf,
+    FsdpHfSave,
+)
 from bigviz.strategies.hf_accelerate import AccelerateLoad
 from bigviz.strategies.hf_transformers import TransformersLoad
 from bigviz.strategies.meta import Meta
@@ -96,7 +104,7 @@ def register(strategy: Strategy, *, replace: bool = False) -> Strategy:
 
 for _cls in (Naive, Sharded, Meta, Mmap, Dispatch, Save, TransformersLoad, AccelerateLoad,
              EveryRankLoads, Rank0Broadcast, SharedMmap, FsdpBroadcast, FsdpDcp, FsdpHf,
-             FsdpDcpSave, FsdpHfSave):
+             FsdpDcpSave, FsdpHfSave, DcpConsolidate):
     register(_cls())
 
 

@@ -1,6 +1,8 @@
 """FSDP2 strategies on 2 real ranks (gloo on CPU): each rank ends with its shard only
 (``fsdp-dcp-save`` then writes its shards with ``dcp.save``; ``fsdp-hf-save`` as
-safetensors, consolidated by rank 0 into full tensors and read back).
+safetensors, consolidated by rank 0 into full tensors and read back). ``dcp-consolidate``
+consolidates a DCP safetensors checkpoint into full-tensor files with torch's own
+consolidation, each rank writing its share of the files, which are read back.
 
 Each strategy runs once (module fixture, a 40 MB GPT in 10 MB safetensors shards). The
 rank program checks the weights shard by shard: every rank sums the checksums of its
@@ -18,11 +20,20 @@ import pytest
 import torch
 
 import bigviz.strategies as strategies
-from bigviz._errors import ConfigError
-from bigviz.checkpoint import inspect_checkpoint
+from bigviz._errors import ConfigError, StrategyError
+from bigviz.checkpoint import inspect_checkpoint, save_sharded
 from bigviz.data.result import RunResult
 from bigviz.runner.launcher import run_distributed
-from bigviz.strategies.fsdp import DCP_DIR, _positioned_sum, shard_bytes
+from bigviz.strategies.fsdp import (
+    DCP_DIR,
+    DCP_HF_DIR,
+    _positioned_sum,
+    check_dcp_hf,
+    read_dcp_hf_metadata,
+    save_dcp_hf,
+    saved_checksums,
+    shard_bytes,
+)
 from bigviz.strategies.weights import checksum
 
 MODEL = "gpt:40MB"
@@ -165,3 +176,116 @@ def test_a_dcp_folder_of_another_model_is_a_clear_error(results: dict[str, RunRe
     assert str(dcp) in (r.error or "")
     assert r.checks.failed_rank in (0, 1)
     assert r.phase_reached == "allocate"  # checked before any rank read a byte
+
+
+# -- dcp-consolidate ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def consolidated(tmp_path_factory: pytest.TempPathFactory) -> RunResult:
+    work = tmp_path_factory.mktemp("consolidate-work")
+    return run_distributed("dcp-consolidate", nproc=2, model=MODEL, max_shard_size=SHARD,
+                           work_dir=work, timeout=300)
+
+
+def _small_checkpoint(folder: Path) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    sd = {"a.weight": torch.randn(300, 40, generator=g),
+          "b.weight": torch.randn(7, 5, generator=g).to(torch.bfloat16),
+          "c.bias": torch.randn(13, generator=g)}
+    save_sharded(sd, folder, max_shard_size=20_000)
+    return sd
+
+
+def test_torch_consolidation_of_a_dcp_copy_gives_the_checkpoint_back(tmp_path: Path) -> None:
+    from torch.distributed.checkpoint._consolidate_hf_safetensors import (
+        consolidate_safetensors_files,
+    )
+
+    sd = _small_checkpoint(tmp_path / "checkpoint")
+    info = inspect_checkpoint(tmp_path / "checkpoint")
+    assert len(info.files) >= 2
+    src = save_dcp_hf(tmp_path / "checkpoint", tmp_path / DCP_HF_DIR)
+    meta = read_dcp_hf_metadata(src)
+    assert meta == {k: (list(t.shape), str(t.dtype).removeprefix("torch."))
+                    for k, t in sd.items()}
+    check_dcp_hf(src, info)  # the same tensors: no error
+    out = tmp_path / "out"
+    out.mkdir()
+    consolidate_safetensors_files(str(src), str(out), dict.fromkeys(sd, 1))
+    assert saved_checksums(out) == {k: list(checksum(t)) for k, t in sd.items()}
+
+
+def test_a_dcp_copy_of_another_model_is_a_one_line_error(tmp_path: Path) -> None:
+    _small_checkpoint(tmp_path / "checkpoint")
+    info = inspect_checkpoint(tmp_path / "checkpoint")
+    save_sharded({"a.weight": torch.zeros(300, 41), "c.bias": torch.zeros(13)},
+                 tmp_path / "other", max_shard_size=20_000)
+    src = save_dcp_hf(tmp_path / "other", tmp_path / DCP_HF_DIR)
+    with pytest.raises(StrategyError, match="saved from another model") as got:
+        check_dcp_hf(src, info)
+    assert "\n" not in str(got.value)
+    assert str(src) in str(got.value) and "b.weight" in str(got.value)
+    with pytest.raises(StrategyError, match="no DCP safetensors checkpoint"):
+        read_dcp_hf_metadata(tmp_path / "missing")
+
+
+@pytest.mark.slow
+def test_dcp_consolidate_writes_the_checkpoints_tensors(consolidated: RunResult) -> None:
+    r = consolidated
+    assert r.outcome == "ok", r.error
+    # every rank read the consolidated files' checksums: they are the checkpoint's
+    assert [f.verify for f in r.checks.ranks] == ["ok", "ok"]
+    ckpt = Path(r.params["checkpoint"])
+    files = sorted(f.name for f in inspect_checkpoint(ckpt).files)
+    written: dict[int, list[str]] = {}
+    for lane in r.recording.ranks:
+        assert lane.rank is not None
+        got = [p.name for p in lane.phases]
+        assert got[0] == "read metadata"
+        written[lane.rank] = [n.removeprefix("consolidate ") for n in got
+                              if n.startswith("consolidate ")]
+        assert ("write index" in got) == (lane.rank == 0)
+    # file i by rank i % 2, each file once
+    assert written == {0: files[0::2], 1: files[1::2]}
+    # the input, DCP's safetensors layout, was saved once beside the checkpoint
+    assert len(list((ckpt.parent / DCP_HF_DIR).glob("*.safetensors"))) == len(files)
+
+
+@pytest.mark.slow
+def test_dcp_consolidate_peaks_within_its_range(consolidated: RunResult) -> None:
+    r = consolidated
+    info = inspect_checkpoint(Path(r.params["checkpoint"]))
+    strat = strategies.get("dcp-consolidate")
+    m = r.model_bytes
+    assert m is not None
+    for f in r.checks.ranks:
+        assert f.rank is not None and f.ram_peak is not None
+        low, high = strat.predict_rank(info, f.rank, nproc=2).bounds  # type: ignore[attr-defined]
+        assert low - SLACK <= f.ram_peak <= high + SLACK, (f.rank, f.ram_peak, low, high)
+        # streamed tensor by tensor: far below the files it wrote
+        assert f.ram_peak < 0.7 * m
+    check = r.checks.prediction
+    assert check is not None and check.agrees, check and check.says
+
+
+@pytest.mark.slow
+def test_dcp_consolidate_refuses_a_dcp_copy_of_another_model(
+        consolidated: RunResult) -> None:
+    ckpt = Path(consolidated.params["checkpoint"])
+    src = ckpt.parent / DCP_HF_DIR
+    kept = src.with_name("dcp-hf-kept")
+    src.rename(kept)
+    try:
+        save_sharded({"other.weight": torch.zeros(4, 4)}, src.with_name("other"))
+        save_dcp_hf(src.with_name("other"), src)
+        r = run_distributed("dcp-consolidate", nproc=2, model=MODEL, max_shard_size=SHARD,
+                            work_dir=ckpt.parent.parent.parent, timeout=300)
+    finally:
+        shutil.rmtree(src, ignore_errors=True)
+        shutil.rmtree(src.with_name("other"), ignore_errors=True)
+        kept.rename(src)
+    assert r.outcome == "error"
+    assert "saved from another model" in (r.error or ""), r.error
+    assert str(src) in (r.error or "")
+    assert r.phase_reached == "read metadata"  # checked before a byte was written
