@@ -1,6 +1,12 @@
 """The sidecar sampler: a tiny process that reads ``/proc/PID/...`` of the target.
 
-It reads ``/proc/PID/status`` every tick (anon, file-backed and shmem from one read).
+It reads ``/proc/PID/statm`` every tick (resident and file+shmem pages: RSS and anon exact)
+and ``/proc/PID/status`` (the file-backed / shmem split) only when file+shmem moved since
+its last reading, or at least every ``STATUS_MS`` (an argument; 100 ms from ``ProcSource``).
+``statm`` costs the kernel ~1/6 of ``status`` (no signal masks, CPU lists...): on a busy
+machine every microsecond the sidecar runs is taken from the measured process, 1,000
+times a second (issue 17; ``benchmarks/recorder_overhead.py`` has the figures).
+
 It runs as ``python -I -S path/to/sidecar.py ARGS`` so that it imports nothing but the
 standard library (no ``site``, no bigviz package, never torch): it starts in ~10 ms and
 never takes the target's GIL, so a workload that holds the GIL for seconds (one big
@@ -11,6 +17,17 @@ kind, monotonic time (``CLOCK_MONOTONIC`` is system-wide on Linux, so the parent
 subtract its own t0), three integers. Kinds are the ``K_*`` constants below. An ``ERROR``
 record with ``a = n`` is followed by ``n`` ``TEXT`` records carrying 24 bytes of UTF-8 each.
 stdin is the control pipe: any byte or EOF means "stop" (flush, say ``BYE`` and exit).
+
+Samples. A ``K_STATUS`` record per tick holds anon, file, shmem (bytes). Anon and the sum
+are exact at every tick (``statm``). The split of file+shmem comes from the last
+``status`` reading, which is re-read whenever statm's file+shmem differs from that
+reading's, so the split is that of the same instant unless file pages fell and shmem
+pages rose by the same count between two readings (then it is at most ``STATUS_MS`` old).
+
+Scheduling. With ``BIGVIZ_SIDECAR_SCHED=batch`` or ``idle`` in its environment the
+sidecar runs under ``SCHED_BATCH`` / ``SCHED_IDLE`` (default ``normal``: the usual
+policy). ``idle`` never takes a CPU from a runnable process, so on a machine whose every
+core is busy it misses most ticks: ``benchmarks/recorder_overhead.py --sched`` measures both.
 
 RAM budget. With ``BIGVIZ_SIDECAR_BUDGET=BYTES:PATH`` in its environment, the sidecar checks
 every sample's RSS (anon + file + shmem, the process's whole resident set) against
@@ -47,21 +64,25 @@ __all__ = [
     "KEEP_S",
     "REC",
     "REC_SIZE",
+    "SCHED_ENV",
+    "SCHED_POLICIES",
     "main",
     "parse_budget_env",
     "parse_kib",
     "parse_rss_split",
+    "parse_statm",
+    "set_sched",
     "text_records",
 ]
 
 REC = struct.Struct("<B7xdqqq")
 REC_SIZE = REC.size
 TEXT_CHUNK = 24
-FLUSH_EVERY = 0.005  # seconds between writes to the pipe
+FLUSH_EVERY = 0.01  # seconds between writes to the pipe (the reader collects every 25 ms)
 
 K_HELLO = 1  # a = sidecar's pid, b = page size, c = 0
 K_STATM = 2  # (no longer written: anon/file/shmem come from one status read, K_STATUS)
-K_STATUS = 3  # a = RssAnon, b = RssFile, c = RssShmem, every tick; rss = a + b + c (bytes)
+K_STATUS = 3  # a = anon, b = file, c = shmem, every tick; rss = a + b + c (bytes; see above)
 K_SMAPS = 4  # a = USS (Private_Clean + Private_Dirty), b = PSS, c = read cost (ns)
 K_MEMINFO = 5  # a = MemAvailable, b = MemTotal, c = 0                   (bytes)
 K_ERROR = 6  # a = number of TEXT records that follow, b = error code (see E_*)
@@ -71,6 +92,10 @@ K_BUDGET = 9  # kill report only: a = RSS of the crossing sample, b = budget, c 
 
 #: the environment variable that arms the budget: ``"BYTES:PATH"``
 BUDGET_ENV = "BIGVIZ_SIDECAR_BUDGET"
+#: the environment variable that picks the sidecar's scheduling policy (see the module's doc)
+SCHED_ENV = "BIGVIZ_SIDECAR_SCHED"
+#: the policies :data:`SCHED_ENV` may name
+SCHED_POLICIES = ("normal", "batch", "idle")
 #: seconds of samples the kill report keeps (the ones the target had not streamed yet)
 KEEP_S = 30.0
 
@@ -95,6 +120,52 @@ def parse_budget_env(value: str | None) -> tuple[int, str] | None:
     return int(size), path
 
 
+def set_sched(value: str | None) -> str | None:
+    """Put this process under the scheduling policy named by :data:`SCHED_ENV`'s value.
+
+    Returns:
+        ``None`` when done (or nothing to do: unset, empty, ``"normal"``), else a one-line
+        error naming the value and the fix.
+
+    Example:
+        >>> set_sched("normal") is None
+        True
+        >>> set_sched("fast")
+        "BIGVIZ_SIDECAR_SCHED='fast': use one of normal, batch, idle"
+    """
+    if not value or value == "normal":
+        return None
+    if value not in SCHED_POLICIES:
+        return f"{SCHED_ENV}={value!r}: use one of {', '.join(SCHED_POLICIES)}"
+    policy = os.SCHED_BATCH if value == "batch" else os.SCHED_IDLE
+    try:
+        os.sched_setscheduler(0, policy, os.sched_param(0))
+    except OSError as exc:
+        return f"{SCHED_ENV}={value!r}: cannot set the policy ({exc}); unset it to use normal"
+    return None
+
+
+def parse_statm(text: bytes | bytearray) -> tuple[int, int]:
+    """``(resident, shared)`` pages from the text of ``/proc/PID/statm``.
+
+    ``resident`` is anon + file + shmem pages, ``shared`` is file + shmem pages (the
+    kernel's ``MM_FILEPAGES + MM_SHMEMPAGES``), so ``resident - shared`` is anon.
+
+    Raises:
+        ValueError: not three numbers.
+
+    Example:
+        >>> parse_statm(b"79937 78965 1462 1 0 77998 0\\n")
+        (78965, 1462)
+    """
+    i = text.find(b" ")
+    j = text.find(b" ", i + 1)
+    k = text.find(b" ", j + 1)
+    if i < 0 or j < 0 or k < 0:
+        raise ValueError(f"not statm: {bytes(text[:80])!r}")
+    return int(text[i + 1 : j]), int(text[j + 1 : k])
+
+
 def text_records(t: float, code: int, message: str) -> bytes:
     """Encode an ERROR record and the TEXT records carrying ``message``."""
     raw = message.encode("utf-8", "replace")[:2400]
@@ -117,15 +188,25 @@ def parse_kib(text: bytes, names: tuple[bytes, ...]) -> list[int]:
         >>> parse_kib(b"VmHWM:  2 kB\\nVmRSS:  1 kB\\n", (b"VmRSS", b"VmSwap"))
         [1024, -1]
     """
-    found = dict.fromkeys(names, -1)
-    for line in text.split(b"\n"):
-        key, _, rest = line.partition(b":")
-        if key in found:
-            found[key] = int(rest.split()[0]) * 1024
-    return [found[n] for n in names]
+    # a find per name, not a split of every line: /proc/meminfo has ~50 lines and the
+    # sidecar reads it every 10 ms
+    out = []
+    for name in names:
+        key = name + b":"
+        if text.startswith(key):
+            start = len(key)
+        else:
+            i = text.find(b"\n" + key)
+            if i < 0:
+                out.append(-1)
+                continue
+            start = i + 1 + len(key)
+        end = text.find(b"\n", start)
+        out.append(int(text[start : end if end >= 0 else len(text)].split()[0]) * 1024)
+    return out
 
 
-def parse_rss_split(text: bytes) -> tuple[int, int, int]:
+def parse_rss_split(text: bytes | bytearray) -> tuple[int, int, int]:
     """``(RssAnon, RssFile, RssShmem)`` bytes from the text of ``/proc/PID/status``.
 
     One read gives all three, so they are consistent with each other (and sum to
@@ -155,7 +236,7 @@ class _Sampler:
         self,
         pid: int,
         interval: float,
-        status_every: float,  # unused: status is read at every tick
+        status_every: float,  # status (the file/shmem split) is re-read at least this often
         smaps_every: float,
         meminfo_every: float,
         proc: bool,
@@ -163,6 +244,7 @@ class _Sampler:
     ) -> None:
         self.pid = pid
         self.interval = interval
+        self.status_every = status_every
         self.smaps_every = smaps_every
         self.meminfo_every = meminfo_every
         self.page = os.sysconf("SC_PAGE_SIZE")
@@ -172,11 +254,11 @@ class _Sampler:
         # the recent samples a kill report keeps (only with a budget)
         self.recent: deque[bytes] = deque(maxlen=max(16, int(KEEP_S / max(interval, 1e-4))))
         if proc:
-            for name in ("status", "smaps_rollup"):
+            for name in ("status", "statm", "smaps_rollup"):
                 try:
                     self.fds[name] = os.open(f"/proc/{pid}/{name}", os.O_RDONLY)
                 except OSError as exc:
-                    if name == "status":
+                    if name != "smaps_rollup":
                         raise  # no status: the target is gone or not ours to read
                     self.error(time.monotonic(), f"cannot open /proc/{pid}/{name}: {exc}")
         if system:
@@ -252,30 +334,67 @@ class _Sampler:
         t_start = time.monotonic()
         self.backlog += REC.pack(K_HELLO, t_start, os.getpid(), self.page, 0)
         next_tick = t_start
-        next_smaps = next_meminfo = next_flush = t_start
+        next_smaps = next_meminfo = next_flush = next_status = t_start
         ticks = late = 0
+        # hot-loop names, bound once (the loop runs 1,000 times a second)
+        fds = self.fds
+        backlog = self.backlog  # the same bytearray: flush() drains it in place
+        recent = self.recent
+        budget = None if self.budget is None else self.budget[0]
+        page = self.page
+        pack = REC.pack
+        preadv = os.preadv
+        statm_buf = bytearray(256)
+        statm_bufs = [statm_buf]
+        split_pages = -1  # file+shmem pages of the last status reading (-1: none yet)
+        anon = file_ = shmem = 0
         reason = R_STOP
         try:
             while True:
                 now = time.monotonic()
-                # one status read per tick: anon, file and shmem from the same instant
-                # (~7 us; statm is ~2 us but mixes file and shmem, and a shmem figure
-                # from another read made tmpfs pages look like a file-backed spike)
-                status = self.read("status")
-                t = time.monotonic()
-                if status is not None:
+                statm_fd = fds.get("statm")
+                if statm_fd is not None:
+                    # statm every tick into the one buffer: ~1/6 of a status read
                     try:
-                        anon, file_, shmem = parse_rss_split(status)
-                    except ValueError:
-                        raise ProcessLookupError(self.pid) from None  # a zombie: gone
-                    record = REC.pack(K_STATUS, t, anon, file_, shmem)
-                    self.backlog += record
-                    if self.budget is not None:
-                        self.recent.append(record)
-                        if anon + file_ + shmem > self.budget[0]:
-                            self.budget_kill(t, anon + file_ + shmem)
-                            reason = R_BUDGET
-                            return 0
+                        n = preadv(statm_fd, statm_bufs, 0)
+                    except OSError as exc:
+                        if isinstance(exc, (ProcessLookupError, FileNotFoundError)):
+                            raise
+                        if exc.errno == 3:  # ESRCH
+                            raise
+                        del fds["statm"]
+                        self.error(now, f"reading /proc/{self.pid}/statm failed: {exc}")
+                        n = 0
+                    t = time.monotonic()
+                    if n:
+                        resident, shared = parse_statm(statm_buf[:n])
+                        if resident == 0 or shared != split_pages or now >= next_status:
+                            # file+shmem moved (or a zombie's zeros): re-read the split
+                            next_status = now + self.status_every
+                            status = self.read("status")
+                            if status is not None:
+                                t = time.monotonic()
+                                try:
+                                    anon, file_, shmem = parse_rss_split(status)
+                                except ValueError:
+                                    raise ProcessLookupError(self.pid) from None  # a zombie
+                                split_pages = (file_ + shmem) // page
+                            else:
+                                # no split any more: all of file+shmem counted as file
+                                anon, file_, shmem = (resident - shared) * page, shared * page, 0
+                                split_pages = -1
+                        else:
+                            anon = (resident - shared) * page
+                        record = pack(K_STATUS, t, anon, file_, shmem)
+                        backlog += record
+                        if budget is not None:
+                            recent.append(record)
+                            if anon + file_ + shmem > budget:
+                                self.budget_kill(t, anon + file_ + shmem)
+                                reason = R_BUDGET
+                                return 0
+                else:
+                    t = now
                 if now >= next_meminfo and "meminfo" in self.fds:
                     next_meminfo = now + self.meminfo_every
                     mem = self.read("meminfo")
@@ -296,7 +415,7 @@ class _Sampler:
                         cost = int((c1 - c0) * 1e9)
                         self.backlog += REC.pack(K_SMAPS, c1, pc + pd, pss, cost)
                 ticks += 1
-                # write (and check on the parent) every ~5 ms, not every tick: the
+                # write (and check on the parent) every ~10 ms, not every tick: the
                 # reader collects every 25 ms anyway, and each syscall is CPU the
                 # measured process may want on a small machine
                 if t >= next_flush:
@@ -347,6 +466,9 @@ def main(argv: list[str]) -> int:
     os.set_blocking(1, False)
     try:
         sampler = _Sampler(pid, interval, status_ms, smaps_ms, meminfo_ms, proc, system)
+        problem = set_sched(os.environ.get(SCHED_ENV))
+        if problem:
+            sampler.error(time.monotonic(), problem)
     except OSError as exc:
         os.set_blocking(1, True)
         t = time.monotonic()

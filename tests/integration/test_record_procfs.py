@@ -146,7 +146,7 @@ def test_sidecar_command_line_names_its_target() -> None:
     assert sidecar_target(args) == os.getpid()
     # AND the layout is the one sidecar_command builds
     cmd = sidecar_command(
-        os.getpid(), interval_ms=5.0, status_ms=10.0, smaps_ms=200.0, meminfo_ms=10.0,
+        os.getpid(), interval_ms=5.0, status_ms=100.0, smaps_ms=200.0, meminfo_ms=10.0,
         proc=True, system=False,
     )
     assert cmd == args

@@ -1,7 +1,7 @@
 """Process RAM and system RAM, sampled by the sidecar process (:mod:`bigviz.recorder.sidecar`).
 
-The timeline comes from a tiny separate process reading ``/proc/PID/status`` every tick
-(anon, file-backed and shmem from one reading; and, less often, ``smaps_rollup``,
+The timeline comes from a tiny separate process reading ``/proc/PID/statm`` every tick
+(``status`` for the file-backed / shmem split when it moves; and, less often, ``smaps_rollup``,
 ``/proc/meminfo``), so a workload that holds the GIL
 is still sampled on time. Exact per-phase peaks come from the kernel's ``VmHWM``, reset
 through ``/proc/PID/clear_refs``.
@@ -114,8 +114,9 @@ class ProcSource(Source):
         pid: process to measure (default: this one).
         proc: sample ``ram.*`` series.
         system: sample ``sys.available``.
-        status_ms: unused (``/proc/PID/status`` is read at every tick, so anon,
-            file-backed and shmem come from one reading); kept for callers.
+        status_ms: ``/proc/PID/status`` (the file-backed / shmem split) is re-read at
+            least this often; the sidecar reads the cheaper ``statm`` at every tick and
+            ``status`` whenever file+shmem moved (see :mod:`.sidecar`).
         smaps_ms: how often ``smaps_rollup`` is read for USS/PSS (it walks all page
             tables, so it is rate-limited further when it is slow).
         meminfo_ms: how often ``/proc/meminfo`` is read.
@@ -130,7 +131,7 @@ class ProcSource(Source):
         *,
         proc: bool = True,
         system: bool = True,
-        status_ms: float = 10.0,
+        status_ms: float = 100.0,
         smaps_ms: float = 200.0,
         meminfo_ms: float = 10.0,
     ) -> None:
