@@ -236,9 +236,8 @@ def _run(strategy: str | Strategy, settings: Settings, guard: _Guard, *,
 
         check_ranks_options(nproc, device_map, max_memory, model)
         return run_distributed(
-            str(strategy), nproc=nproc, model=str(model),
-            max_shard_size=max_shard_size or "500MB",
-            format=format, dtype=settings.dtype or "float32", work_dir=work_dir,
+            str(strategy), nproc=nproc, model=str(model), max_shard_size=max_shard_size,
+            format=format, dtype=settings.dtype, factory=settings.factory, work_dir=work_dir,
             ram_budget=ram_budget,
             interval_ms=interval_ms, on_event=on_event, timeout=timeout, cancel=cancel,
             seed=seed, per_rank=settings.per_rank, backend=settings.backend)

@@ -27,8 +27,8 @@ from pathlib import Path
 import bigviz.strategies as strategies
 from bigviz.data.result import RunResult
 from bigviz.runner.launcher import Cluster, run_distributed
-from bigviz.runner.rank import rank_env, rank_main
-from bigviz.units import format_size, parse_size
+from bigviz.runner.rank import rank_env, rank_main, rank_shard_size
+from bigviz.units import format_size
 
 __all__ = ["main", "parser", "run_distributed"]
 
@@ -51,9 +51,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("strategy", choices=strategies.names(kind="distributed"))
     p.add_argument("--nproc", type=int, default=2, help="ranks to launch (not under torchrun)")
     p.add_argument("--model", default="gpt:100MB")
-    p.add_argument("--max-shard-size", default="500MB")
+    p.add_argument("--max-shard-size", default=None,
+                   help="default: 500MB; a checkpoint folder's files as saved")
     p.add_argument("--format", default="safetensors", choices=("safetensors", "bin"))
-    p.add_argument("--dtype", default="float32")
+    p.add_argument("--dtype", default=None,
+                   help="default: float32; a checkpoint folder loads in its own dtype")
+    p.add_argument("--factory", default=None,
+                   help="for a checkpoint folder without config.json: package.module:function")
     p.add_argument("--per-rank", default="naive", choices=strategies.PER_RANK)
     p.add_argument("--work-dir", default=None)
     p.add_argument("--ram-budget", default=None)
@@ -124,13 +128,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if env is not None:  # one rank of a job (torchrun's or our own launcher's)
         if ns.out is None:
             ns.out = "bigviz-distributed.json"
-        ns.max_shard_size = parse_size(ns.max_shard_size)
+        ns.max_shard_size = rank_shard_size(ns.max_shard_size)
         return rank_main(ns, env)
     result = run_distributed(
         ns.strategy, nproc=ns.nproc, model=ns.model, max_shard_size=ns.max_shard_size,
         format=ns.format, dtype=ns.dtype, per_rank=ns.per_rank, work_dir=ns.work_dir,
         ram_budget=ns.ram_budget, interval_ms=ns.interval_ms, timeout=ns.timeout,
-        seed=ns.seed, backend=ns.backend,
+        seed=ns.seed, backend=ns.backend, factory=ns.factory,
         cluster=Cluster(ns.nnodes, ns.node_rank, ns.master_addr, ns.master_port,
                         None if ns.node_dir is None else Path(ns.node_dir),
                         ns.rendezvous_timeout),

@@ -24,8 +24,16 @@ started), and asks the kernel first thing to SIGKILL it when the launcher dies
 (``PR_SET_PDEATHSIG``, :func:`bigviz.runner._server.die_with_parent`), so a launcher
 killed with ``kill -9`` leaves no rank loading on.
 
+A checkpoint folder the user has (``model="./my-model"`` or ``hf:ORG/NAME``) runs as
+saved: the ranks build its skeleton from ``config.json`` (or ``factory``) on meta, read
+its files where they are (through a ``checkpoint`` link in the work folder, nothing is
+written into the folder) and check their weights against the checksums
+:func:`~bigviz.runner.checkpoints.prepare_folder` took of its files once; a shard size
+reshards a copy into the work folder first.
+
 Example:
     >>> # r = run_distributed("shared-mmap", nproc=2, model="gpt:100MB")
+    >>> # r = run_distributed("fsdp-hf", nproc=2, model="./my-gpt2")   # as saved
 """
 
 from __future__ import annotations
@@ -50,7 +58,7 @@ from bigviz._errors import ConfigError, RunError
 from bigviz.data.recording import Series
 from bigviz.data.result import PredictionCheck, RunResult
 from bigviz.models import parse_spec
-from bigviz.runner.checkpoints import prepare_checkpoint
+from bigviz.runner.checkpoints import prepare_checkpoint, prepare_folder
 from bigviz.runner.interpreter import child_argv, child_env
 from bigviz.runner.memory import snapshot, snapshot_status
 from bigviz.runner.rank import SMAPS_MS
@@ -62,13 +70,29 @@ from bigviz.runner.results import (
     measured_from,
 )
 from bigviz.runner.supervisor import EventCallback, Watched, oom_kill_count, supervise
-from bigviz.runner.validate import check_format, check_interval, check_ranks, parse_budget
+from bigviz.runner.validate import (
+    check_format,
+    check_interval,
+    check_ranks,
+    model_id,
+    parse_budget,
+)
 from bigviz.strategies import Strategy
 from bigviz.strategies.ranks import EveryRankLoads
 from bigviz.units import parse_size
 
-__all__ = ["GATHER_S", "Cluster", "NodeSampler", "RankChild", "check_rank_options", "launch",
-           "rank_settings", "run_distributed"]
+__all__ = ["AS_SAVED_ARG", "GATHER_S", "Cluster", "NodeSampler", "RankChild",
+           "check_folder_format", "check_rank_options", "launch", "rank_settings",
+           "run_distributed"]
+
+#: ``--max-shard-size`` of a rank that loads a checkpoint folder's files as saved
+AS_SAVED_ARG = "as-saved"
+
+#: why a strategy reads safetensors files only, for the refusal of a ``.bin`` folder
+_SAFETENSORS_ONLY = {
+    "shared-mmap": ".bin files cannot be mapped zero-copy",
+    "fsdp-hf": "HuggingFaceStorageReader reads safetensors files only",
+}
 
 #: how long a killed rank may take to exit before the launcher stops waiting
 _REAP_S = 10.0
@@ -266,12 +290,15 @@ def rank_settings(nproc: int | None, per_rank: str | None,
 
 def check_rank_options(
     strategy: str, *, nproc: int, model: Any, format: str, dtype: str, per_rank: str,
-    backend: str | None, interval_ms: float,
+    backend: str | None, interval_ms: float, folder: bool = False,
 ) -> Strategy:
-    """Everything a launch needs, checked before anything is saved or started."""
+    """Everything a launch needs, checked before anything is saved or started
+    (``folder``: ``model`` is a checkpoint folder read as saved, in ``format``)."""
     strat = strategies.get(strategy, kind="distributed")
     check_ranks(nproc, model)
     check_format(format)
+    if folder:
+        check_folder_format(strat, model_id(model), format)
     if format not in strat.formats:
         raise ConfigError(
             f"strategy {strat.name!r} ({strat.description}) does not read format "
@@ -292,14 +319,36 @@ def check_rank_options(
     return strat
 
 
+def check_folder_format(strat: Strategy, spec: str, fmt: str) -> None:
+    """Refuse, in one line, a checkpoint folder loaded as saved in a format ``strat``
+    does not read (a ``.bin`` folder for ``fsdp-hf`` or ``shared-mmap``), naming why and
+    the fixes.
+
+    Raises:
+        ConfigError: the strategy cannot read the folder's files.
+
+    Example:
+        >>> check_folder_format(strategies.get("fsdp-hf"), "./m", "safetensors")
+    """
+    if fmt in strat.formats:
+        return
+    why = _SAFETENSORS_ONLY.get(strat.name, f"it reads {' / '.join(strat.formats)} only")
+    others = [n for n in strategies.names(kind="distributed")
+              if fmt in strategies.get(n).formats and not n.endswith("-save")]
+    raise ConfigError(
+        f"model {spec!r} is saved as {fmt} files and {strat.name!r} cannot read them as "
+        f"saved ({why}); reshard a {strat.formats[0]} copy into the work folder with "
+        f"max_shard_size='500MB' (--max-shard-size 500MB), or use {', '.join(others)}")
+
+
 def run_distributed(
     strategy: str,
     *,
     nproc: int = 2,
     model: str = "gpt:100MB",
-    max_shard_size: int | str = "500MB",
+    max_shard_size: int | str | None = None,
     format: str = "safetensors",
-    dtype: str = "float32",
+    dtype: str | None = None,
     per_rank: str = "naive",
     work_dir: str | os.PathLike[str] | None = None,
     ram_budget: int | str | None = None,
@@ -310,6 +359,7 @@ def run_distributed(
     seed: int = 0,
     backend: str | None = None,
     cluster: Cluster | None = None,
+    factory: str | None = None,
 ) -> RunResult:
     """Launch ``nproc`` ranks on this machine, each loading with ``strategy``, and measure.
 
@@ -324,10 +374,16 @@ def run_distributed(
     Args:
         strategy: ``"every-rank-loads"``, ``"rank0-broadcast"`` or ``"shared-mmap"``.
         nproc: number of ranks.
-        model: a zoo spec (``"gpt:1GB"``) or ``"package.module:function"``.
-        max_shard_size: shard size of the checkpoint (saved once in ``work_dir``, reused).
-        format: ``"safetensors"`` or ``"bin"`` (``shared-mmap``: safetensors only).
-        dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``.
+        model: a zoo spec (``"gpt:1GB"``), ``"package.module:function"``, or a checkpoint
+            folder (``"./my-model"``, ``"hf:ORG/NAME"`` from the local cache) that the
+            ranks read as saved, never writing into it.
+        max_shard_size: shard size of the checkpoint (saved once in ``work_dir``, reused);
+            ``None``: 500 MB for the zoo, a folder's files as saved (a size reshards a
+            copy of the folder into ``work_dir``).
+        format: ``"safetensors"`` or ``"bin"`` (``shared-mmap``, ``fsdp-hf``: safetensors
+            only); a folder as saved is read in its own format.
+        dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"`` (``None``: float32; a folder
+            loads in its files' dtype).
         per_rank: what each rank of ``every-rank-loads`` runs: ``"naive"`` (2 × M, the
             textbook problem), ``"sharded"`` or ``"meta"``.
         work_dir: checkpoints and scratch files (default ``$TMPDIR/bigviz-work``).
@@ -348,6 +404,8 @@ def run_distributed(
             node's totals in ``checks.nodes`` and the cluster's in ``checks.node``; a
             node that never joins stops the job after ``cluster.rendezvous_timeout``
             (outcome ``"error"``, the partial timelines kept).
+        factory: for a checkpoint folder without ``config.json``, the
+            ``"package.module:function"`` that builds its model.
 
     Returns:
         A :class:`RunResult`: node figures (``ram_peak`` = node PSS above the ranks'
@@ -364,27 +422,52 @@ def run_distributed(
         >>> # r = run_distributed("shared-mmap", nproc=2, model="gpt:100MB")
         >>> # r.ram_peak / r.model_bytes      # ≈ 1: the page cache is shared
     """
+    from bigviz.runner.plan import Settings
+
+    check_ranks(nproc, model)
+    # a checkpoint folder: resolved, its dtype and format read, its skeleton built on
+    # meta (a missing config.json is an error now, not a failed rank)
+    settings = Settings(model, dtype=dtype, factory=factory).resolved()
+    src = settings.folder
+    dtype = settings.dtype or "float32"
+    shard = (None if src is not None and max_shard_size is None
+             else parse_size(max_shard_size or "500MB"))
+    if src is not None and shard is None:
+        format = settings.folder_format or format
     strat = check_rank_options(strategy, nproc=nproc, model=model, format=format, dtype=dtype,
-                        per_rank=per_rank, backend=backend, interval_ms=interval_ms)
+                        per_rank=per_rank, backend=backend, interval_ms=interval_ms,
+                        folder=src is not None and shard is None)
     cluster = (cluster or Cluster()).check()
-    shard = parse_size(max_shard_size)
     budget = parse_budget(ram_budget)
-    folder = prepare_checkpoint(model, max_shard_size=shard, format=format, dtype=dtype,
-                                work_dir=work_dir, seed=seed)
-    return launch(strat, folder, nproc=nproc, model=model, shard=shard, format=format,
-                  dtype=dtype, per_rank=per_rank, budget=budget, interval_ms=float(interval_ms),
-                  on_event=on_event, timeout=timeout, cancel=cancel, seed=seed, backend=backend,
-                  cluster=cluster)
+    if src is not None:
+        folder = prepare_folder(src, shard=shard, format=None if shard is None else format,
+                                work_dir=work_dir, cancel=cancel)
+    else:
+        assert shard is not None
+        folder = prepare_checkpoint(model, max_shard_size=shard, format=format, dtype=dtype,
+                                    work_dir=work_dir, seed=seed)
+    return launch(strat, folder, nproc=nproc, model=model if src is None else str(src),
+                  shard=shard, format=format, dtype=dtype, per_rank=per_rank, budget=budget,
+                  interval_ms=float(interval_ms), on_event=on_event, timeout=timeout,
+                  cancel=cancel, seed=seed, backend=backend, cluster=cluster,
+                  factory=settings.factory, source=None if src is None else model_id(model),
+                  as_saved=settings.as_saved if shard is None else None)
 
 
 def launch(
-    strat: Strategy, folder: Path, *, nproc: int, model: str, shard: int, format: str,
+    strat: Strategy, folder: Path, *, nproc: int, model: str, shard: int | None, format: str,
     dtype: str, per_rank: str, budget: int | None, interval_ms: float,
     on_event: EventCallback | None, timeout: float | None, cancel: threading.Event | None,
     seed: int, backend: str | None, cluster: Cluster | None = None,
+    factory: str | None = None, source: str | None = None, as_saved: str | None = None,
 ) -> RunResult:
     """Launch the ranks on a prepared checkpoint ``folder`` (options already checked, as
     :func:`run_distributed` does) and follow them to the end.
+
+    For a checkpoint folder, ``model`` is its resolved path (the ranks build from it,
+    with ``factory`` if given), ``source`` the spec the user gave (the result's model),
+    and ``shard`` ``None`` with ``as_saved`` (how its files are cut) when it is read as
+    saved.
 
     Example:
         >>> # launch(strategies.get("shared-mmap"), prepare_checkpoint(...), nproc=2, ...)
@@ -392,20 +475,28 @@ def launch(
     scratch = folder.parent.parent / "runs" / f"dist-{strat.name}-{uuid.uuid4().hex[:8]}"
     scratch.mkdir(parents=True, exist_ok=True)
     try:
-        return _launch(strat.name, nproc=nproc, model=model, shard=shard, format=format,
-                       dtype=dtype, per_rank=per_rank, folder=folder, scratch=scratch,
-                       budget=budget, interval_ms=interval_ms, on_event=on_event,
-                       timeout=timeout, cancel=cancel, seed=seed, backend=backend,
-                       cluster=cluster or Cluster())
+        res = _launch(strat.name, nproc=nproc, model=model, shard=shard, format=format,
+                      dtype=dtype, per_rank=per_rank, folder=folder, scratch=scratch,
+                      budget=budget, interval_ms=interval_ms, on_event=on_event,
+                      timeout=timeout, cancel=cancel, seed=seed, backend=backend,
+                      cluster=cluster or Cluster(), factory=factory)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    if source is not None:  # a checkpoint folder: named as the user gave it
+        res.model = source
+        res.params["source"] = model
+        if factory:
+            res.params["factory"] = factory
+        if shard is None:
+            res.params["as_saved"] = as_saved
+    return res
 
 
 def _launch(
-    strategy: str, *, nproc: int, model: str, shard: int, format: str, dtype: str,
+    strategy: str, *, nproc: int, model: str, shard: int | None, format: str, dtype: str,
     per_rank: str, folder: Path, scratch: Path, budget: int | None, interval_ms: float,
     on_event: EventCallback | None, timeout: float | None, cancel: threading.Event | None,
-    seed: int, backend: str | None, cluster: Cluster,
+    seed: int, backend: str | None, cluster: Cluster, factory: str | None = None,
 ) -> RunResult:
     out = scratch / "result.json"
     if cluster.multi:
@@ -442,13 +533,17 @@ def _launch(
             rank = cluster.node_rank * nproc + r
             env = {**env_base, "RANK": str(rank), "LOCAL_RANK": str(r)}
             args = [*child_argv(_RANK_MAIN), strategy,
-                    "--model", model, "--max-shard-size", str(shard), "--format", format,
+                    "--model", model,
+                    "--max-shard-size", AS_SAVED_ARG if shard is None else str(shard),
+                    "--format", format,
                     "--dtype", dtype, "--per-rank", per_rank, "--interval-ms",
                     repr(interval_ms), "--seed", str(seed), "--out", str(out),
                     "--checkpoint-root", str(folder), "--scratch", str(scratch),
                     "--events-fd", str(wfd), "--pg-timeout", repr(pg_timeout)]
             if backend:
                 args += ["--backend", backend]
+            if factory:
+                args += ["--factory", factory]
             log = scratch / f"rank{r}.log"
             try:
                 with open(log, "wb") as logf:

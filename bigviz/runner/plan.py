@@ -112,10 +112,6 @@ class Settings:
             raise ConfigError(
                 f"model {spec.spec!r} is saved in {own} and runs load its files as saved; "
                 f"leave out dtype={self.dtype!r} (--dtype)")
-        if self.nproc is not None:
-            raise ConfigError(
-                f"model {spec.spec!r}: checkpoint folders run single-process strategies; "
-                "leave out nproc (--nproc), or use a zoo model like 'gpt:1GB' for ranks")
         # the skeleton on meta: a missing config.json, an unknown architecture or a bad
         # factory is a one-line error now, not a failed run (nothing is materialised)
         build_model(str(folder), dtype=own, factory=self.factory, device="meta")
@@ -138,7 +134,8 @@ class PlannedRun:
     def label(self, nproc: int | None) -> str:
         """What progress displays call this run."""
         if nproc is not None:
-            size = format_size(self.shard, binary=False, precision=0)
+            size = (self.as_saved or "as saved" if self.shard is None
+                    else format_size(self.shard, binary=False, precision=0))
             return f"{self.strategy.name} · {size} · {self.format} × {nproc}"
         params: dict[str, Any] = {} if self.as_saved is None else {"as_saved": self.as_saved}
         params["cache"] = {"asked": self.cache}
@@ -316,33 +313,48 @@ def _plan_ranks(
                             f"distributed strategies are {known}")
     for fmt in formats:
         check_format(fmt)
-    shards = [shard_bytes(s) for s in (shard_sizes or ["500MB"])]
+    shards = _shard_list(shard_sizes, settings)  # a folder: as saved unless sizes given
     # a format a strategy does not read (shared-mmap maps safetensors only) is skipped up
-    # front, as single-process sweeps skip combinations a strategy cannot run
+    # front, as single-process sweeps skip combinations a strategy cannot run; a folder's
+    # files as saved are in their own format
     reads = {name: registry.get(name).formats for name in names}
-    plan = Plan([], skipped=[f"{name} × {fmt}: reads {' / '.join(reads[name])} files only"
-                             for fmt in formats for name in names if fmt not in reads[name]])
-    for shard in shards:
-        for fmt in formats:
-            for name in names:
-                if fmt in reads[name]:
-                    strat = check_rank_options(
-                        name, nproc=nproc, model=model, format=fmt,
-                        dtype=settings.dtype or "float32",
-                        per_rank=settings.per_rank, backend=settings.backend,
-                        interval_ms=settings.interval_ms)
-                    plan.runs.append(PlannedRun(strat, shard, fmt))
+    axes = [(shard, fmt) for shard in shards
+            for fmt in ([settings.folder_format or "safetensors"] if shard is None
+                        else formats)]
+    plan = Plan([], skipped=list(dict.fromkeys(
+        f"{name} × {fmt}: reads {' / '.join(reads[name])} files only"
+        + (f" (the folder's files as saved are {fmt}: add a shard size to reshard a "
+           f"{reads[name][0]} copy, e.g. shard_sizes=['as saved', '500MB'])"
+           if shard is None else "")
+        for shard, fmt in axes for name in names if fmt not in reads[name])))
+    for shard, fmt in axes:
+        for name in names:
+            if fmt in reads[name]:
+                strat = check_rank_options(
+                    name, nproc=nproc, model=model, format=fmt,
+                    dtype=settings.dtype or "float32",
+                    per_rank=settings.per_rank, backend=settings.backend,
+                    interval_ms=settings.interval_ms)
+                plan.runs.append(PlannedRun(strat, shard, fmt, as_saved=None
+                                            if shard is not None else settings.as_saved))
     if not plan.runs:
         raise StrategyError("no combination of this sweep can run: " + "; ".join(plan.skipped))
     plan.config = {
-        "model": model_id(model), "strategies": names, "shard_sizes": shards,
+        "model": model_id(model), "strategies": names,
+        "shard_sizes": [AS_SAVED if s is None else s for s in shards],
         "device_maps": ["cpu"], "formats": list(formats), "dtype": settings.dtype or "float32",
         "ram_budget": settings.budget, "interval_ms": settings.interval_ms,
         "seed": settings.seed, "nproc": nproc, "max_memory": None,
         "per_rank": settings.per_rank, "backend": settings.backend,
     }
+    if settings.folder is not None:
+        plan.config["checkpoint"] = str(settings.folder)
+        plan.config["factory"] = settings.factory
     plan.command = (f"bigviz.sweep({model_id(model)!r}, strategies={names!r}, "
-                    f"shard_sizes={list(shard_sizes or ['500MB'])!r}, "
+                    + (f"shard_sizes={list(shard_sizes)!r}, " if shard_sizes is not None
+                       else "" if settings.folder is not None
+                       else "shard_sizes=['500MB'], ")
+                    + (f"factory={settings.factory!r}, " if settings.factory else "") +
                     f"formats={list(formats)!r}, "
                     f"nproc={nproc}"
                     + (f", per_rank={settings.per_rank!r}" if settings.per_rank != "naive"
@@ -453,13 +465,16 @@ def run_planned(
 ) -> RunResult:
     """Run one planned combination on its prepared checkpoint ``folder``."""
     if settings.nproc is not None:
-        assert item.shard is not None  # Settings.resolved refuses folders with nproc
-        return launch(item.strategy, folder, nproc=settings.nproc, model=str(settings.model),
+        src = settings.folder  # a checkpoint folder: the ranks build from its path
+        return launch(item.strategy, folder, nproc=settings.nproc,
+                      model=str(settings.model if src is None else src),
                       shard=item.shard, format=item.format, dtype=settings.dtype or "float32",
                       per_rank=settings.per_rank, budget=settings.budget,
                       interval_ms=float(settings.interval_ms), on_event=on_event,
                       timeout=settings.timeout, cancel=cancel, seed=settings.seed,
-                      backend=settings.backend)
+                      backend=settings.backend, factory=settings.factory,
+                      source=None if src is None else model_id(settings.model),
+                      as_saved=item.as_saved)
     return _run_worker(item, folder, settings, on_event=on_event, cancel=cancel)
 
 

@@ -36,7 +36,7 @@ from bigviz.runner.memory import snapshot
 from bigviz.runner.results import rank_result
 from bigviz.runner.worker import warm_up_cpu
 
-__all__ = ["SMAPS_MS", "RankEnv", "group_by_node", "rank_env", "rank_main"]
+__all__ = ["SMAPS_MS", "RankEnv", "group_by_node", "rank_env", "rank_main", "rank_shard_size"]
 
 #: how often each rank's sidecar reads smaps_rollup for PSS/USS (ms)
 SMAPS_MS = 20.0
@@ -51,6 +51,22 @@ class RankEnv:
     local_rank: int
     local_world_size: int
     node: int = 0
+
+
+def rank_shard_size(text: str | int | None) -> int | None:
+    """A rank's ``--max-shard-size``: bytes, or ``None`` for a checkpoint folder's files
+    as saved (``None``, ``"as-saved"``, ``"as saved"``; a zoo model then gets 500 MB).
+
+    Example:
+        >>> rank_shard_size("20MB"), rank_shard_size("as-saved")
+        (20000000, None)
+    """
+    from bigviz.options import is_as_saved
+    from bigviz.units import parse_size
+
+    if text is None or (isinstance(text, str) and is_as_saved(text)):
+        return None
+    return parse_size(text)
 
 
 def rank_env() -> RankEnv | None:
@@ -202,6 +218,8 @@ def _rank_body(ns: argparse.Namespace, env: RankEnv, sink: Channel) -> int:
 
     import bigviz.recorder as record
     from bigviz.checkpoint import inspect_checkpoint
+    from bigviz.models import build_model
+    from bigviz.models.folders import is_folder_spec
     from bigviz.recorder import CudaSource, NvmlSource, ProcSource
     from bigviz.strategies import DistContext
     from bigviz.strategies.weights import compare_checksums, first_use
@@ -214,8 +232,9 @@ def _rank_body(ns: argparse.Namespace, env: RankEnv, sink: Channel) -> int:
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=ns.pg_timeout))
     # objects (recordings) travel on a CPU group whatever carries the weights
     ctrl = None if backend == "gloo" else dist.new_group(backend="gloo")
-    folder = _checkpoint_folder(ns, env, dist, ctrl)
+    folder, built = _checkpoint_folder(ns, env, dist, ctrl)
     _strategy_files(strategy, folder, env, dist, ctrl)
+    # a folder as saved: a link to the user's folder, read where it is (never written)
     ckpt = folder / "checkpoint"
     info = inspect_checkpoint(ckpt)
     expected = json.loads((folder / "checksums.json").read_text())
@@ -224,6 +243,11 @@ def _rank_body(ns: argparse.Namespace, env: RankEnv, sink: Channel) -> int:
     # the same fixed costs the single-process worker keeps out of its phases (thread
     # pool, first module build; ~35 MiB a rank), and this rank's CUDA context
     warm_up_cpu()
+    if is_folder_spec(built):
+        # a checkpoint folder: the first skeleton build imports Transformers and the
+        # architecture's module (tens of MiB, the library's cost, not the strategy's)
+        skeleton = build_model(built, dtype=ns.dtype, factory=ns.factory, device="meta")
+        del skeleton
     if device != "cpu":
         torch.empty(1, device=device)
         torch.cuda.synchronize()
@@ -252,11 +276,11 @@ def _rank_body(ns: argparse.Namespace, env: RankEnv, sink: Channel) -> int:
                    "host": socket.gethostname(), "pid": os.getpid(), "device": device,
                    "baseline": base})
         ctx = DistContext(
-            model=ns.model, checkpoint=ckpt, info=info, recorder=rec, scratch=scratch,
+            model=built, checkpoint=ckpt, info=info, recorder=rec, scratch=scratch,
             dtype=ns.dtype, device_map=device, format=info.format,
             shard_size=ns.max_shard_size, seed=ns.seed, rank=env.rank,
             world_size=env.world_size, local_rank=env.local_rank, device=device,
-            per_rank=ns.per_rank,
+            per_rank=ns.per_rank, factory=ns.factory,
         )
         model: Any = None
         try:
@@ -337,19 +361,38 @@ def _strategy_files(strategy: Any, folder: Path, env: RankEnv, dist: Any, ctrl: 
     dist.barrier(group=ctrl)
 
 
-def _checkpoint_folder(ns: argparse.Namespace, env: RankEnv, dist: Any, ctrl: Any) -> Path:
-    if ns.checkpoint_root:
-        return Path(ns.checkpoint_root)
-    # under torchrun: one rank per node saves (each node may have its own disk); the
+def _checkpoint_folder(ns: argparse.Namespace, env: RankEnv, dist: Any,
+                       ctrl: Any) -> tuple[Path, str]:
+    """The prepared folder (``checkpoint/`` + ``checksums.json``) and what the ranks
+    build the model from (a checkpoint folder: its resolved path). Sets ``ns.dtype``
+    and ``ns.max_shard_size`` where they were left to their defaults."""
+    ns.factory = getattr(ns, "factory", None)
+    if ns.checkpoint_root:  # the launcher prepared it, and resolved the model
+        ns.dtype = ns.dtype or "float32"
+        return Path(ns.checkpoint_root), ns.model
+    # under torchrun: one rank per node prepares (each node may have its own disk); the
     # weights are seeded, so every node's copy is the same checkpoint
-    from bigviz.runner.checkpoints import prepare_checkpoint
+    from bigviz.runner.checkpoints import prepare_checkpoint, prepare_folder
     from bigviz.runner.forkserver import close
+    from bigviz.runner.plan import Settings
 
-    kw = {"max_shard_size": ns.max_shard_size, "format": ns.format, "dtype": ns.dtype,
-          "work_dir": ns.work_dir, "seed": ns.seed}
+    settings = Settings(ns.model, dtype=ns.dtype, factory=ns.factory).resolved()
+    ns.dtype = settings.dtype or "float32"
+    src = settings.folder
+    if src is None and ns.max_shard_size is None:
+        ns.max_shard_size = 500_000_000
+    shard = ns.max_shard_size
+
+    def prepare() -> Path:
+        if src is not None:  # the user's folder: checksums (or a reshard), never written
+            return prepare_folder(src, shard=shard, format=None if shard is None
+                                  else ns.format, work_dir=ns.work_dir)
+        return prepare_checkpoint(ns.model, max_shard_size=shard, format=ns.format,
+                                  dtype=ns.dtype, work_dir=ns.work_dir, seed=ns.seed)
+
     if env.local_rank == 0:
-        prepare_checkpoint(ns.model, **kw)
-        close()  # the fork server that saved it is no part of this rank's memory
+        prepare()
+        close()  # the fork server that prepared it is no part of this rank's memory
     dist.barrier(group=ctrl)
-    folder = prepare_checkpoint(ns.model, **kw)  # already there: returns its folder
-    return folder
+    folder = prepare()  # already there: returns its folder
+    return folder, ns.model if src is None else str(src)

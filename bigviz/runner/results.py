@@ -384,7 +384,7 @@ def rank_result(
 
 def failed_ranks_result(
     strategy: str, seen: Supervision, *, pids: Sequence[int], logs: Sequence[str],
-    interval_ms: float, model: str, shard: int, format: str, nproc: int, per_rank: str,
+    interval_ms: float, model: str, shard: int | None, format: str, nproc: int, per_rank: str,
     folder: Path, budget: int | None, backend: str | None,
 ) -> RunResult:
     """A RunResult for a job that did not finish: who failed, where, and how; the

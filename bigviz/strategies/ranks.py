@@ -336,7 +336,8 @@ class Rank0Broadcast(DistStrategy):
         import torch.distributed as dist
 
         with ctx.phase("build", device="meta"):
-            model = build_model(ctx.model, dtype=ctx.dtype, device="meta")
+            model = build_model(ctx.model, dtype=ctx.dtype, factory=ctx.factory,
+                                device="meta")
         info = ctx.info
         by_shard = info.keys_by_shard()
         paths = {p.name: p for p in ctx.shards()}
