@@ -144,7 +144,14 @@ def _cell_parser() -> _Parser:
                    help="do not turn torch/safetensors loader calls into phases")
     p.add_argument("--report", default=None, metavar="PATH",
                    help="also write a report of this cell (.html, .json, .md, .csv)")
+    _theme_option(p)
     return p
+
+
+def _theme_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--theme", default="auto", choices=["auto", "light", "dark"],
+                   help="the figures' colours (default auto: JupyterLab's active theme, "
+                        "read from its settings)")
 
 
 def _line_parser() -> tuple[_Parser, dict[str, _Parser]]:
@@ -156,6 +163,7 @@ def _line_parser() -> tuple[_Parser, dict[str, _Parser]]:
     d = sub.add_parser("dashboard", help="the interactive dashboard (model, shard size, run)")
     d.add_argument("--model", default=options.NOTEBOOK_DEFAULTS["model"], metavar="SPEC",
                    help="gpt:SIZE, mlp:SIZE, bert-base or package.module:function")
+    _theme_option(d)
     s = sub.add_parser(
         "sweep", help="run loading strategies, each in a fresh process, and compare their peaks",
         description=("Save the model once per (shard size, format), then load it with every\n"
@@ -173,6 +181,7 @@ def _line_parser() -> tuple[_Parser, dict[str, _Parser]]:
     c.add_argument("--last", type=int, default=5, metavar="N", help="how many cells (default 5)")
     c.add_argument("--series", default="ram.rss", choices=["ram.rss", "ram.anon", "ram.file"],
                    help="which RAM series to draw (default: ram.rss)")
+    _theme_option(c)
     e = sub.add_parser(
         "export", help="a report of this kernel's profiled cells",
         description=("Write a report of this kernel's profiled cells (or of the last sweep).\n"
@@ -209,6 +218,13 @@ def _usage(exc: BigvizError) -> UsageError:
     return UsageError(str(exc))
 
 
+def _cell_number(shell: Any) -> int:
+    """The running cell's ``In [N]``: IPython 9 counts the cell before running it (its
+    ``execution_count`` is then N + 1), IPython 8 after; its output prompt knows which."""
+    count = getattr(getattr(shell, "displayhook", None), "prompt_count", None)
+    return int(count) if isinstance(count, int) else int(shell.execution_count)
+
+
 def _preimport(*names: str) -> None:
     import contextlib
     import importlib
@@ -222,6 +238,22 @@ def _show_figure(fig: Any) -> None:
     from bigviz.plots import to_png
 
     display(Image(data=to_png(fig, dpi=100), format="png"))
+
+
+def _show_timeline(run: RunResult, theme: str) -> None:
+    """A run's (a profiled cell's) timeline: the interactive view (zoom, pan, hover
+    readout) with the static PNG inside as its fallback where scripts do not run; the PNG
+    alone for what the view cannot show (no RSS samples, ranks)."""
+    from bigviz.plots.interactive import can_show
+    from bigviz.report.notebook import interactive_timeline, timeline_figure
+
+    if not can_show(run):
+        _show_figure(timeline_figure(run.recording, run, theme=theme))
+        return
+    view = interactive_timeline(run, theme=theme)
+    name = run.recording.name or run.label
+    display({"text/html": view.html,
+             "text/plain": f"<bigviz timeline of {name}: zoom and hover in Jupyter>"}, raw=True)
 
 
 def _show_link(*paths: Path) -> None:
@@ -401,7 +433,8 @@ class BigvizMagics(Magics):
         if args is None:
             return None
         shell: Any = self.shell
-        name = args.name or f"cell [{shell.execution_count}]"
+        number = _cell_number(shell)
+        name = args.name or f"cell [{number}]"
         try:
             recorder = record(args.interval, instrument=args.instrument, name=name)
         except BigvizError as exc:
@@ -426,10 +459,10 @@ class BigvizMagics(Magics):
             end = _memory_now()
         recording = rec.recording
         recording.meta[CELL_KEY] = cell_meta(
-            code=cell, execution_count=shell.execution_count, start=start, end=end)
+            code=cell, execution_count=number, start=start, end=end)
         self.cells.append(_Cell(recording, None if error is None else repr(error)))
         try:
-            self._show_recording(self.cells[-1], args.report)
+            self._show_recording(self.cells[-1], args.report, args.theme)
         except KeyboardInterrupt:
             if error is None:
                 raise _Interrupted("interrupted while showing the cell's timeline; the "
@@ -445,7 +478,7 @@ class BigvizMagics(Magics):
         shell: Any = self.shell
         code = shell.transform_cell(cell)
         # a cached file name lets tracebacks show the cell's own lines
-        filename = shell.compile.cache(code, shell.execution_count, raw_code=cell)
+        filename = shell.compile.cache(code, _cell_number(shell), raw_code=cell)
         tree = shell.transform_ast(shell.compile.ast_parse(code, filename=filename))
         last = None
         quiet = shell.displayhook.semicolon_at_end_of_expression(code)
@@ -457,14 +490,14 @@ class BigvizMagics(Magics):
                 last = shell.compile(ast.Expression(expr.value), filename, "eval")
         return shell.compile(tree, filename, "exec"), last
 
-    def _show_recording(self, cell: _Cell, report_path: str | None) -> None:
-        from bigviz.report.notebook import cell_summary_html, phase_table_html, timeline_figure
+    def _show_recording(self, cell: _Cell, report_path: str | None, theme: str) -> None:
+        from bigviz.report.notebook import cell_summary_html, phase_table_html
 
         recording = cell.recording
         (run,) = _cell_runs([cell])
         try:
             # drawn as a run: the baseline line is RSS at the cell's start
-            _show_figure(timeline_figure(recording, run))
+            _show_timeline(run, theme)
         except Exception as exc:  # drawing must never cost the user's result
             print(f"bigviz: could not draw the timeline: {exc!r}", file=sys.stderr)
         # the cell's growth from its start, and that start: what the cell cost
@@ -484,7 +517,7 @@ class BigvizMagics(Magics):
     def _dashboard(self, args: argparse.Namespace) -> None:
         from bigviz.widgets import Dashboard
 
-        dash = Dashboard(args.model)
+        dash = Dashboard(args.model, theme=args.theme)
         self.dashboards.append(dash)
         display(dash)
 
@@ -500,9 +533,10 @@ class BigvizMagics(Magics):
         for r in sweep.results:
             self._run_ids[id(r)] = next(_ids)
         if sweep.results:
-            _show_figure(plots.peaks(sweep))
+            # for JupyterLab's active theme (no --theme: the flags are `bigviz sweep`'s)
+            _show_figure(plots.peaks(sweep, theme="auto"))
             if len({r.shard_size for r in sweep.results}) > 1:
-                _show_figure(plots.sweep_curves(sweep))
+                _show_figure(plots.sweep_curves(sweep, theme="auto"))
             display(HTML(results_table_html(sweep.results)))
         finding = report.key_finding(sweep.results)
         if finding:
@@ -549,7 +583,7 @@ class BigvizMagics(Magics):
 
         # each cell from its own start: what it added, not what earlier cells left behind
         runs = _cell_runs(self.cells[-args.last:])
-        _show_figure(legend_below(plots.overlay(runs, series=args.series)))
+        _show_figure(legend_below(plots.overlay(runs, series=args.series, theme=args.theme)))
         display(HTML(results_table_html(runs)))
 
     def _export(self, args: argparse.Namespace) -> None:

@@ -17,9 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import json
+import os
+import re
+import sys
 import textwrap
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -43,10 +48,12 @@ if _backend_or_none is not None and _backend_or_none() is None:  # pragma: no br
 
 __all__ = [
     "ANON",
+    "AUTO",
     "DPI",
     "FAIL",
     "FAILED",
     "FILE",
+    "LAB_THEME_SETTINGS",
     "LAYER_LABELS",
     "MIN_PX",
     "PHASE_COLORS",
@@ -59,6 +66,7 @@ __all__ = [
     "WIDTH",
     "WIDTH_PX",
     "Theme",
+    "active_theme",
     "axis_unit",
     "bands",
     "current",
@@ -72,6 +80,7 @@ __all__ = [
     "legend_above",
     "plain",
     "predicted_handle",
+    "resolve_theme",
     "side_label",
     "size_in",
     "strategy_colors",
@@ -188,6 +197,85 @@ THEMES = {
     ),
 }
 
+#: ``theme=`` value that draws for JupyterLab's active theme (:func:`active_theme`)
+AUTO = "auto"
+#: where JupyterLab keeps the theme the user picked, under its user-settings folder
+LAB_THEME_SETTINGS = Path("@jupyterlab", "apputils-extension", "themes.jupyterlab-settings")
+
+# a JSON string, or a // or /* */ comment, or a trailing comma (JupyterLab's settings
+# files are JSON5-ish: the comments of the defaults are often kept)
+_JSON5_NOISE = re.compile(r'("(?:\\.|[^"\\])*")|//[^\n]*|/\*.*?\*/|,(\s*[}\]])', re.S)
+
+
+def _lab_settings(path: Path) -> dict[str, Any]:
+    """A JupyterLab settings file as a dict; ``{}`` when missing or unreadable."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(_JSON5_NOISE.sub(lambda m: m.group(1) or m.group(2) or "", text))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _lab_theme_name(settings_dir: str | Path | None) -> str | None:
+    """The theme name JupyterLab shows: the user's setting, else an administrator's
+    ``overrides.json`` default, else ``None`` (JupyterLab's own default: Light)."""
+    if settings_dir is None:
+        env = os.environ.get("JUPYTERLAB_SETTINGS_DIR")
+        config = os.environ.get("JUPYTER_CONFIG_DIR") or Path.home() / ".jupyter"
+        settings_dir = env or Path(config, "lab", "user-settings")
+    theme = _lab_settings(Path(settings_dir) / LAB_THEME_SETTINGS).get("theme")
+    if isinstance(theme, str) and theme:
+        return theme
+    app = os.environ.get("JUPYTERLAB_DIR") or Path(sys.prefix, "share", "jupyter", "lab")
+    overrides = _lab_settings(Path(app, "settings", "overrides.json"))
+    section = overrides.get("@jupyterlab/apputils-extension:themes")
+    theme = section.get("theme") if isinstance(section, dict) else None
+    return theme if isinstance(theme, str) and theme else None
+
+
+def active_theme(settings_dir: str | Path | None = None) -> str:
+    """``"dark"`` when JupyterLab's active theme is a dark one (its name contains "Dark",
+    as "JupyterLab Dark" does), else ``"light"``.
+
+    Read from JupyterLab's user settings (``settings_dir``, default
+    ``$JUPYTERLAB_SETTINGS_DIR``, else ``$JUPYTER_CONFIG_DIR/lab/user-settings``, else
+    ``~/.jupyter/lab/user-settings``), file
+    ``@jupyterlab/apputils-extension/themes.jupyterlab-settings``, comments allowed; without
+    a choice there, an administrator's ``overrides.json`` default. Read at every call, so
+    the next figure follows a theme switched in JupyterLab. A kernel not started by
+    JupyterLab (VS Code, a script) finds no setting: ``"light"``.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     f = Path(d) / LAB_THEME_SETTINGS
+        ...     f.parent.mkdir(parents=True)
+        ...     _ = f.write_text('{\\n  // picked in Settings\\n  "theme": "JupyterLab Dark"\\n}')
+        ...     active_theme(d)
+        'dark'
+    """
+    name = _lab_theme_name(settings_dir)
+    return "dark" if name is not None and "dark" in name.lower() else "light"
+
+
+def resolve_theme(name: str) -> str:
+    """The theme ``name`` stands for: :data:`AUTO` becomes :func:`active_theme`.
+
+    Raises:
+        ConfigError: for a theme that is neither ``"auto"`` nor in :data:`THEMES`.
+
+    Example:
+        >>> resolve_theme("dark")
+        'dark'
+    """
+    if name == AUTO:
+        return active_theme()
+    if not isinstance(name, str) or name not in THEMES:
+        raise ConfigError(f"theme={name!r} is not known; use one of {AUTO}, {', '.join(THEMES)}")
+    return name
+
+
 _ACTIVE: contextvars.ContextVar[Theme] = contextvars.ContextVar(
     "bigviz_theme", default=THEMES["light"]
 )
@@ -205,19 +293,18 @@ def current() -> Theme:
 
 @contextlib.contextmanager
 def themed(name: str) -> Iterator[Theme]:
-    """Draw with theme ``name``: its rcParams and :func:`current` inside the block.
+    """Draw with theme ``name``: its rcParams and :func:`current` inside the block;
+    :data:`AUTO` draws for JupyterLab's active theme (:func:`active_theme`).
 
     Raises:
-        ConfigError: for a theme that is not in :data:`THEMES`.
+        ConfigError: for a theme that is neither ``"auto"`` nor in :data:`THEMES`.
 
     Example:
         >>> with themed("dark") as t:
         ...     current() is t
         True
     """
-    if name not in THEMES:
-        raise ConfigError(f"theme={name!r} is not known; use one of {', '.join(THEMES)}")
-    theme = THEMES[name]
+    theme = THEMES[resolve_theme(name)]
     token = _ACTIVE.set(theme)
     try:
         rc: Any = theme.rc()  # matplotlib types its keys as a Literal

@@ -28,7 +28,10 @@ from bigviz.tables.labels import OUTCOME_TEXT
 from bigviz.tables.phases import repeats
 from bigviz.units import format_size
 
-__all__ = ["SMALL_GROWTH", "timeline"]
+__all__ = ["BASELINE_LABEL", "SMALL_GROWTH", "timeline"]
+
+#: the key's name for a run's baseline: the worker's RSS after its imports
+BASELINE_LABEL = "baseline (after imports)"
 
 
 def timeline(
@@ -39,6 +42,7 @@ def timeline(
     title: str | None = None,
     px: int | None = None,
     theme: str = "light",
+    baseline_label: str = BASELINE_LABEL,
 ) -> Figure:
     """Plot one run over time.
 
@@ -62,7 +66,10 @@ def timeline(
         title: overrides the automatic title (wrapped to two lines at most).
         px: figure width in pixels (at :data:`~bigviz.plots.style.DPI`, so text stays
             >= 9 px); overrides ``width``. Give the output's width to show it unscaled.
-        theme: ``"light"`` or ``"dark"`` (JupyterLab Dark).
+        theme: ``"light"``, ``"dark"`` (JupyterLab Dark) or ``"auto"`` (JupyterLab's
+            active theme, :func:`~bigviz.plots.style.active_theme`).
+        baseline_label: the key's name for the baseline line of a RunResult (a profiled
+            cell's baseline is RSS at the cell's start, not the worker after imports).
 
     Many phases stay fast: bands and peaks are drawn as one artist per panel, and a run of
     repeated phases (``step 1 … step 800``) too dense for the pixels is one band named
@@ -80,11 +87,12 @@ def timeline(
         return ranks(obj, width=width, max_points=max_points, title=title, px=px, theme=theme)
     width = style.size_in(width, px)
     with style.themed(theme):
-        return _timeline(rec, result, width, max_points, title)
+        return _timeline(rec, result, width, max_points, title, baseline_label)
 
 
 def _timeline(
-    rec: Recording, result: RunResult | None, width: float, max_points: int, title: str | None
+    rec: Recording, result: RunResult | None, width: float, max_points: int, title: str | None,
+    baseline_label: str,
 ) -> Figure:
     # never more points than two per pixel of the panel: more only costs time and bytes
     max_points = max(4, min(max_points, int(width * style.DPI * 2)))
@@ -103,7 +111,7 @@ def _timeline(
     end = sampling.rec_end(rec)
 
     items = _phase_items(rec, width)
-    _draw_ram(ram_ax, rec, result, max_points, width, items)
+    _draw_ram(ram_ax, rec, result, max_points, width, items, baseline_label)
     if vram_ax is not None:
         _draw_vram(vram_ax, rec, result, devices, max_points)
     for ax in axes[: len(axes) - (1 if strip_ax is not None else 0)]:
@@ -135,7 +143,7 @@ def _timeline(
 
 def _draw_ram(
     ax: Axes, rec: Recording, result: RunResult | None, max_points: int, width: float,
-    items: list[_Item],
+    items: list[_Item], baseline_label: str,
 ) -> None:
     theme = style.current()
     anon = rec.series.get("ram.anon")
@@ -184,7 +192,7 @@ def _draw_ram(
     if result is not None:
         handles.append(
             Line2D([], [], color=theme.baseline, lw=0.9, ls=(0, (1, 2)),
-                   label="baseline (after imports)")
+                   label=style.plain(baseline_label))
         )
         if result.predicted is not None:
             handles.append(style.predicted_handle(f"predicted peak ({result.predicted.formula})"))

@@ -83,33 +83,30 @@ def overview_figures(obj: Reportable) -> list[tuple[str, str, Callable[[], Any]]
     return figs
 
 
-#: the timeline's key for a run's baseline, and what it is for a profiled cell
-_RUN_BASELINE = "baseline (after imports)"
+#: the timeline's key for a profiled cell's baseline (a run's: "baseline (after imports)")
 CELL_BASELINE = "baseline (RSS at the cell's start)"
 
 
 def timeline_figure(
-    rec: Recording, run: RunResult | None, *, max_points: int | None = REPORT_POINTS
+    rec: Recording, run: RunResult | None, *, max_points: int | None = REPORT_POINTS,
+    theme: str = "light",
 ) -> Any:
     """The timeline of one run (at report resolution unless ``max_points`` says otherwise).
 
     A profiled cell is drawn as the run it is (:func:`~bigviz.tables.findings.cell_run`): its
     baseline, RSS at the cell's start, is a line with that name in the key, and the growth
     the figure may write on it is measured from there, not from the first phase.
+    ``theme``: as :func:`bigviz.plots.timeline`'s.
     """
     from bigviz import plots
 
-    kwargs: dict[str, Any] = {} if max_points is None else {"max_points": max_points}
+    kwargs: dict[str, Any] = {"theme": theme}
+    if max_points is not None:
+        kwargs["max_points"] = max_points
     if cell_of(rec) is None:
         return plots.timeline(run if run is not None else rec, **kwargs)
-    fig = plots.timeline(run if run is not None else cell_run(rec), title=rec.name or "cell",
-                         **kwargs)
-    for ax in fig.axes:
-        legend = ax.get_legend()
-        for text in legend.get_texts() if legend is not None else ():
-            if text.get_text() == _RUN_BASELINE:
-                text.set_text(CELL_BASELINE)
-    return fig
+    return plots.timeline(run if run is not None else cell_run(rec), title=rec.name or "cell",
+                          baseline_label=CELL_BASELINE, **kwargs)
 
 
 __all__ = ["CELL_BASELINE", "overview_figures", "timeline_figure"]

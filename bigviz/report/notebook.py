@@ -118,16 +118,18 @@ def cell_summary_html(rec: Recording) -> str:
     return "" if text is None else f'<p class="bigviz-cell">{_e(text)}</p>'
 
 
-def timeline_figure(rec: Recording, run: RunResult | None = None) -> Any:
+def timeline_figure(rec: Recording, run: RunResult | None = None, *,
+                    theme: str = "light") -> Any:
     """The timeline figure of a recording or run at notebook resolution; a profiled cell's
-    baseline is RSS at the cell's start (:func:`bigviz.report._figures.timeline_figure`)."""
+    baseline is RSS at the cell's start (:func:`bigviz.report._figures.timeline_figure`);
+    ``theme`` as :func:`bigviz.plots.timeline`'s (``"auto"``: JupyterLab's)."""
     from ._figures import timeline_figure as _timeline
 
-    return _timeline(rec, run, max_points=None)
+    return _timeline(rec, run, max_points=None, theme=theme)
 
 
 def interactive_timeline(obj: Recording | RunResult, *, max_points: int | None = None,
-                         fallback: bool = True) -> Any:
+                         fallback: bool = True, theme: str = "light") -> Any:
     """The timeline of a recording or run as an interactive view for Jupyter: mouse-wheel
     zoom, drag to pan, double-click to reset, and a hover readout of time, phase, RSS,
     anonymous, file-backed and shared memory and VRAM at the nearest sample
@@ -139,6 +141,8 @@ def interactive_timeline(obj: Recording | RunResult, *, max_points: int | None =
             :data:`bigviz.plots.interactive.MAX_EXACT`.
         fallback: embed the static PNG, shown where the view's script cannot run (an
             untrusted notebook, a static render).
+        theme: the fallback PNG's colours (:func:`timeline_figure`); the view itself
+            follows JupyterLab's CSS variables.
 
     Returns:
         An object that displays itself (``_repr_html_``); its ``html`` is the fragment.
@@ -156,7 +160,8 @@ def interactive_timeline(obj: Recording | RunResult, *, max_points: int | None =
     rec, run = as_recording(obj)
     png = ""
     if fallback:
-        data = base64.b64encode(to_png(timeline_figure(rec, run), dpi=100)).decode("ascii")
+        fig = timeline_figure(rec, run, theme=theme)
+        data = base64.b64encode(to_png(fig, dpi=100)).decode("ascii")
         png = (f'<img alt="{_e("timeline of " + (rec.name or "recording"))}" '
                f'style="max-width:100%" src="data:image/png;base64,{data}">')
     return InteractiveTimeline(obj, max_points=MAX_EXACT if max_points is None else max_points,

@@ -1,6 +1,7 @@
 """The :class:`Dashboard`: what its controls do (they are built in ``_controls``)."""
 from __future__ import annotations
 
+import contextlib
 import html
 import math
 import re
@@ -16,7 +17,6 @@ from bigviz.report.notebook import results_table_html
 from bigviz.units import format_size
 from bigviz.widgets._controls import (
     CUSTOM,
-    FIGURE_DPI,
     REPORT_SUFFIX,
     TEXT,
     build_controls,
@@ -74,6 +74,12 @@ class Dashboard:
         work_dir: where checkpoints are saved (default ``$TMPDIR/bigviz-work``).
         out_dir: where the export buttons write reports.
         redraw_s: minimum seconds between redraws of the live timeline.
+        theme: the figures' colours: ``"auto"`` (the default) draws each figure for
+            JupyterLab's active theme, read from its settings when the figure is drawn
+            (:func:`bigviz.plots.style.active_theme`); ``"light"`` or ``"dark"`` force one
+            (light figures in JupyterLab Dark are glaring white blocks).
+        figure_px: the figures' width in pixels (default 840, an ~850 px output): give the
+            output's width so the PNGs are shown unscaled and their text stays >= 9 px.
 
     Raises:
         ImportError: ipywidgets is not installed (the message says what to install).
@@ -105,6 +111,7 @@ class Dashboard:
     pick_w: Any
     progress_w: Any
     ram_budget_w: Any
+    cache_w: Any
     results_w: Any
     run_w: Any
     shard_info: Any
@@ -131,6 +138,8 @@ class Dashboard:
         work_dir: str | Path | None = None,
         out_dir: str | Path = "bigviz-reports",
         redraw_s: float = 0.25,
+        theme: str = "auto",
+        figure_px: int | None = None,
     ) -> None:
         w = ipywidgets()
         from bigviz import options
@@ -146,6 +155,10 @@ class Dashboard:
         self.work_dir = work_dir
         self.out_dir = Path(out_dir)
         self.redraw_s = float(redraw_s)
+        if theme not in ("auto", "light", "dark"):  # plots.style's, without matplotlib
+            raise ConfigError(f"theme={theme!r} is not known; use 'auto', 'light' or 'dark'")
+        #: what every figure of the dashboard is drawn with (issue 15: theme and width)
+        self.figure_style: dict[str, Any] = {"theme": theme, "px": figure_px}
         self._progress = SweepProgress()
         self._job: BackgroundSweep | None = None
         self._rows: list[Any] = []  # (label, bar, note) widgets, one per run
@@ -174,6 +187,27 @@ class Dashboard:
             button.on_click(lambda _b, k=kind: self._clicked(lambda: self.export(k)))
         self._model_changed()
         self._show_baseline()
+        # issue 17 item 4: the fork server starts now, in the background, with what the
+        # selected strategies import, so the first Run's first sample comes fast
+        self.strategies_w.observe(lambda _c: self._prestart(), names="value")
+        self._prestart()
+
+    def _prestart(self) -> None:
+        """Begin starting the fork server (never waits), with the libraries the selected
+        strategies import (Transformers for ``transformers``) preloaded in it."""
+        import bigviz.strategies as registry
+        from bigviz.models import parse_spec
+        from bigviz.runner import forkserver
+
+        modules: list[str] = []
+        for name in self.strategies_w.value:
+            with contextlib.suppress(BigvizError):
+                modules += [m for m in registry.get(name).preload if m not in modules]
+        with contextlib.suppress(BigvizError):  # a checkpoint folder builds with Transformers
+            if parse_spec(self.model_w.value.strip()).kind == "folder" \
+                    and "transformers" not in modules:
+                modules.append("transformers")
+        forkserver.prestart(modules)
 
     # -- display ----------------------------------------------------------------------
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
@@ -378,7 +412,7 @@ class Dashboard:
             "model": model, "strategies": strategies,
             "shard_sizes": None if folder else [self.shard_size],
             "device_maps": [device_map], "formats": [self.format_w.value], "max_memory": caps,
-            "ram_budget": budget, "work_dir": self.work_dir,
+            "ram_budget": budget, "work_dir": self.work_dir, "cache": [self.cache_w.value],
         }
 
     def _field(self, label: str, name: str, text: str) -> Any:
@@ -566,7 +600,7 @@ class Dashboard:
         lines = [(r.label, list(r.t), [v - r.baseline for v in r.v], r.state == "running")
                  for r in self._progress.runs if r.t]
         if lines:
-            self.live_w.value = to_png(live(lines), dpi=FIGURE_DPI)
+            self.live_w.value = to_png(live(lines, **self.figure_style))
             self.live_w.layout.display = "block"  # only now: it has a picture
 
     def _show_results(self, sweep: Sweep) -> None:
@@ -576,12 +610,12 @@ class Dashboard:
         if not done:
             self._set_status("cancelled before any run finished")
             return
-        self.peaks_w.value = plots.to_png(plots.peaks(sweep), dpi=FIGURE_DPI)
+        self.peaks_w.value = plots.to_png(plots.peaks(sweep, **self.figure_style))
         # each run's timeline is drawn once: the live chart gives way to the results, the
         # overlay is there only to compare several runs, "One run" shows the picked one
         self.live_w.layout.display = "none"
         if len(done) > 1:
-            self.timelines_w.value = plots.to_png(plots.overlay(sweep), dpi=FIGURE_DPI)
+            self.timelines_w.value = plots.to_png(plots.overlay(sweep, **self.figure_style))
             self.timelines_box.layout.display = "flex"
         else:
             self.timelines_box.layout.display = "none"
@@ -617,8 +651,8 @@ class Dashboard:
         sweep = self.sweep
         if sweep is None or index is None or index >= len(sweep.results):
             return
-        self.timeline_w.value = plots.to_png(plots.timeline(sweep.results[index]),
-                                             dpi=FIGURE_DPI)
+        self.timeline_w.value = plots.to_png(plots.timeline(sweep.results[index],
+                                                            **self.figure_style))
 
     # -- advise -------------------------------------------------------------------------
     def advise(self, **options: Any) -> Any:

@@ -45,6 +45,24 @@ def html_outputs(cap: CapturedIO) -> str:
     return "\n".join(out.data["text/html"] for out in cap.outputs if "text/html" in out.data)
 
 
+def timeline_png(cap: CapturedIO) -> bytes:
+    """The PNG of the one timeline ``%%bigviz`` showed: an interactive view (its samples
+    in ``data-bigviz``, its script with it) whose static fallback is that PNG."""
+    import base64
+
+    views = [out.data["text/html"] for out in cap.outputs
+             if 'class="bigviz-itl-box"' in out.data.get("text/html", "")]
+    assert len(views) == 1, mimes(cap)
+    (view,) = views
+    assert 'data-bigviz="' in view and "<canvas" in view and "<script>" in view
+    m = re.search(r'<div class="bigviz-itl-fallback"><img [^>]*src="data:image/png;base64,'
+                  r'([A-Za-z0-9+/=]+)"', view)
+    assert m is not None, view[-500:]
+    png = base64.b64decode(m.group(1))
+    assert png[:4] == b"\x89PNG"
+    return png
+
+
 
 def test_cell_is_profiled_and_its_value_still_displays(shell: Any, tmp_path: Path) -> None:
     # GIVEN a cell that saves and loads a real 32 MiB tensor
@@ -57,8 +75,9 @@ def test_cell_is_profiled_and_its_value_still_displays(shell: Any, tmp_path: Pat
     assert result.error_in_exec is None
     assert result.result == 2**23
     assert shell.user_ns["t"].numel() == 2**23
-    # AND a timeline image and a phase table were displayed under it
-    assert "image/png" in mimes(cap)
+    # AND an interactive timeline (the static PNG its fallback) and a phase table were
+    # displayed under it
+    timeline_png(cap)
     table = html_outputs(cap)
     assert 'class="bigviz-phases"' in table
     # the automatic phases name what happened: the load of our file
@@ -67,6 +86,18 @@ def test_cell_is_profiled_and_its_value_still_displays(shell: Any, tmp_path: Pat
     rec = shell.magics_manager.registry["BigvizMagics"].recordings[-1]
     load = next(p for p in rec.phases if "torch.load" in p.name)
     assert load.ram_growth is not None and load.ram_growth >= 30 * 2**20
+
+
+def test_an_unnamed_cell_is_named_by_its_in_number(shell: Any) -> None:
+    run(shell, "x0 = 1")  # GIVEN a cell before it
+    # WHEN an unnamed cell is profiled (and fails, so its traceback names it too)
+    result, cap = run(shell, "%%bigviz\nbuf = bytearray(2**20)\nraise KeyError('k')\n")
+    # THEN its recording and report carry its own In [N], the number its prompt shows
+    rec = shell.magics_manager.registry["BigvizMagics"].recordings[-1]
+    assert result.execution_count == 2
+    assert rec.name == "cell [2]" and rec.meta["cell"]["execution_count"] == 2
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", cap.stdout + cap.stderr)
+    assert "Cell In[2], line 2" in plain, plain[-800:]  # line 2 of the code
 
 
 def test_semicolon_still_silences_the_value(shell: Any) -> None:
@@ -87,7 +118,45 @@ def test_exception_propagates_with_the_users_line_and_timeline_still_shows(shell
     plain = re.sub(r"\x1b\[[0-9;]*m", "", cap.stdout + cap.stderr)
     assert "raise ValueError('boom from the cell')" in plain
     # AND what was recorded up to the failure is still shown
-    assert "image/png" in mimes(cap)
+    timeline_png(cap)
+
+
+def _background(png: bytes | str) -> float:
+    """Mean of the top-left pixel's RGB: the figure's background (0 black, 1 white)."""
+    import base64
+    import io
+
+    from matplotlib.image import imread
+
+    data = base64.b64decode(png) if isinstance(png, str) else png
+    return float(imread(io.BytesIO(data))[2, 2, :3].mean())
+
+
+def test_figures_are_drawn_for_the_theme_jupyterlab_shows(
+    shell: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a kernel whose JupyterLab has JupyterLab Dark picked (its settings file, as
+    # JupyterLab writes it, comments included)
+    settings = tmp_path / "lab"
+    f = settings / "@jupyterlab" / "apputils-extension" / "themes.jupyterlab-settings"
+    f.parent.mkdir(parents=True)
+    f.write_text('{\n  // Theme\n  "theme": "JupyterLab Dark",\n}\n')
+    monkeypatch.setenv("JUPYTERLAB_SETTINGS_DIR", str(settings))
+    monkeypatch.setenv("JUPYTERLAB_DIR", str(tmp_path / "app"))  # no admin overrides
+    # WHEN a cell is profiled THEN its timeline's static figure is dark, not a white block
+    _r, cap = run(shell, "%%bigviz --name dark\nbuf = bytearray(8 * 2**20)\n")
+    assert _background(timeline_png(cap)) < 0.15
+    # AND so is the compare figure
+    _r, cap = run(shell, "%bigviz compare")
+    (png,) = [out.data["image/png"] for out in cap.outputs if "image/png" in out.data]
+    assert _background(png) < 0.15
+    # AND --theme light overrides the detection
+    _r, cap = run(shell, "%%bigviz --name forced --theme light\nbuf2 = bytearray(2**20)\n")
+    assert _background(timeline_png(cap)) > 0.9
+    # AND back in JupyterLab Light the default draws light again
+    f.write_text('{"theme": "JupyterLab Light"}')
+    _r, cap = run(shell, "%%bigviz --name light\nbuf3 = bytearray(2**20)\n")
+    assert _background(timeline_png(cap)) > 0.9
 
 
 def test_bad_cell_arguments_raise_usage_error_and_the_cell_does_not_run(shell: Any) -> None:
@@ -208,7 +277,9 @@ def test_cell_growth_is_measured_from_the_cells_start_and_the_baseline_is_shown(
     text = line.group(1).replace("&#x27;", "'")
     assert f"RSS {format_size(facts.baseline)} at the cell's start (its baseline)" in text
     assert f"+{format_size(facts.growth)} above it" in text
-    assert "image/png" in mimes(cap)
+    # AND the interactive timeline draws that baseline (bytes in its data)
+    assert f'&quot;baseline&quot;:{facts.baseline}' in html_outputs(cap)
+    timeline_png(cap)
     # AND `%bigviz compare` / export take the same figure: the cell as a run above its start
     from bigviz.magics import _cell_runs
 
