@@ -43,8 +43,14 @@ def cell_outputs(nb: Any, marker: str) -> list[dict[str, Any]]:
 
 
 def images(outs: list[dict[str, Any]]) -> int:
-    return sum(1 for o in outs if "image/png" in o.get("data", {})
-               or "image/svg+xml" in o.get("data", {}))
+    """Figures among a cell's outputs: a PNG or SVG, or the interactive timeline that
+    %%bigviz shows (an HTML view that carries its static PNG as the fallback)."""
+    def figure(o: dict[str, Any]) -> bool:
+        data = o.get("data", {})
+        page = data.get("text/html", "")
+        interactive = "bigviz-itl" in page and "data:image/png;base64," in page
+        return "image/png" in data or "image/svg+xml" in data or interactive
+    return sum(1 for o in outs if figure(o))
 
 
 def html(outs: list[dict[str, Any]]) -> str:

@@ -456,7 +456,7 @@ def test_cli_prints_a_line_per_shard_and_a_summary(
 @pytest.mark.parametrize(
     ("extra", "code", "message"),
     [
-        (["--max-shard-size", "0"], 2, "must be above 0"),
+        (["--max-shard-size", "0"], 2, "must be positive"),
         (["--max-shard-size", "1MB", "--format", "pt"], 2, "invalid choice: 'pt'"),
         ([], 2, "--max-shard-size"),
     ],
