@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -172,3 +174,113 @@ def test_parse_kib_reads_every_kb_field_of_real_proc_files(name: str) -> None:
     assert sc.parse_kib(b"VmHWM: 7 kB", (b"VmHWM",)) == [7 * 1024]  # no newline at all
     # AND a name that is only the tail of another one is not taken for it
     assert sc.parse_kib(b"RssVmHWM: 1 kB\nVmHWM: 2 kB\n", (b"VmHWM",)) == [2048]
+
+
+# -- CPU placement (issue 17) ------------------------------------------------------------
+# spins on whichever CPUs it is allowed; says "ready" first
+SPIN = r"""
+import sys, time
+print("ready", flush=True)
+while True:
+    pass
+"""
+
+
+def _two_cpus() -> list[int]:
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("CPU placement needs at least 2 CPUs this process may use")
+    return cpus
+
+
+def _wait_for(pred: Any, timeout: float = 5.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.01)
+    return bool(pred())
+
+
+def _spinner_and_sidecar(cpu: int, env: dict[str, str]) -> tuple[Any, Any]:
+    target = subprocess.Popen(
+        [sys.executable, "-I", "-S", "-c", SPIN], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert target.stdout is not None
+    os.sched_setaffinity(target.pid, {cpu})
+    assert target.stdout.readline() == b"ready\n"
+    side = subprocess.Popen(
+        [sys.executable, "-I", "-S", str(Path(sc.__file__)), str(target.pid), "1.0",
+         "100.0", "200.0", "10.0", "1", "0", str(os.getpid())],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={**os.environ, **env},
+    )  # fmt: skip
+    return target, side
+
+
+def _stop(target: Any, side: Any) -> list[Rec]:
+    out, _ = side.communicate(b"q", timeout=10)
+    target.kill()
+    target.wait()
+    target.stdin.close()
+    target.stdout.close()
+    return _records(out)
+
+
+def test_the_sidecar_keeps_off_the_cpu_the_target_runs_on() -> None:
+    cpus = _two_cpus()
+    allowed = set(cpus)
+    # GIVEN a busy target pinned to the first CPU, sampled by a sidecar (default: away)
+    target, side = _spinner_and_sidecar(cpus[0], {})
+    try:
+        # THEN the sidecar pins itself to every other CPU it may use
+        assert _wait_for(lambda: os.sched_getaffinity(side.pid) == allowed - {cpus[0]})
+        # WHEN the target is moved to the second CPU
+        os.sched_setaffinity(target.pid, {cpus[1]})
+        # THEN the sidecar follows: off the second, back on the first
+        assert _wait_for(lambda: os.sched_getaffinity(side.pid) == allowed - {cpus[1]})
+        time.sleep(0.2)
+    finally:
+        recs = _stop(target, side)
+    # AND it sampled all along, with no error
+    assert sum(r[0] == sc.K_STATUS for r in recs) >= 50
+    assert not [r for r in recs if r[0] == sc.K_ERROR]
+
+
+def test_placement_any_leaves_the_sidecar_where_the_kernel_puts_it() -> None:
+    cpus = _two_cpus()
+    target, side = _spinner_and_sidecar(cpus[0], {sc.CPU_ENV: "any"})
+    try:
+        time.sleep(0.3)  # 15 looks at the target's CPU, had it been "away"
+        assert os.sched_getaffinity(side.pid) == set(cpus)
+    finally:
+        recs = _stop(target, side)
+    assert sum(r[0] == sc.K_STATUS for r in recs) >= 50
+
+
+def test_a_bad_placement_is_reported_and_the_default_is_used() -> None:
+    cpus = _two_cpus()
+    target, side = _spinner_and_sidecar(cpus[0], {sc.CPU_ENV: "near"})
+    try:
+        assert _wait_for(lambda: os.sched_getaffinity(side.pid) == set(cpus) - {cpus[0]})
+    finally:
+        recs = _stop(target, side)
+    errors = [i for i, r in enumerate(recs) if r[0] == sc.K_ERROR]
+    assert len(errors) == 1
+    i = errors[0]
+    text = b"".join(sc.REC.pack(*r)[16:] for r in recs[i + 1 : i + 1 + recs[i][2]])
+    assert text.rstrip(b"\0").decode() == "BIGVIZ_SIDECAR_CPU='near': use one of away, any"
+
+
+def test_parse_stat_cpu_reads_the_cpu_a_pinned_process_runs_on() -> None:
+    # GIVEN a process pinned to the last CPU this one may use, which reads its own stat
+    cpu = max(os.sched_getaffinity(0))
+    code = (
+        f"import os; os.sched_setaffinity(0, {{{cpu}}}); x = sum(range(10**5)); "
+        "import sys; sys.stdout.buffer.write(open('/proc/self/stat', 'rb').read())"
+    )
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True,
+                         check=True).stdout  # fmt: skip
+    # THEN field 39 of its stat is that CPU
+    assert sc.parse_stat_cpu(out) == cpu
+    with pytest.raises(ValueError, match="not /proc/PID/stat"):
+        sc.parse_stat_cpu(b"1 (x) R 1 2 3\n")
