@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import struct
 from pathlib import Path
 
 import torch
@@ -38,22 +40,25 @@ def test_shard_position_from_the_file_list_or_the_name() -> None:
 
 
 def test_mapped_files_sums_size_and_rss_of_the_files_mappings(tmp_path: Path) -> None:
-    # GIVEN an smaps text with two mappings of one file and one of another
-    smaps = tmp_path / "smaps"
-    smaps.write_text(
-        "7f00-7f10 r--p 00000000 08:01 12 /w/model.safetensors\n"
-        "Size:                 64 kB\nKernelPageSize:        4 kB\nRss:                  16 kB\n"
-        "Pss:                  16 kB\nVmFlags: rd mr mw me\n"
-        "7f10-7f20 r--p 00010000 08:01 12 /w/model.safetensors\n"
-        "Size:                 32 kB\nRss:                   0 kB\n"
-        "7f20-7f30 r-xp 00000000 08:01 13 /usr/lib/libc.so\n"
-        "Size:                100 kB\nRss:                 100 kB\n"
-        "7f30-7f40 rw-p 00000000 00:00 0 \nSize:      4 kB\nRss:       4 kB\n"
+    # GIVEN a maps text with two mappings of one file and one of another, and a pagemap
+    # (8 bytes a page, bit 63: present) where 4 pages of the first mapping are present
+    page = os.sysconf("SC_PAGE_SIZE")
+    maps = tmp_path / "maps"
+    maps.write_text(
+        f"{16 * page:x}-{32 * page:x} r--p 00000000 08:01 12 /w/model.safetensors\n"
+        f"{32 * page:x}-{40 * page:x} r--p 00010000 08:01 12 /w/model.safetensors\n"
+        f"{40 * page:x}-{50 * page:x} r-xp 00000000 08:01 13 /usr/lib/libc.so\n"
+        f"{50 * page:x}-{51 * page:x} rw-p 00000000 00:00 0 \n"
     )
+    entries = [0] * 51
+    for i in (16, 17, 20, 31, 40, 41, 50):  # 40.. belong to the other mappings
+        entries[i] = (1 << 63) | i
+    pagemap = tmp_path / "pagemap"
+    pagemap.write_bytes(struct.pack(f"<{len(entries)}Q", *entries))
     # WHEN the checkpoint file is looked up THEN only its mappings count
-    assert mapped_files(["/w/model.safetensors"], str(smaps)) == {
-        "/w/model.safetensors": (96 * 1024, 16 * 1024)}
-    assert mapped_files(["/w/other"], str(smaps)) == {}
+    assert mapped_files(["/w/model.safetensors"], str(maps), str(pagemap)) == {
+        "/w/model.safetensors": (24 * page, 4 * page)}
+    assert mapped_files(["/w/other"], str(maps), str(pagemap)) == {}
 
 
 def test_files_of_reads_the_index_in_shard_order(tmp_path: Path) -> None:
