@@ -1,8 +1,9 @@
 """``%load_ext bigviz``: the ``%%bigviz`` cell magic and the ``%bigviz`` line magics.
 
 Thin by design (the memray layout): each magic parses its arguments with ``argparse``
-over ``shlex.split``, calls the core, and displays what came back. ``import bigviz``
-never imports this module; ``%load_ext bigviz`` does.
+over ``shlex.split`` (the parsers: :mod:`bigviz._magic_args`), calls the core, and
+displays what came back (a sweep's live bars: :mod:`bigviz.widgets._sweep_bars`).
+``import bigviz`` never imports this module; ``%load_ext bigviz`` does.
 
 Example (in a notebook)::
 
@@ -24,19 +25,17 @@ import ast
 import functools
 import html
 import itertools
-import re
-import shlex
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 from IPython import display as _ipd
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from bigviz._errors import BigvizError, ConfigError, ReportError, StrategyError
+from bigviz._magic_args import MagicParser, cell_parser, line_parser, parse_line
 from bigviz.tables.findings import CELL_KEY, cell_meta
 from bigviz.units import format_size
 
@@ -44,6 +43,7 @@ if TYPE_CHECKING:
     from bigviz.data.recording import Recording
     from bigviz.data.result import RunResult, Sweep
     from bigviz.progress import RunProgress, SweepProgress
+    from bigviz.widgets._sweep_bars import SweepBars
 
 __all__ = ["BigvizMagics", "load_ipython_extension", "parser"]
 
@@ -51,167 +51,6 @@ __all__ = ["BigvizMagics", "load_ipython_extension", "parser"]
 display: Any = _ipd.display
 HTML: Any = _ipd.HTML
 Image: Any = _ipd.Image
-
-
-class _HelpShown(Exception):
-    """``-h`` was given: argparse printed the help; nothing else to do."""
-
-
-_NEGATIVE_VALUE = re.compile(r"^-\.?[0-9]")
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse whose errors are IPython ``UsageError``\\ s instead of ``sys.exit``."""
-
-    def __init__(self, *args: Any, family: set[str] | None = None, **kwargs: Any) -> None:
-        kwargs.setdefault("allow_abbrev", False)  # --shard-size must not mean --shard-sizes
-        #: every option string of this parser and its sub-commands (shared with them)
-        self.family: set[str] = set() if family is None else family
-        super().__init__(*args, **kwargs)
-
-    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
-        self.family.update(a for a in args if isinstance(a, str) and a.startswith("-"))
-        return super().add_argument(*args, **kwargs)
-
-    def add_argument_group(self, *args: Any, **kwargs: Any) -> Any:
-        group = super().add_argument_group(*args, **kwargs)
-        add = group.add_argument
-
-        def add_and_note(*names: Any, **kw: Any) -> argparse.Action:
-            self.family.update(a for a in names if isinstance(a, str) and a.startswith("-"))
-            return add(*names, **kw)
-
-        setattr(group, "add_argument", add_and_note)  # noqa: B010 (an instance's method)
-        return group
-
-    def add_subparsers(self, **kwargs: Any) -> Any:
-        if kwargs.get("parser_class", _Parser) is _Parser:  # sub-commands share the family
-            kwargs["parser_class"] = functools.partial(_Parser, family=self.family)
-        return super().add_subparsers(**kwargs)
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message}{self._did_you_mean(message)}\n"
-                         f"{self.format_usage()}Run `%bigviz?` (or add -h) for all options.")
-
-    def _did_you_mean(self, message: str) -> str:
-        """"; did you mean --shard-sizes?" for a mistyped option (abbreviations are off:
-        ``--shard-size`` must not silently mean ``--shard-sizes``)."""
-        import difflib
-        import re
-
-        if "unrecognized arguments" not in message:
-            return ""
-        hints = []
-        for word in re.findall(r"(?<!\S)(--?[\w-]+)", message.split(":", 1)[-1]):
-            close = difflib.get_close_matches(word.split("=")[0], sorted(self.family), n=1,
-                                              cutoff=0.75)
-            if close:
-                hints.append(f"{word} → did you mean {close[0]}?")
-        return "; " + "; ".join(hints) if hints else ""
-
-    def _parse_optional(self, arg_string: str) -> Any:
-        # "-5MB", "-1GB", "-5%" are values (refused as "must be positive" by the option's
-        # own check), not options: argparse alone would answer "expected one argument"
-        if _NEGATIVE_VALUE.match(arg_string):
-            return None
-        return super()._parse_optional(arg_string)  # type: ignore[misc]
-
-    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
-        if message:
-            raise UsageError(message)
-        raise _HelpShown
-
-
-def _cell_parser() -> _Parser:
-    p = _Parser(prog="%%bigviz", description=(
-        "Profile the cell in this kernel: RAM (and VRAM) over time, with an exact peak per\n"
-        "phase. torch.load, safetensors, load_state_dict and Module.to become phases by\n"
-        "themselves (torch and safetensors are imported before recording starts so\n"
-        "that a cell importing them still gets those phases). Shows the timeline and a\n"
-        "phase table; the cell's result and exceptions are as without the magic.\n\n"
-        "The cell's growth is measured from its start: the kernel's RSS read just before\n"
-        "the cell's code runs is its baseline (a line on the timeline, and the line under\n"
-        "it: RSS at the start, peak and growth above it, what the cell kept).\n\n"
-        "Exact peaks come from resetting the kernel's high-water mark (VmHWM) at each\n"
-        "phase: afterwards this kernel's getrusage().ru_maxrss (resource module) and\n"
-        "/usr/bin/time -v report only the peak since the last reset. The recording keeps\n"
-        "the kernel process's whole-life peak: rec.ram_peak_process."),
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--name", default=None, help="name of the recording (default: cell [N])")
-    p.add_argument("--interval", type=float, default=1.0, metavar="MS",
-                   help="sampling interval in milliseconds (default: 1.0)")
-    p.add_argument("--no-instrument", dest="instrument", action="store_false",
-                   help="do not turn torch/safetensors loader calls into phases")
-    p.add_argument("--report", default=None, metavar="PATH",
-                   help="also write a report of this cell (.html, .json, .md, .csv)")
-    _theme_option(p)
-    return p
-
-
-def _theme_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--theme", default="auto", choices=["auto", "light", "dark"],
-                   help="the figures' colours (default auto: JupyterLab's active theme, "
-                        "read from its settings)")
-
-
-def _line_parser() -> tuple[_Parser, dict[str, _Parser]]:
-    """``%bigviz`` and its commands' parsers, by command name."""
-    from bigviz import options
-
-    p = _Parser(prog="%bigviz", description="bigviz line magics (the cell magic is %%bigviz).")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser, required=True)
-    d = sub.add_parser("dashboard", help="the interactive dashboard (model, shard size, run)")
-    d.add_argument("--model", default=options.NOTEBOOK_DEFAULTS["model"], metavar="SPEC",
-                   help="gpt:SIZE, mlp:SIZE, bert-base or package.module:function")
-    _theme_option(d)
-    s = sub.add_parser(
-        "sweep", help="run loading strategies, each in a fresh process, and compare their peaks",
-        description=("Save the model once per (shard size, format), then load it with every\n"
-                     "strategy, each in its own fresh process under the recorder; show the peaks,\n"
-                     "peak vs shard size, and measured vs predicted. The same options as\n"
-                     "`bigviz sweep`; no report file unless --out/--json/--md is given."),
-        epilog=("examples:\n  %bigviz sweep --model gpt:100MB --strategies naive,meta "
-                "--shard-sizes 20MB,50MB\n  %bigviz sweep --model gpt:1GB --ram-budget 8GB "
-                "--out sweep.html"),
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    # the same options as `bigviz sweep`, from the one spec; in a notebook the figures are
-    # the output, so a report file only on request
-    options.add_arguments(s, report=None)
-    c = sub.add_parser("compare", help="the last profiled cells on one time axis")
-    c.add_argument("--last", type=int, default=5, metavar="N", help="how many cells (default 5)")
-    c.add_argument("--series", default="ram.rss", choices=["ram.rss", "ram.anon", "ram.file"],
-                   help="which RAM series to draw (default: ram.rss)")
-    _theme_option(c)
-    e = sub.add_parser(
-        "export", help="a report of this kernel's profiled cells",
-        description=("Write a report of this kernel's profiled cells (or of the last sweep).\n"
-                     "PATH without a suffix writes one set under that base name: PATH.html,\n"
-                     "PATH.json and PATH.md, the Markdown's PNGs in PATH_files/."))
-    e.add_argument("path", metavar="PATH",
-                   help="output file (.html, .json, .md or .csv), or a base name for all three")
-    e.add_argument("--sweep", action="store_true", help="export the last %%bigviz sweep instead")
-    ls = sub.add_parser("list", help="this kernel's profiled cells and sweep runs, one a line")
-    ls.set_defaults(ids=[], failed=False)
-    cl = sub.add_parser(
-        "clear", help="forget profiled cells and sweep runs (all, failed ones, or by #)",
-        description=("Forget profiled cells and sweep runs: compare and export leave them out.\n"
-                     "Without arguments all of them; the numbers are those of %bigviz list."))
-    cl.add_argument("ids", nargs="*", type=int, metavar="N",
-                    help="the numbers %%bigviz list shows")
-    cl.add_argument("--failed", action="store_true",
-                    help="the cells that raised and the runs that did not finish ok")
-    return p, {"dashboard": d, "sweep": s, "compare": c, "export": e, "list": ls, "clear": cl}
-
-
-def _parse(parser: argparse.ArgumentParser, line: str) -> argparse.Namespace | None:
-    try:
-        argv = shlex.split(line)
-    except ValueError as exc:  # an unclosed quote
-        raise UsageError(f"{parser.prog}: cannot split {line!r}: {exc}") from exc
-    try:
-        return parser.parse_args(argv)
-    except _HelpShown:
-        return None
 
 
 def _usage(exc: BigvizError) -> UsageError:
@@ -366,19 +205,11 @@ def _memory_now() -> dict[str, int]:
 
 
 def _lazy_lines(rec: Recording) -> list[str]:
-    """The cell's lazy loads (phases that mapped weights not yet in RAM, outermost only)
-    and the lazily mapped weights that arrived during the cell (the instrumentation's
-    "arrived on first use" marks)."""
-    lines = []
-    for p in rec.phases:
-        lazy = p.detail.get("lazy_bytes")
-        parent = rec.phases[p.parent] if p.parent is not None else None
-        if lazy and not (parent is not None and parent.detail.get("lazy_bytes")):
-            lines.append(f"lazy load: {p.name} — {format_size(lazy)} of the mapped weights "
-                         "is not in RAM yet; it arrives on first use (e.g. the first forward "
-                         "pass), as file-backed RAM")
-    lines += [m.name for m in rec.marks if m.name.startswith("arrived on first use")]
-    return lines
+    """The cell's lazy loads and the lazily mapped weights that arrived during the cell."""
+    from bigviz.tables.phases import lazy_lines
+
+    return lazy_lines(rec, not_in_ram="is not in RAM yet; it arrives on first use (e.g. the "
+                                      "first forward pass), as file-backed RAM")
 
 
 @magics_class
@@ -395,7 +226,7 @@ class BigvizMagics(Magics):
         self._run_ids: dict[int, int] = {}
         #: the progress of the last %bigviz sweep, and its bars (None in a terminal)
         self.progress: SweepProgress | None = None
-        self.bars: _SweepBars | None = None
+        self.bars: SweepBars | None = None
 
     @property
     def recordings(self) -> list[Recording]:
@@ -411,7 +242,7 @@ class BigvizMagics(Magics):
         __tracebackhide__ = True  # the user's traceback, not ours
         if cell is not None:
             return self._profile(line, cell)
-        args = _parse(parser("%bigviz"), line)
+        args = parse_line(parser("%bigviz"), line)
         if args is None:
             return None
         args.line = line
@@ -429,7 +260,7 @@ class BigvizMagics(Magics):
         __tracebackhide__ = True
         from bigviz.recorder import record
 
-        args = _parse(parser("%%bigviz"), line)
+        args = parse_line(parser("%%bigviz"), line)
         if args is None:
             return None
         shell: Any = self.shell
@@ -558,8 +389,9 @@ class BigvizMagics(Magics):
         """
         from bigviz.progress import SweepProgress
         from bigviz.runner import sweep_interruptibly
+        from bigviz.widgets._sweep_bars import SweepBars
 
-        self.bars = _SweepBars.make(self.shell)
+        self.bars = SweepBars.make(self.shell)
         listener = self.bars if self.bars is not None else _print_finished
         self.progress = progress = SweepProgress(listener=listener)
         if self.bars is not None:
@@ -681,114 +513,6 @@ def legend_below(fig: Any) -> Any:
     return fig
 
 
-#: a finished run's bar colour by outcome (anything else: "danger")
-_BAR_STYLE = {"ok": "success", "cancelled": "warning"}
-
-
-class _SweepBars:
-    """A live progress bar per run of a sweep, the tqdm.notebook way: one row per run with
-    its number and label, a bar (top-level phases done, full and coloured by outcome at
-    the end) and what it does now (phase, RSS above baseline, seconds). The listener of
-    the sweep's :class:`~bigviz.progress.SweepProgress`; a thin skin over its state."""
-
-    #: seconds between two redraws of a running row from its samples
-    redraw_s = 0.25
-
-    def __init__(self, w: Any) -> None:
-        self._w = w
-        self.box = w.VBox(layout=w.Layout(max_width="100%"))
-        self.box.add_class("bigviz-sweep-progress")
-        self.rows: list[tuple[Any, Any, Any]] = []
-        self._labels: list[str] = []
-        self._drawn: dict[int, float] = {}
-        self._phases = 0  # top-level phases of the longest finished run: the bars' scale
-
-    @classmethod
-    def make(cls, shell: Any) -> _SweepBars | None:
-        """Bars where widgets display (a Jupyter kernel), ``None`` in a terminal or
-        without ipywidgets (then one line per finished run is printed)."""
-        if "Terminal" in type(shell).__name__:
-            return None
-        try:
-            import ipywidgets
-        except ImportError:
-            return None
-        return cls(ipywidgets)
-
-    def lines(self) -> list[str]:
-        """Each row as text: ``"[2/4] meta · 10MB | 100% | ok, peak 45.2 MiB, 3.1 s"``."""
-        return [f"{_untag(label.value)} | {bar.value:.0%} | {_untag(note.value)}"
-                for label, bar, note in self.rows]
-
-    def __call__(self, kind: str, run: RunProgress) -> None:
-        w = self._w
-        while len(self.rows) < run.total:
-            i = len(self.rows)
-            label = w.HTML(layout=w.Layout(width="320px", min_width="120px"))
-            bar = w.FloatProgress(value=0.0, min=0.0, max=1.0, bar_style="info",
-                                  layout=w.Layout(width="200px", min_width="80px"))
-            note = w.HTML(layout=w.Layout(flex="1 1 0", min_width="0", overflow="hidden"))
-            note.value = _tag("waiting")
-            self.rows.append((label, bar, note))
-            self._labels.append(f"run {i + 1}")
-            row = w.HBox([label, bar, note], layout=w.Layout(flex_flow="row nowrap",
-                                                             align_items="center"))
-            self.box.children = (*self.box.children, row)
-        if kind in ("run", "done"):
-            self._labels[run.index] = run.label
-        for i, (label, _bar, _note) in enumerate(self.rows):  # the total may have grown
-            label.value = f"[{i + 1}/{run.total}] {html.escape(self._labels[i])}"
-        label, bar, note = self.rows[run.index]
-        if kind == "prepare":
-            note.value = _tag(f"{run.preparing or 'saving the checkpoint'} (once) …")
-        elif kind == "run":
-            note.value = _tag("starting …")
-        elif kind == "done" and run.result is not None:
-            r = run.result
-            phases = sum(1 for p in r.recording.phases if p.depth == 0)
-            self._phases = max(self._phases, phases)
-            bar.value, bar.bar_style = 1.0, _BAR_STYLE.get(r.outcome, "danger")
-            if r.ok:
-                note.value = _tag(f"ok, peak {format_size(r.ram_peak)} above baseline, "
-                                  f"{r.seconds:.1f} s")
-            else:
-                first = (r.error or "").splitlines()[0] if r.error else ""
-                note.value = _tag(f"{r.outcome}: {first}" if first else r.outcome)
-        elif run.state == "running":
-            now = time.monotonic()
-            if kind == "samples" and now - self._drawn.get(run.index, 0.0) < self.redraw_s:
-                return
-            self._drawn[run.index] = now
-            expected = self._phases or run.phases_done + 2
-            bar.value = run.fraction(expected)
-            what = run.top_phase or "starting"
-            note.value = _tag(f"{what} · {format_size(run.above_baseline)} above baseline "
-                              f"(peak {format_size(run.peak_above_baseline)}) · "
-                              f"{run.elapsed:.1f} s")
-
-    def ended(self, progress: SweepProgress) -> None:
-        """After the sweep: the runs that never started say "skipped"."""
-        for run in progress.runs:
-            if run.index < len(self.rows) and not run.finished:
-                _label, bar, note = self.rows[run.index]
-                bar.bar_style = "" if run.state == "waiting" else "warning"
-                note.value = _tag("skipped (not run)" if run.state == "waiting"
-                                  else "stopped")
-
-
-def _tag(text: str) -> str:
-    """A progress note on one line, its full text in the tooltip: a row never wraps."""
-    t = html.escape(text)
-    return (f'<span class="bigviz-note" title="{t}" style="white-space:nowrap;'
-            f'overflow:hidden;text-overflow:ellipsis;display:block">{t}</span>')
-
-
-def _untag(value: str) -> str:
-    import re
-
-    return html.unescape(re.sub(r"<[^>]+>", "", value))
-
-
 def _print_finished(kind: str, run: RunProgress) -> None:
     """One line per finished run of a sweep: the terminal's view of its progress."""
     r = run.result
@@ -798,11 +522,11 @@ def _print_finished(kind: str, run: RunProgress) -> None:
 
 
 @functools.cache
-def _parsers() -> dict[str, _Parser]:
+def _parsers() -> dict[str, MagicParser]:
     # built on first use: the sweep's options spec lives in the runner, which importing
     # this module must not load
-    line, commands = _line_parser()
-    parsers = {"%%bigviz": _cell_parser(), "%bigviz": line, **commands}
+    line, commands = line_parser()
+    parsers = {"%%bigviz": cell_parser(), "%bigviz": line, **commands}
     # `%bigviz?` shows the real options: the parsers' help follows the docstring
     BigvizMagics.bigviz.__doc__ = (
         "Profile a cell (%%bigviz) or run a bigviz command (%bigviz COMMAND).\n\n"

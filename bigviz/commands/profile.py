@@ -132,17 +132,11 @@ def _print_summary(res: ProfileResult, cmd: list[str], out_path: Path | None) ->
 
 
 def _lazy_lines(rec: Any) -> list[str]:
-    """Lazy loads (phases that mapped weights not yet in RAM, outermost only) and
-    lazily mapped weights that arrived later (the "arrived on first use" marks)."""
-    lines = []
-    for p in rec.phases:
-        lazy = p.detail.get("lazy_bytes")
-        parent = rec.phases[p.parent] if p.parent is not None else None
-        if lazy and not (parent is not None and parent.detail.get("lazy_bytes")):
-            lines.append(f"lazy load: {p.name} — {format_size(lazy)} of the mapped weights "
-                         "was not in RAM when it returned; it arrives on first use, as "
-                         "file-backed RAM")
-    lines += [m.name for m in rec.marks if m.name.startswith("arrived on first use")]
+    """Lazy loads and the lazily mapped weights that arrived later, after a blank line."""
+    from bigviz.tables.phases import lazy_lines
+
+    lines = lazy_lines(rec, not_in_ram="was not in RAM when it returned; it arrives on "
+                                       "first use, as file-backed RAM")
     return (["", *lines]) if lines else []
 
 

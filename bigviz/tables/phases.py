@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from bigviz.data.recording import Recording
+from bigviz.units import format_size
 
 __all__ = ["MIN_REPEAT", "PhaseGroup", "PhaseRow", "Stats", "family", "grouped", "lanes",
-           "phase_rows", "repeats"]
+           "lazy_lines", "phase_rows", "repeats"]
 
 #: Consecutive sibling phases of one family folded into one group, at least.
 MIN_REPEAT = 5
@@ -120,6 +121,31 @@ def lanes(rec: Recording) -> list[tuple[int | None, Recording]]:
             (lane.rank if lane.rank is not None else i, lane) for i, lane in enumerate(rec.ranks)
         ]
     return [(None, rec)]
+
+
+def lazy_lines(rec: Recording, *, not_in_ram: str) -> list[str]:
+    """The lazy loads of ``rec`` (phases that mapped weights not yet in RAM, outermost
+    only) and the lazily mapped weights that arrived later (the instrumentation's
+    "arrived on first use" marks), one line each.
+
+    Args:
+        rec: the recording.
+        not_in_ram: what a lazy load's line says after "N of the mapped weights ", in the
+            front end's own words (a cell's "is not in RAM yet; …").
+
+    Example:
+        >>> lazy_lines(Recording(name="x"), not_in_ram="is not in RAM yet")
+        []
+    """
+    lines = []
+    for p in rec.phases:
+        lazy = p.detail.get("lazy_bytes")
+        parent = rec.phases[p.parent] if p.parent is not None else None
+        if lazy and not (parent is not None and parent.detail.get("lazy_bytes")):
+            lines.append(f"lazy load: {p.name} — {format_size(lazy)} of the mapped weights "
+                         f"{not_in_ram}")
+    lines += [m.name for m in rec.marks if m.name.startswith("arrived on first use")]
+    return lines
 
 
 def family(name: str) -> str:

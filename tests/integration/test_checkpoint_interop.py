@@ -4,31 +4,16 @@ bigviz checkpoints load with Transformers and huggingface_hub, and theirs load w
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from _quiet import quiet_transformers  # noqa: F401  (autouse: every test here is quiet)
 
 from bigviz.checkpoint import inspect_checkpoint, load_sharded, save_sharded, validate_checkpoint
 
 transformers = pytest.importorskip("transformers")
 hf = pytest.importorskip("huggingface_hub")
-
-
-@pytest.fixture(autouse=True)
-def _quiet() -> Iterator[None]:
-    verbosity = transformers.logging.get_verbosity()
-    hub_logger = logging.getLogger("huggingface_hub")
-    hub_level = hub_logger.level
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    hub_logger.setLevel(logging.ERROR)
-    yield
-    transformers.logging.set_verbosity(verbosity)
-    transformers.utils.logging.enable_progress_bar()
-    hub_logger.setLevel(hub_level)
 
 
 def _config(tie: bool = True) -> object:

@@ -13,101 +13,49 @@ install`: the browser is /usr/bin/chromium.
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
+from _browser import (
+    ARTIFACTS,
+    chromium,
+    contrast,
+    free_port,
+    local_only,
+    luminance,
+    require_chromium,
+    serve,
+)
 
 from bigviz.units import format_size
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = ROOT / "test-artifacts"
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-if not Path(CHROMIUM).exists() and not os.environ.get("CI"):
-    pytest.skip(f"{CHROMIUM} is missing (install Debian's chromium: `make browser-deps`); "
-                "on CI this is a failure", allow_module_level=True)
+require_chromium()
 pytest.importorskip("voila")
-sync_api = pytest.importorskip("playwright.sync_api")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """Stop Voila and whatever it started (kernels, their bigviz fork servers), by pid."""
-    try:
-        family = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.Error:
-        family = []
-    proc.terminate()  # Voila shuts its kernels down on SIGTERM
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
-    _gone, alive = psutil.wait_procs(family, timeout=10)
-    for p in alive:
-        p.kill()
-    psutil.wait_procs(alive, timeout=5)
+pytest.importorskip("playwright.sync_api")
 
 
 @pytest.fixture
 def voila(tmp_path: Path) -> Iterator[str]:
-    port = _free_port()
-    log = (tmp_path / "voila.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "voila", str(ROOT / "notebooks" / "02_shard_size_sweep.ipynb"),
-         "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1"],
-        cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, (tmp_path / "voila.log").read_text()[-2000:]
-            try:  # listening is enough: a GET of the page would start a kernel
-                socket.create_connection(("127.0.0.1", port), timeout=2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.3)
-        yield url
-    finally:
-        _stop(proc)
-        log.close()
+    port = free_port()
+    # Voila shuts its kernels down on SIGTERM
+    with serve([sys.executable, "-m", "voila",
+                str(ROOT / "notebooks" / "02_shard_size_sweep.ipynb"),
+                "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1"],
+               port, tmp_path / "voila.log", cwd=tmp_path):
+        yield f"http://127.0.0.1:{port}/"
 
 
 #: JupyterLab Dark's main colours, set on <body> as the theme does
 DARK = {"--jp-ui-font-color1": "#fff", "--jp-ui-font-color2": "#ccc",
         "--jp-layout-color0": "#111", "--jp-layout-color1": "#1a1a1a",
         "--jp-error-color1": "#ff7070", "--jp-warn-color1": "#ffb74d"}
-
-
-def _luminance(rgb: str) -> float:
-    """WCAG relative luminance of a computed ``rgb(r, g, b)`` colour."""
-    parts = [int(x) for x in rgb[rgb.index("(") + 1:rgb.index(")")].split(",")[:3]]
-    lin = [(c / 255) / 12.92 if c / 255 <= 0.03928 else ((c / 255 + 0.055) / 1.055) ** 2.4
-           for c in parts]
-    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
-
-
-def _contrast(fg: str, bg: str) -> float:
-    hi, lo = sorted((_luminance(fg), _luminance(bg)), reverse=True)
-    return (hi + 0.05) / (lo + 0.05)
 
 
 # the colour of an element's text and of the first non-transparent background behind it
@@ -130,21 +78,9 @@ _BROKEN_IMAGES_JS = """() => [...document.querySelectorAll('.bigviz-dashboard im
 def test_slider_changes_shard_count_and_run_draws_the_peak_chart(voila: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     blocked: list[str] = []
-
-    def route(r: object) -> None:
-        req = r.request  # type: ignore[attr-defined]
-        if req.url.startswith("http://127.0.0.1:") or req.url.startswith("ws://127.0.0.1:"):
-            r.continue_()  # type: ignore[attr-defined]
-        else:
-            blocked.append(req.url)
-            r.abort()  # type: ignore[attr-defined]
-
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--no-first-run"])
+    with chromium() as browser:
         page = browser.new_page(viewport={"width": 1100, "height": 3000})
-        page.route("**/*", route)
+        page.route("**/*", local_only(blocked))
         try:
             # Voila streams the page while the notebook runs: wait for outputs, not "load"
             page.goto(voila, wait_until="commit", timeout=60_000)
@@ -198,8 +134,6 @@ def test_slider_changes_shard_count_and_run_draws_the_peak_chart(voila: str) -> 
             # keep what the page showed, for the person reading the failure
             page.screenshot(path=str(ARTIFACTS / "dashboard-failure.png"), full_page=True)
             raise
-        finally:
-            browser.close()
     # nothing but the CDN stylesheets Voila's template links was asked for elsewhere
     assert all("cdn.jsdelivr.net" in u for u in blocked), blocked
 
@@ -245,8 +179,8 @@ def _dark_theme_status_is_readable(page: Any) -> None:
     }""", DARK)
     # THEN the status line's text stands out from the near-black behind it
     fg, bg = page.evaluate(_COLOURS_JS, ".bigviz-status-text")
-    assert _luminance(bg) < 0.05, bg  # the dark background is really in place
-    assert _contrast(fg, bg) >= 4.5, (fg, bg)  # WCAG AA for body text
+    assert luminance(bg) < 0.05, bg  # the dark background is really in place
+    assert contrast(fg, bg) >= 4.5, (fg, bg)  # WCAG AA for body text
     page.locator(".bigviz-dashboard").screenshot(
         path=str(ARTIFACTS / "dashboard-dark.png"))
     page.evaluate("""vars => {

@@ -4,47 +4,23 @@ request, and a hostile phase name stays text."""
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _browser import ARTIFACTS, Watch, module_browser, require_chromium  # noqa: F401 (browser)
 
 from bigviz import report
 from bigviz.data.recording import Recording
 from bigviz.recorder import record
 from bigviz.report.notebook import interactive_timeline
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 XSS = "<img src=x onerror=alert(1)>"
 
 pytestmark = pytest.mark.browser
 
-if not os.path.exists(CHROMIUM) and not os.environ.get("CI"):
-    pytest.skip(
-        f"{CHROMIUM} is missing (install Debian's chromium: make browser-deps); "
-        "in CI these tests run and fail instead",
-        allow_module_level=True,
-    )
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--no-first-run"],
-        )
-        try:
-            yield b
-        finally:
-            b.close()
+require_chromium()
 
 
 @pytest.fixture(scope="module")
@@ -64,31 +40,6 @@ def recording() -> Recording:
             del a
             time.sleep(0.1)
     return rec.recording
-
-
-class _Watch:
-    """What a self-contained, safe page must not do: request, fail, or open a dialog."""
-
-    def __init__(self, page: Any) -> None:
-        self.outside: list[str] = []
-        self.errors: list[str] = []
-        self.dialogs: list[str] = []
-        page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda exc: self.errors.append(str(exc)))
-        page.on("dialog", self._dialog)
-        page.route("**/*", self._route)
-
-    def _route(self, route: Any) -> None:
-        url = route.request.url
-        if url.startswith("file://") or url.startswith("http://127.0.0.1"):
-            route.continue_()
-        else:
-            self.outside.append(url)
-            route.abort()
-
-    def _dialog(self, dialog: Any) -> None:
-        self.dialogs.append(dialog.message)
-        dialog.dismiss()
 
 
 def _view(page: Any, selector: str = "div.bigviz-itl") -> dict[str, Any]:
@@ -112,7 +63,7 @@ def test_hover_zoom_and_pan_in_the_written_report(
     # GIVEN a report of a real recording, opened offline
     path = report.write(recording, tmp_path / "report.html")
     page = browser.new_page(viewport={"width": 1200, "height": 900})
-    watch = _Watch(page)
+    watch = Watch(page, allow=("file://", "http://127.0.0.1"))
     page.goto(path.as_uri())
     page.wait_for_selector("div.bigviz-itl[data-ready]", state="visible")
     # the static SVG gave way to the view (it is the fallback without JavaScript)
@@ -186,7 +137,7 @@ def test_two_notebook_views_on_one_page_work_apart_and_follow_a_dark_theme(
     # variables (the static PNG inside each as the fallback)
     one, two = interactive_timeline(recording), interactive_timeline(recording)
     page = browser.new_page(viewport={"width": 900, "height": 1100})
-    watch = _Watch(page)
+    watch = Watch(page, allow=("file://", "http://127.0.0.1"))
     page.set_content(
         "<html><body style='--jp-ui-font-color1:#e8e8e8;--jp-layout-color0:#111;"
         "background:#111'>"

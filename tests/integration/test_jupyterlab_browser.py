@@ -16,48 +16,40 @@ request that is not to 127.0.0.1. Never `playwright install`: the browser is
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import secrets
-import signal
-import socket
-import subprocess
 import sys
-import time
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = ROOT / "test-artifacts"
+from _browser import (
+    ARTIFACTS,
+    chromium,
+    contrast,
+    free_port,
+    local_only,
+    luminance,
+    require_chromium,
+    serve,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-if not Path(CHROMIUM).exists() and not os.environ.get("CI"):
-    pytest.skip(f"{CHROMIUM} is missing (install Debian's chromium: `make browser-deps`); "
-                "on CI this is a failure", allow_module_level=True)
+require_chromium()
 pytest.importorskip("jupyterlab")
-sync_api = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("playwright.sync_api")
 
 NOTEBOOK = "bigviz-lab.ipynb"
 #: the profiled cell: a real 32 MiB tensor saved and loaded back (automatic phases)
 PROFILED = ("%%bigviz --name tensor-cell\nimport torch\nx = torch.ones(2**23)\n"
             "torch.save(x, 'w.pt')\ny = torch.load('w.pt')\nint(y.sum())")
 CELLS = ["%load_ext bigviz", PROFILED, "%bigviz export k"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _notebook(cells: list[str]) -> dict[str, Any]:
@@ -77,27 +69,6 @@ def _settings(folder: Path, plugin: str, values: dict[str, Any]) -> None:
     f = folder / package / f"{name}.jupyterlab-settings"
     f.parent.mkdir(parents=True, exist_ok=True)
     f.write_text("{\n    // written by the test\n" + json.dumps(values, indent=4)[1:])
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """Stop the server and all it started (kernels run in sessions of their own), by pid:
-    SIGTERM to the server's process group (it shuts its kernels down), then SIGKILL to
-    whatever of its family is left."""
-    try:
-        family = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.Error:
-        family = []
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=5)
-    _gone, alive = psutil.wait_procs(family, timeout=10)
-    for p in alive:
-        p.kill()
-    psutil.wait_procs(alive, timeout=5)
 
 
 @dataclass
@@ -130,56 +101,17 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
         "BIGVIZ_PRESTART": "0",  # this test runs no sweep: no fork server on 2 busy cores
     })
     env.pop("JUPYTERLAB_DIR", None)
-    port, token = _free_port(), secrets.token_hex(16)
-    log = (tmp_path / "lab.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip", "127.0.0.1",
-         f"--port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
-         f"--ServerApp.root_dir={root}", "--LabApp.news_url=None",
-         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-         "--LabApp.extension_manager=readonly",
-         *(["--allow-root"] if os.geteuid() == 0 else [])],
-        cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, (tmp_path / "lab.log").read_text()[-3000:]
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.3)
+    port, token = free_port(), secrets.token_hex(16)
+    # its kernels run in sessions of their own: it is stopped as a whole process group
+    with serve([sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip", "127.0.0.1",
+                f"--port={port}", "--ServerApp.port_retries=0",
+                f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+                "--LabApp.news_url=None",
+                "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+                "--LabApp.extension_manager=readonly",
+                *(["--allow-root"] if os.geteuid() == 0 else [])],
+               port, tmp_path / "lab.log", cwd=root, env=env, group=True):
         yield Lab(f"http://127.0.0.1:{port}", token, root)
-    finally:
-        _stop(proc)
-        log.close()
-
-
-def _rgba(css: str) -> tuple[float, float, float, float]:
-    """A computed ``rgb(r, g, b)`` / ``rgba(r, g, b, a)`` colour as numbers."""
-    parts = [float(x) for x in css[css.index("(") + 1:css.index(")")].split(",")]
-    return parts[0], parts[1], parts[2], parts[3] if len(parts) > 3 else 1.0
-
-
-def _luminance(css: str, over: str | None = None) -> float:
-    """WCAG relative luminance of a computed colour (blended onto ``over`` when it is
-    translucent, as JupyterLab Dark's text is: white at 87 %)."""
-    r, g, b, a = _rgba(css)
-    if a < 1 and over is not None:
-        br, bg_, bb, _ = _rgba(over)
-        r, g, b = (a * r + (1 - a) * br, a * g + (1 - a) * bg_, a * b + (1 - a) * bb)
-    lin = [(c / 255) / 12.92 if c / 255 <= 0.03928 else ((c / 255 + 0.055) / 1.055) ** 2.4
-           for c in (r, g, b)]
-    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
-
-
-def _contrast(fg: str, bg: str) -> float:
-    """WCAG contrast ratio of text colour ``fg`` on the opaque background ``bg``."""
-    hi, lo = sorted((_luminance(fg, bg), _luminance(bg)), reverse=True)
-    return (hi + 0.05) / (lo + 0.05)
 
 
 # each element's text colour and the first opaque background behind it
@@ -216,24 +148,13 @@ def test_magics_in_jupyterlab_dark(lab: Lab) -> None:
     blocked: list[str] = []
     problems: list[str] = []
 
-    def route(r: Any) -> None:
-        url = r.request.url
-        if url.startswith(("http://127.0.0.1:", "ws://127.0.0.1:")):
-            r.continue_()
-        else:
-            blocked.append(url)
-            r.abort()
-
     def console(msg: Any) -> None:
         if msg.type in ("error", "warning") and "bigviz" in msg.text.lower():
             problems.append(f"{msg.type}: {msg.text}")
 
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--no-first-run"])
+    with chromium() as browser:
         context = browser.new_context(viewport={"width": 900, "height": 1400})
-        context.route("**/*", route)
+        context.route("**/*", local_only(blocked))
         page = context.new_page()
         page.on("console", console)
         page.on("pageerror", lambda e: problems.append(f"pageerror: {e}"))
@@ -244,8 +165,6 @@ def test_magics_in_jupyterlab_dark(lab: Lab) -> None:
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "jupyterlab-failure.png"), full_page=True)
             raise
-        finally:
-            browser.close()
     assert problems == [], problems
     assert blocked == [], blocked
 
@@ -299,8 +218,8 @@ def _timeline_is_interactive_and_output_readable(page: Any) -> None:
                for sel in (".bigviz-itl-readout", ".bigviz-cell", "table.bigviz-phases td",
                            "table.bigviz-phases th")]
     for name, fg, bg in page.evaluate(_COLOURS_JS, handles):
-        assert bg is not None and _luminance(bg) < 0.05, (name, bg)  # really on Dark
-        assert _contrast(fg, bg) >= 4.5, (name, fg, bg)
+        assert bg is not None and luminance(bg) < 0.05, (name, bg)  # really on Dark
+        assert contrast(fg, bg) >= 4.5, (name, fg, bg)
     # AND in a 900 px window nothing of the output is cut off at the right: it fits, or
     # scrolls sideways within its own box
     boxes = cell.evaluate(_CLIPPING_JS)

@@ -15,8 +15,9 @@ import pytest
 
 # bigviz's top-level modules and packages, bottom to top (DESIGN.md "Architecture")
 CORE_LIBS = ("IPython", "ipywidgets", "matplotlib")
-ABOVE_RUNNER = ("tables", "plots", "report", "widgets", "magics", "cli", "commands")
-UI = ("widgets", "magics", "cli", "commands")
+ABOVE_RUNNER = ("tables", "plots", "report", "widgets", "magics", "magic_args", "cli",
+                "commands")
+UI = ("widgets", "magics", "magic_args", "cli", "commands")
 
 # layer -> (bigviz parts it must not load, third-party libraries it must not load)
 RULES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -73,16 +74,22 @@ RULES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("torch", "IPython", "ipywidgets"),
     ),
     "bigviz.widgets": (
-        ("recorder", "checkpoint", "strategies", "runner", "magics", "cli", "commands"),
+        ("recorder", "checkpoint", "strategies", "runner", "magics", "magic_args", "cli",
+         "commands"),
         ("torch", *CORE_LIBS),
     ),
     "bigviz.magics": (
         ("recorder", "checkpoint", "strategies", "runner", "widgets", "plots"),
         ("torch", "ipywidgets", "matplotlib"),
     ),
+    # the magics' argument parsers (IPython's UsageError): no more than the magics load
+    "bigviz._magic_args": (
+        ("recorder", "checkpoint", "strategies", "runner", "widgets", "plots", "magics"),
+        ("torch", "ipywidgets", "matplotlib"),
+    ),
     "bigviz.cli": (
         ("recorder", "checkpoint", "models", "strategies", "runner", "report", "plots",
-         "widgets", "magics"),
+         "widgets", "magics", "magic_args"),
         ("torch", *CORE_LIBS),
     ),
 }

@@ -636,17 +636,17 @@ def test_compare_legend_is_below_the_plot_not_over_the_lines(shell: Any) -> None
 def test_sweep_shows_a_live_progress_bar_per_run(
     shell: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bigviz import magics
+    from bigviz.widgets._sweep_bars import SweepBars
 
     # GIVEN a record of every row each progress update leaves on screen
     seen: list[list[str]] = []
-    original = magics._SweepBars.__call__
+    original = SweepBars.__call__
 
     def recorded(self: Any, kind: str, run_: Any) -> None:
         original(self, kind, run_)
         seen.append(self.lines())
 
-    monkeypatch.setattr(magics._SweepBars, "__call__", recorded)
+    monkeypatch.setattr(SweepBars, "__call__", recorded)
     # WHEN a two-run sweep runs
     result, cap = run(shell, f"%bigviz sweep --model mlp:2MB --strategies naive,meta "
                              f"--shard-sizes 1MB --work-dir {tmp_path / 'work'}")

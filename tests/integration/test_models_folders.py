@@ -4,12 +4,11 @@ and ``hf:`` ids resolved from a local Hugging Face cache laid out like huggingfa
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from _quiet import quiet_transformers  # noqa: F401  (autouse: every test here is quiet)
 
 from bigviz import ConfigError
 from bigviz.checkpoint import inspect_checkpoint, load_sharded, save_sharded
@@ -19,15 +18,6 @@ transformers = pytest.importorskip("transformers")
 hf = pytest.importorskip("huggingface_hub")
 
 import hf_zoo  # noqa: E402  (needs transformers)
-
-
-@pytest.fixture(autouse=True)
-def _quiet() -> Iterator[None]:
-    verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()
-    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
-    yield
-    transformers.logging.set_verbosity(verbosity)
 
 
 def build_mlp() -> torch.nn.Module:

@@ -2,49 +2,20 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _browser import ARTIFACTS, Watch, module_browser, require_chromium  # noqa: F401 (browser)
 from _fixtures import distributed_sweep, sweep
 
 from bigviz import report
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 XSS = "<script>alert(1)</script>"
 
 pytestmark = pytest.mark.browser
 
-if not os.path.exists(CHROMIUM) and not os.environ.get("CI"):
-    pytest.skip(
-        f"{CHROMIUM} is missing (install Debian's chromium: make browser-deps); "
-        "in CI these tests run and fail instead",
-        allow_module_level=True,
-    )
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-            ],
-        )
-        try:
-            yield b
-        finally:
-            b.close()
+require_chromium()
 
 
 @pytest.fixture(scope="module")
@@ -65,37 +36,12 @@ def page_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
     return path, len(s.results)
 
 
-class _Watch:
-    """Everything a page did that a self-contained, safe report must not do."""
-
-    def __init__(self, page: Any) -> None:
-        self.outside: list[str] = []
-        self.errors: list[str] = []
-        self.dialogs: list[str] = []
-        page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda exc: self.errors.append(str(exc)))
-        page.on("dialog", self._dialog)
-        page.route("**/*", self._route)
-
-    def _route(self, route: Any) -> None:
-        url = route.request.url
-        if url.startswith("file://"):
-            route.continue_()
-        else:
-            self.outside.append(url)
-            route.abort()
-
-    def _dialog(self, dialog: Any) -> None:
-        self.dialogs.append(dialog.message)
-        dialog.dismiss()
-
-
 def test_report_opens_offline_with_table_svgs_and_no_errors(
     browser: Any, page_file: tuple[Path, int]
 ) -> None:
     path, n_runs = page_file
     page = browser.new_page(viewport={"width": 1200, "height": 900})
-    watch = _Watch(page)
+    watch = Watch(page)
     page.goto(path.as_uri())
     page.wait_for_load_state("load")
 
@@ -123,7 +69,7 @@ def test_hostile_names_show_as_text_and_never_run(
 ) -> None:
     path, _n = page_file
     page = browser.new_page()
-    watch = _Watch(page)
+    watch = Watch(page)
     page.goto(path.as_uri())
     page.wait_for_load_state("load")
     # in the phase tables, the SVG timelines, the environment and the command
@@ -140,7 +86,7 @@ def test_hostile_names_show_as_text_and_never_run(
 def test_clicking_a_column_sorts_the_summary(browser: Any, page_file: tuple[Path, int]) -> None:
     path, _n = page_file
     page = browser.new_page()
-    watch = _Watch(page)
+    watch = Watch(page)
     page.goto(path.as_uri())
     header = page.locator("table.summary th", has_text="peak RAM")
     col = header.evaluate("th => th.cellIndex")
@@ -172,7 +118,7 @@ def ranks_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_per_rank_lanes_render_in_the_browser(browser: Any, ranks_file: Path) -> None:
     page = browser.new_page(viewport={"width": 1200, "height": 900})
-    watch = _Watch(page)
+    watch = Watch(page)
     page.goto(ranks_file.as_uri())
     page.wait_for_load_state("load")
     assert watch.outside == [] and watch.errors == [] and watch.dialogs == []

@@ -5,18 +5,17 @@ fresh process), and bad input is one clear error that leaves nothing behind."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 import struct
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from _quiet import quiet_transformers  # noqa: F401  (autouse: every test here is quiet)
 
 from bigviz._errors import CheckpointError, ConfigError
 from bigviz.checkpoint import _reshard, inspect_checkpoint, reshard, save_sharded
@@ -27,20 +26,6 @@ from safetensors import safe_open  # noqa: E402
 
 MiB = 1 << 20
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(autouse=True)
-def _quiet() -> Iterator[None]:
-    verbosity = transformers.logging.get_verbosity()
-    hub_logger = logging.getLogger("huggingface_hub")
-    hub_level = hub_logger.level
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    hub_logger.setLevel(logging.ERROR)
-    yield
-    transformers.logging.set_verbosity(verbosity)
-    transformers.utils.logging.enable_progress_bar()
-    hub_logger.setLevel(hub_level)
 
 
 @pytest.fixture(scope="module")
