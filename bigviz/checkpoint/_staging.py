@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bigviz._errors import CheckpointError
+from bigviz._process import pid_alive
 from bigviz.checkpoint._format import is_weight_file
 
 __all__ = ["Stage", "fsync_path", "resolve_target", "staged", "write_text"]
@@ -152,23 +153,13 @@ def _is_mount(folder: Path) -> bool:
         return False
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process: alive
-    return True
-
-
 def _clean_stale(folder: Path) -> list[str]:
     """Remove temporary folders of saves whose process is gone; say what was removed."""
     removed: list[str] = []
     with contextlib.suppress(OSError):
         for entry in os.scandir(folder):
             m = _STALE.match(entry.name)
-            if not m or not entry.is_dir(follow_symlinks=False) or _alive(int(m["pid"])):
+            if not m or not entry.is_dir(follow_symlinks=False) or pid_alive(int(m["pid"])):
                 continue
             shutil.rmtree(entry.path, ignore_errors=True)
             if not os.path.exists(entry.path):

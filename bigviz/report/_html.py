@@ -20,13 +20,14 @@ from bigviz.data.recording import Recording
 from bigviz.data.result import ALLOWANCE, RunResult, Sweep
 from bigviz.tables.findings import CellFacts, cell_of, cell_run, failures, headline, is_cell
 from bigviz.tables.labels import outcome_text, percent, shard_text
-from bigviz.tables.phases import PhaseGroup, PhaseRow, Stats, grouped, lanes, phase_rows
 from bigviz.tables.ranks import rank_rows
 from bigviz.tables.runs import RunRow, results_of, run_rows
 from bigviz.units import format_size as size
 
 from ._common import CELL_NOTE, Reportable, environment, recordings_of, title_of
 from ._common import escape as e
+from ._phases import num_cell as _num
+from ._phases import phase_table, rank_phase_tables
 
 _SORT_JS = (
     "document.querySelectorAll('table.sortable th').forEach(function(th){"
@@ -93,11 +94,6 @@ footer{color:var(--muted);font-size:.8rem;margin-top:40px}
 def _outcome(outcome: str) -> str:
     cls = "o-ok" if outcome == "ok" else "o-bad"
     return f'<span class="{cls}">{e(outcome_text(outcome))}</span>'
-
-
-def _num(text: str, value: float | int | None) -> str:
-    v = "" if value is None else repr(value)
-    return f'<td class="num" data-v="{e(v)}">{e(text)}</td>'
 
 
 def _summary_table(rows: list[RunRow], anchors: list[str]) -> str:
@@ -186,138 +182,6 @@ def _summary_table(rows: list[RunRow], anchors: list[str]) -> str:
         "crossed when the peak lies outside the range by more than the fixed allowance "
         f"({size(ALLOWANCE)} per process). Click a column to sort.</p>"
     )
-
-
-def _phase_table(rec: Recording) -> str:
-    phases = phase_rows(rec)
-    if not phases:
-        return "<p class=note>No phases were recorded.</p>"
-    has_vram = any(p.vram for p in phases)
-    head = (
-        "<tr><th>phase</th><th class=num>start</th><th class=num>duration</th>"
-        "<th class=num>RSS at start</th><th class=num>peak RSS</th><th class=num>growth</th>"
-        "<th class=num>peak anonymous</th><th class=num>peak file-backed</th>"
-        + ("<th class=num>peak VRAM</th>" if has_vram else "")
-        + "<th>peak is</th></tr>"
-    )
-    # a loop's repeated phases (step 1 … step 800) are one row that expands to each
-    items = grouped(phases)
-    rows = [_phase_row(p, has_vram) if isinstance(p, PhaseRow) else _group_rows(p, has_vram)
-            for p in items]
-    folded = (" Repeated phases are one row: their count and the min / median / max of their "
-              "peaks; click it to list every phase with its own peak.")
-    return (
-        f"<table class=phases><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
-        "<p class=note>Absolute bytes. <em>exact</em>: the kernel's high-water mark (VmHWM), "
-        "reset at the phase start; <em>sampled</em>: the highest sample."
-        + (folded if len(items) < len(phases) else "") + "</p>"
-    )
-
-
-def _rank_phase_tables(rec: Recording) -> str:
-    """Rank 0's phases in view, every other rank's folded away."""
-    out = []
-    for i, (rank, lane) in enumerate(lanes(rec)):
-        table = _phase_table(lane)
-        if i == 0:
-            out.append(f"<h4>Phases of rank {rank}</h4>{table}")
-        else:
-            out.append(f"<details><summary>Phases of rank {rank}</summary>{table}</details>")
-    return "".join(out)
-
-
-def _phase_row(p: PhaseRow, has_vram: bool) -> str:
-    indent = f' style="padding-left:{8 + 16 * p.depth}px"' if p.depth else ""
-    name = e(p.name)
-    if p.auto:
-        name += ' <span class="note">(auto)</span>'
-    if p.error:
-        name += f' <span class="o-bad">✕ {e(p.error)}</span>'
-    dur = p.duration
-    vram = ""
-    if has_vram:
-        text = ", ".join(f"{e(dev)}: {e(size(v))}" for dev, v in p.vram.items()) or "—"
-        vram = f'<td class="num">{text}</td>'
-    return (
-        f"<tr><td{indent}>{name}</td>"
-        f"{_num(f'{p.start:.3f} s', p.start)}"
-        f"{_num('open' if dur is None else f'{dur:.3f} s', dur)}"
-        f"{_num(size(p.ram_start), p.ram_start)}"
-        f"{_num(size(p.ram_peak), p.ram_peak)}"
-        f"{_num(size(p.ram_growth), p.ram_growth)}"
-        f"{_num(size(p.ram_anon_peak), p.ram_anon_peak)}"
-        f"{_num(size(p.ram_file_peak), p.ram_file_peak)}"
-        f"{vram}"
-        f"<td>{p.how}</td></tr>"
-    )
-
-
-def _group_rows(g: PhaseGroup, has_vram: bool) -> str:
-    """A group of repeated phases: one row of count and min / median / max, then a row that
-    expands (``<details>``) to every phase with its exact peak (a compact table: 10,000
-    phases stay a few MB)."""
-    indent = f' style="padding-left:{8 + 16 * g.depth}px"' if g.depth else ""
-    name = f'{e(g.label)} <span class="note">×{g.count}</span>'
-    if g.errors:
-        name += f' <span class="o-bad">✕ {len(g.errors)} failed</span>'
-    peak, growth, dur = g.ram_peak, g.ram_growth, g.duration
-    end = g.end
-    span = None if end is None else end - g.start
-
-    def stats(st: object, fmt: Callable[[float], str]) -> str:
-        if not isinstance(st, Stats) or st.min is None or st.median is None:
-            return ""
-        return (f'<br><span class="note">min {e(fmt(st.min))} · median '
-                f'{e(fmt(st.median))}</span>')
-
-    def big(v: float) -> str:
-        return size(round(v))
-
-    def sec(v: float) -> str:
-        return f"{v:.3f} s"
-
-    anon = max((m.ram_anon_peak for m in g.members if m.ram_anon_peak is not None), default=None)
-    file = max((m.ram_file_peak for m in g.members if m.ram_file_peak is not None), default=None)
-    vram = ""
-    if has_vram:
-        devs: dict[str, int] = {}
-        for m in g.members:
-            for dev, v in m.vram.items():
-                devs[dev] = max(devs.get(dev, 0), v)
-        text = ", ".join(f"{e(dev)}: max {e(size(v))}" for dev, v in devs.items()) or "—"
-        vram = f'<td class="num">{text}</td>'
-    max_peak = None if peak.max is None else round(peak.max)
-    max_growth = None if growth.max is None else round(growth.max)
-    cells = (
-        f'<tr class="group"><td{indent}>{name}</td>'
-        f"{_num(f'{g.start:.3f} s', g.start)}"
-        f'<td class="num" data-v="{e(repr(span) if span is not None else "")}">'
-        f"{'open' if span is None else f'{span:.3f} s'}{stats(dur, sec)}</td>"
-        f"{_num(size(g.members[0].ram_start), g.members[0].ram_start)}"
-        f'<td class="num" data-v="{"" if max_peak is None else max_peak}">max '
-        f"{e(size(max_peak))}{stats(peak, big)}</td>"
-        f'<td class="num" data-v="{"" if max_growth is None else max_growth}">max '
-        f"{e(size(max_growth))}{stats(growth, big)}</td>"
-        f"{_num(size(anon), anon)}{_num(size(file), file)}{vram}<td>{e(g.how)}</td></tr>"
-    )
-    body = []
-    for r in g.rows:
-        pad = f' style="padding-left:{4 + 14 * (r.depth - g.depth)}px"' if r.depth > g.depth else ""
-        bad = f' <span class="o-bad">✕ {e(r.error)}</span>' if r.error else ""
-        dur_text = "open" if r.duration is None else f"{r.duration:.3f} s"
-        body.append(
-            f"<tr><td{pad}>{e(r.name)}{bad}</td><td>{r.start:.3f} s</td><td>{dur_text}</td>"
-            f'<td data-v="{"" if r.ram_peak is None else r.ram_peak}">{e(size(r.ram_peak))}</td>'
-            f"<td>{e(size(r.ram_growth))}</td><td>{r.how}</td></tr>"
-        )
-    ncols = 10 if has_vram else 9
-    members = (
-        f'<tr class="members"><td colspan={ncols}><details><summary>each of the {g.count} '
-        f"phases {e(g.label)}</summary><table class=members><thead><tr><th>phase</th>"
-        "<th>start</th><th>duration</th><th>peak RSS</th><th>growth</th><th>peak is</th></tr>"
-        f"</thead><tbody>{''.join(body)}</tbody></table></details></td></tr>"
-    )
-    return cells + members
 
 
 def _rank_table(run: RunResult | Recording) -> str:
@@ -612,9 +476,9 @@ def render(obj: Reportable) -> str:
                 f'<div class="warn"><strong>Recorder warnings</strong><ul>{items}</ul></div>'
             )
         if rec.ranks:
-            parts.append(_rank_phase_tables(rec))
+            parts.append(rank_phase_tables(rec))
         else:
-            parts.append(_phase_table(rec))
+            parts.append(phase_table(rec))
         if rec.marks:
             marks = ", ".join(f"{m.name} at {m.t:.3f} s" for m in rec.marks)
             parts.append(f"<p class=note>Marks: {e(marks)}</p>")

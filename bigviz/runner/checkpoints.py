@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bigviz._errors import ConfigError, RunError
+from bigviz._process import pid_alive
 from bigviz.models import ModelLike, parse_spec
 from bigviz.runner.single import Outcome, execute
 from bigviz.runner.validate import (
@@ -109,19 +110,9 @@ def _remove_stale(root: Path) -> None:
     """Remove the hidden folders of preparations whose process is gone (killed)."""
     for entry in os.scandir(root):
         m = re.match(r"^\.tmp-(\d+)-[0-9a-f]{8}$", entry.name)
-        if m is None or int(m.group(1)) == os.getpid() or _alive(int(m.group(1))):
+        if m is None or int(m.group(1)) == os.getpid() or pid_alive(int(m.group(1))):
             continue
         _remove(Path(entry.path))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _remove(path: Path) -> None:
@@ -415,7 +406,7 @@ def clear_cache(work_dir: str | os.PathLike[str] | None = None) -> list[CacheEnt
     removed = []
     for e in cache_entries(work_dir):
         m = re.match(r"^\.tmp-(\d+)-", e.name)
-        if m is not None and _alive(int(m.group(1))) and time.time() - e.last_used < 86400:
+        if m is not None and pid_alive(int(m.group(1))) and time.time() - e.last_used < 86400:
             continue  # another sweep is preparing it right now
         _remove(e.path)
         removed.append(e)

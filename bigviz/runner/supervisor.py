@@ -10,7 +10,7 @@ without real processes or timing luck.
 The budget is checked three ways. One worker's own sidecar sampler checks every 1 ms
 sample against it and kills the worker at the first sample above (its kill report
 carries the samples up to the kill, which the worker never streamed: they join the
-kept timeline; see :mod:`bigviz.recorder.sidecar`). The parent reads every child's
+kept timeline; see :mod:`bigviz.runner.kills`). The parent reads every child's
 memory every :data:`WATCH_INTERVAL_S` (one child: its RSS; several: Σ anonymous +
 shmem, plus the largest file-backed share, since the ranks of a node map the same
 files) — for one worker whose sidecar is armed only as a backstop, after
@@ -36,8 +36,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import os
 import select
 import signal
 import threading
@@ -47,9 +45,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from bigviz.data.recording import Phase, Series
-from bigviz.recorder import sidecar as sc
+from bigviz.data.recording import Phase
 from bigviz.runner.events import Timeline, recv_messages
+from bigviz.runner.kills import merge_kill_report, read_kill_report
 from bigviz.units import format_size
 
 __all__ = [
@@ -416,21 +414,16 @@ class _Supervisor:
         """Once one worker's streams are drained: take its sidecar's kill report, name
         the phase of the stop from the recording, keep the parent's peak inside phases."""
         t0 = w.t0()
-        report = _read_kill_report(w)
+        report = read_kill_report(w.budget_report())
         if report is not None:
-            t_cross, rss, budget, peak, samples = report
             if t0 is not None:
-                _extend(w.timeline, samples, t0)
-                w.timeline.marks.append({
-                    "type": "mark", "name": "budget exceeded", "t": t_cross - t0,
-                    "detail": {"rss": rss, "budget": budget, "peak": peak,
-                               "by": "sidecar (1 ms samples)"}})
-            self.budget = budget
-            template = (f"{self._over()}: reached {format_size(peak, binary=False)}"
+                merge_kill_report(w.timeline, report, t0)
+            self.budget = report.budget
+            template = (f"{self._over()}: reached {format_size(report.peak, binary=False)}"
                         "{where}")
             self.stop = Stop("budget_exceeded", template.format(where=""), w, None,
-                             t=t_cross, template=template, peak=peak)
-            w.rss_peak = max(w.rss_peak, peak)
+                             t=report.t, template=template, peak=report.peak)
+            w.rss_peak = max(w.rss_peak, report.peak)
         stop = self.stop
         if stop is not None and stop.t is not None and stop.template is not None \
                 and t0 is not None:
@@ -491,55 +484,6 @@ def innermost_at(phases: Sequence[Phase], t: float) -> Phase | None:
     """
     open_ = [p for p in phases if p.start <= t and (p.end is None or p.end >= t)]
     return max(open_, key=lambda p: (p.start, p.depth), default=None)
-
-
-_Sample = tuple[float, int, int, int]  # monotonic time, anon, file, shmem
-
-
-def _read_kill_report(w: Watched) -> tuple[float, int, int, int, list[_Sample]] | None:
-    """The sidecar's kill report of this worker (and remove it), or ``None``."""
-    path = w.budget_report()
-    if not path:
-        return None
-    try:
-        fd = os.open(str(path), os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return None
-    try:
-        data = b""
-        while chunk := os.read(fd, 1 << 20):
-            data += chunk
-    finally:
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(str(path))
-    n = len(data) - len(data) % sc.REC_SIZE
-    head: _Sample | None = None
-    samples: list[_Sample] = []
-    for kind, t, a, b, c in sc.REC.iter_unpack(data[:n]):
-        if kind == sc.K_BUDGET:
-            head = (t, a, b, c)
-        elif kind == sc.K_STATUS:
-            samples.append((t, a, b, c))
-    if head is None:
-        return None
-    return (*head, samples)
-
-
-def _extend(tl: Timeline, samples: list[_Sample], t0: float) -> None:
-    """Add the kill report's samples the stream did not carry to the ``ram.*`` series."""
-    rss = tl.series.get("ram.rss")
-    last = rss.t[-1] if rss is not None and rss.t else float("-inf")
-    for t, anon, file_, shmem in samples:
-        rel = t - t0
-        if rel <= last:
-            continue
-        for name, v in (("ram.rss", anon + file_ + shmem), ("ram.anon", anon),
-                        ("ram.file", file_), ("ram.shmem", shmem)):
-            s = tl.series.setdefault(name, Series(name))
-            s.t.append(rel)
-            s.v.append(v)
-        last = rel
 
 
 # -- verdicts ------------------------------------------------------------------------
