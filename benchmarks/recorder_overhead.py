@@ -78,6 +78,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _targets import figure  # benchmarks/ is sys.path[0] when run as a script
+
 CHUNK = 64 << 20  # one tensor per 64 MiB, like a shard of a real model's weights
 
 
@@ -232,16 +234,26 @@ MEMRAY_DIR = "/tmp/memray-pkgs"  # `pip install --target` there: never into the 
 
 
 def run_one(
-    mode: str, path: Path, interval_ms: float, sched: str = "normal", sidecar: str = ""
+    mode: str,
+    path: Path,
+    interval_ms: float,
+    sched: str = "normal",
+    sidecar: str = "",
+    cpu: str = "away",
+    tree: str = "",
 ) -> dict[str, Any]:
     """One load in a fresh process: ``off``, ``on`` (bigviz recording, sidecar under the
-    ``sched`` policy, the ``sidecar`` script if given) or ``memray`` (the same load as
-    ``off`` under ``memray run``)."""
+    ``sched`` policy and ``cpu`` placement, the ``sidecar`` script if given, bigviz
+    imported from ``tree`` if given) or ``memray`` (the same load as ``off`` under
+    ``memray run``)."""
     env = dict(os.environ)
     env["BIGVIZ_SIDECAR_SCHED"] = sched
+    env["BIGVIZ_SIDECAR_CPU"] = cpu
     env.pop("BENCH_SIDECAR_FILE", None)
     if sidecar:
         env["BENCH_SIDECAR_FILE"] = sidecar
+    if tree:  # found before the venv's editable install (a path finder comes first)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (tree, env.get("PYTHONPATH")) if p)
     cmd = [sys.executable, __file__, "--worker", mode, "--path", str(path)]
     cmd += ["--interval-ms", repr(interval_ms)]
     if mode == "memray":
@@ -358,6 +370,18 @@ def main() -> None:
         help="also record with this copy of sidecar.py (e.g. the one before a change), "
         "interleaved with the others, as sidecar 'old'",
     )
+    ap.add_argument(
+        "--cpu",
+        default="away",
+        help="sidecar CPU placements to compare, comma-separated: away, any (default away)",
+    )
+    ap.add_argument(
+        "--compare-tree",
+        default="",
+        metavar="DIR",
+        help="also record with the bigviz package of this checkout (e.g. `git worktree add "
+        "/tmp/before REV`), interleaved with the others, as 'tree'",
+    )
     ap.add_argument("--no-memray", action="store_true", help="skip the memray comparison")
     ap.add_argument("--dir", default=None, help="where to write the checkpoint (a temp dir)")
     ap.add_argument("--worker", choices=["on", "off", "memray"], help=argparse.SUPPRESS)
@@ -372,14 +396,28 @@ def main() -> None:
     for p in scheds:
         if p not in ("normal", "batch", "idle"):
             raise SystemExit(f"--sched {p!r}: use normal, batch or idle (comma-separated)")
+    cpus = [c.strip() for c in args.cpu.split(",") if c.strip()]
+    for c in cpus:
+        if c not in ("away", "any"):
+            raise SystemExit(f"--cpu {c!r}: use away or any (comma-separated)")
+    if args.compare_tree and not (Path(args.compare_tree) / "bigviz" / "__init__.py").is_file():
+        raise SystemExit(f"--compare-tree {args.compare_tree!r}: no bigviz/__init__.py there")
 
     from bigviz.units import format_size, parse_size
 
     memray = not args.no_memray and memray_available()
     if args.compare_sidecar and not Path(args.compare_sidecar).is_file():
         raise SystemExit(f"--compare-sidecar {args.compare_sidecar!r}: no such file")
-    old = ["on:old"] if args.compare_sidecar else []
-    modes = ["off", *old, *(f"on:{p}" for p in scheds)] + (["memray"] if memray else [])
+    # each recording variant: label -> (policy, placement, sidecar script, tree)
+    variants: dict[str, tuple[str, str, str, str]] = {}
+    if args.compare_tree:
+        variants["tree"] = ("normal", "any", "", args.compare_tree)
+    if args.compare_sidecar:
+        variants["old"] = ("normal", cpus[0], args.compare_sidecar, "")
+    for p in scheds:
+        for c in cpus:
+            variants[p if len(cpus) == 1 else f"{p}/{c}"] = (p, c, "", "")
+    modes = ["off", *(f"on:{v}" for v in variants)] + (["memray"] if memray else [])
     rows: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
     size = parse_size(args.size)
     with tempfile.TemporaryDirectory(prefix="bigviz-bench-recorder-", dir=args.dir) as tmp:
@@ -395,17 +433,16 @@ def main() -> None:
             for i in range(args.repeats):
                 order = modes if i % 2 == 0 else modes[::-1]
                 for mode in order:
-                    kind, _, sched = mode.partition(":")
-                    sidecar = args.compare_sidecar if sched == "old" else ""
-                    policy = "normal" if sched in ("", "old") else sched
-                    res = run_one(kind, path, args.interval_ms, policy, sidecar)
+                    kind, _, label = mode.partition(":")
+                    policy, cpu, sidecar, tree = variants.get(label, ("normal", "away", "", ""))
+                    res = run_one(kind, path, args.interval_ms, policy, sidecar, cpu, tree)
                     rows[mode].append(res)
                     extra = ""
                     if kind == "on":
                         share = res["load_samples_per_s"] / res["requested_per_s"]
                         extra = f", {share:.1%} samples"
                     print(
-                        f"  repeat {i + 1} {mode:10s}: load {res['wall']:.3f} s, "
+                        f"  repeat {i + 1} {mode:14s}: load {res['wall']:.3f} s, "
                         f"{res['invol']} invol. switches{extra}",
                         flush=True,
                     )
@@ -437,7 +474,7 @@ def main() -> None:
         f"recorder off: load {off_w:.3f} s (median of {args.repeats}), "
         f"involuntary context switches of the loading process {_med(offs, 'invol'):.0f}"
     )
-    for p in ["old"] * len(old) + scheds:
+    for p, (policy, cpu, _, tree) in variants.items():
         ons = rows[f"on:{p}"]
         on_w = _med(ons, "wall")
         lo, hi = ratio_ci([r["wall"] for r in ons], off_walls)
@@ -446,12 +483,23 @@ def main() -> None:
         gil_rate = _med(ons, "gil_samples_per_s")
         equal_load = sum(r["load_peak"] == r["hwm_after_load"] for r in ons)
         equal_gil = sum(r["gil_peak"] == r["hwm_after_gil"] for r in ons)
-        what = f"{args.compare_sidecar} (normal)" if p == "old" else f"under policy {p}"
-        print(f"recorder on, sidecar {what}:")
+        if p == "tree":
+            what = f"bigviz from {tree}"
+        elif p == "old":
+            what = f"sidecar {args.compare_sidecar} (policy normal, CPU {cpu})"
+        else:
+            what = f"sidecar under policy {policy}, CPU placement {cpu}"
+        print(f"recorder on, {what}:")
         print(
             f"  load wall ratio on / off: {on_w / off_w:.3f} [{lo:.2f}-{hi:.2f}]  "
             f"(target <= 1.03; {on_w:.3f} s vs {off_w:.3f} s)"
         )
+        if p not in ("tree", "old"):
+            busy = f"{args.hog} busy-loop process(es) on {os.cpu_count()} CPUs"
+            figure(f"recorder {p}, hog {args.hog}: load ratio on/off", round(on_w / off_w, 3),
+                   "<= 1.03", on_w / off_w <= 1.03, f"[{lo:.2f}-{hi:.2f}], {busy}")
+            figure(f"recorder {p}, hog {args.hog}: samples delivered", f"{load_rate / req:.1%}",
+                   ">= 95%", load_rate / req >= 0.95, busy)
         print(
             f"  samples delivered during the load: {load_rate:.0f}/s of {req:.0f} requested "
             f"({load_rate / req:.1%}; target >= 95%); GIL held: {gil_rate / req:.1%}"
@@ -483,7 +531,7 @@ def main() -> None:
         errors = [e for r in ons for e in r["errors"]]
         if errors:
             print("  recording errors:", errors[:5])
-    ons = rows[f"on:{scheds[0]}"]
+    ons = rows[f"on:{next(v for v in variants if v not in ('tree', 'old'))}"]
     print(
         f"recorder start / stop: {_med(ons, 'start_s') * 1000:.1f} ms / "
         f"{_med(ons, 'stop_s') * 1000:.1f} ms (sidecar startup "

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _targets import figure  # benchmarks/ is sys.path[0] when run as a script
 
 from bigviz import report
 from bigviz.data.recording import Phase, Recording, Series
@@ -186,7 +187,16 @@ def main(argv: list[str] | None = None) -> int:
                   f"({r['load_cpu']:.2f}) |           {r['old_bps']:>8.1f} "
                   f"{r['old_write']:>8.2f} {r['old_load']:>8.2f}")  # fmt: skip
             ok &= r["bps"] <= TARGET_BYTES
+            figure(f"recording {m:g} min: JSON bytes/sample", round(r["bps"], 2),
+                   f"<= {TARGET_BYTES:g}", r["bps"] <= TARGET_BYTES,
+                   f"{r['bytes'] / 1e6:.1f} MB")
             if m >= 30:
+                figure("recording 30 min: write s", round(r["write"], 2),
+                       f"<= {TARGET_WRITE_S:g}", r["write"] <= TARGET_WRITE_S,
+                       f"{r['write_cpu']:.2f} s CPU")
+                figure("recording 30 min: load s", round(r["load"], 2),
+                       f"<= {TARGET_LOAD_S:g}", r["load"] <= TARGET_LOAD_S,
+                       f"{r['load_cpu']:.2f} s CPU")
                 ok &= r["write"] <= TARGET_WRITE_S and r["load"] <= TARGET_LOAD_S
                 cpu_ok = r["write_cpu"] <= TARGET_WRITE_S and r["load_cpu"] <= TARGET_LOAD_S
     print(f"targets: <= {TARGET_BYTES:g} B/sample; 30 min written in <= {TARGET_WRITE_S:g} s, "
