@@ -87,3 +87,58 @@ def hub_cache(home: Path, repo: str, folder: Path, *, revision: str = "main") ->
     (storage / "refs").mkdir(exist_ok=True)
     (storage / "refs" / revision).write_text(commit)
     return snap
+
+
+def user_gpt2(tmp_path_factory: Any, *, size: int, max_shard_size: str) -> Path:
+    """A GPT-2 of about ``size`` bytes that Transformers' ``save_pretrained`` wrote into a
+    fresh ``user/my-gpt2`` folder in ``max_shard_size`` safetensors shards (with an index
+    when there are several): the folder a user already has (a module fixture's body)."""
+    folder = Path(tmp_path_factory.mktemp("user")) / "my-gpt2"
+    save_hf("gpt2", folder, size=size, max_shard_size=max_shard_size)
+    return folder
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every entry under ``folder`` with its size and modification time (links followed),
+    and the folder's own listing size and mtime: equal snapshots mean nothing was written."""
+    out = {}
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            p = Path(root) / name
+            st = p.stat()
+            out[str(p.relative_to(folder))] = (st.st_size, st.st_mtime_ns)
+    st = folder.stat()
+    out["."] = (len(os.listdir(folder)), st.st_mtime_ns)
+    return out
+
+
+def file_checksums(folder: Path) -> dict[str, list[int]]:
+    """Each tensor's checksum, read here from the folder's files with safetensors
+    (``*.safetensors``) or torch (``*.bin``)."""
+    from safetensors.torch import load_file
+
+    from bigviz.strategies.weights import checksum
+
+    sums: dict[str, list[int]] = {}
+    for f in sorted(folder.iterdir()):
+        if f.suffix == ".safetensors":
+            sums.update({k: checksum(v) for k, v in load_file(f).items()})
+        elif f.suffix == ".bin":
+            sd = torch.load(f, map_location="cpu", weights_only=True)
+            sums.update({k: checksum(v) for k, v in sd.items()})
+    return sums
+
+
+def cached_llama(tmp_path: Path, monkeypatch: Any, *, size: int,
+                 max_shard_size: str) -> tuple[Path, Path]:
+    """A Llama (rotary buffers computed, not saved) of about ``size`` bytes, saved under
+    ``tmp_path`` and laid out as ``acme/tiny-llama`` in a hub cache there, which
+    ``HF_HOME`` now names (``monkeypatch`` undoes it). Returns ``(home, snapshot)``."""
+    src = tmp_path / "llama"
+    save_hf("llama", src, size=size, max_shard_size=max_shard_size)
+    home = tmp_path / "hf-home"
+    snap = hub_cache(home, "acme/tiny-llama", src)
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
+    return home, snap

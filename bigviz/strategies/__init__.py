@@ -18,8 +18,9 @@ name               what it does                                                C
 Distributed strategies (``kind = "distributed"``, :mod:`bigviz.strategies.ranks`) run in
 every rank of a ``torch.distributed`` job: ``every-rank-loads``, ``rank0-broadcast``,
 ``shared-mmap``, and the FSDP2 ones (:mod:`bigviz.strategies.fsdp`): ``fsdp-broadcast``,
-``fsdp-dcp``, ``fsdp-hf`` (and ``fsdp-dcp-save``, ``fsdp-hf-save``: saving;
-``dcp-consolidate``: a DCP checkpoint consolidated into Hugging Face safetensors). One
+``fsdp-dcp``, ``fsdp-hf`` (and ``fsdp-dcp-save``, ``fsdp-hf-save``: saving), and
+:mod:`bigviz.strategies.dcp`'s ``dcp-consolidate`` (a DCP checkpoint consolidated into
+Hugging Face safetensors). One
 registry holds both kinds: :func:`get` finds either, :func:`names` and :func:`available`
 list one kind (single-process by default).
 
@@ -41,10 +42,10 @@ from __future__ import annotations
 
 from bigviz._errors import StrategyError
 from bigviz.strategies.base import KINDS, Kind, RunContext, Strategy
+from bigviz.strategies.dcp import DcpConsolidate
 from bigviz.strategies.devices import DeviceMap, normalize_max_memory, validate_device_map
 from bigviz.strategies.dispatch import Dispatch
 from bigviz.strategies.fsdp import (
-    DcpConsolidate,
     FsdpBroadcast,
     FsdpDcp,
     FsdpDcpSave,

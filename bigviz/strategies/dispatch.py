@@ -21,18 +21,12 @@ from bigviz.strategies.devices import (
     placement_bytes,
     resolve_device_map,
 )
-from bigviz.strategies.weights import largest_shard, load_shard, model_size, tie
+from bigviz.strategies.weights import largest_shard, largest_tensor, load_shard, model_size, tie
 
 if TYPE_CHECKING:
     from torch import nn
 
 __all__ = ["Dispatch", "aliased_bytes", "largest_tensor", "predict_placed"]
-
-
-def largest_tensor(info: Any) -> int:
-    """T: the largest tensor of the checkpoint, in bytes (0 when unknown)."""
-    sizes = [int(t.nbytes) for t in (getattr(info, "tensors", {}) or {}).values()]
-    return max(sizes, default=0)
 
 
 def aliased_bytes(info: Any) -> int:

@@ -9,8 +9,8 @@ from bigviz.data.result import Prediction
 from bigviz.models import NO_SPLIT, build_model
 from bigviz.strategies.base import RunContext, Strategy
 from bigviz.strategies.devices import DeviceMap, device_name, disjoint_device_map, note_library_map
-from bigviz.strategies.dispatch import largest_tensor, placement_for, predict_placed
-from bigviz.strategies.weights import largest_shard, model_size, tie
+from bigviz.strategies.dispatch import placement_for, predict_placed
+from bigviz.strategies.weights import largest_shard, largest_tensor, model_size, tie
 
 if TYPE_CHECKING:
     from torch import nn

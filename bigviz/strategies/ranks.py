@@ -48,6 +48,7 @@ from bigviz.strategies.weights import (
     assign_shard,
     first_use,
     largest_shard,
+    largest_tensor,
     load_shard,
     model_size,
     require_loaded,
@@ -64,6 +65,8 @@ __all__ = [
     "EveryRankLoads",
     "Rank0Broadcast",
     "SharedMmap",
+    "node_sum",
+    "ranks_note",
 ]
 
 #: single-process strategies ``every-rank-loads`` can run in each rank
@@ -120,7 +123,7 @@ class DistStrategy(Strategy):
             >>> # get("shared-mmap").predict(info, nproc=4).formula
             >>> # 'M once per node (page cache shared), N × M RSS'
         """
-        raise NotImplementedError
+        return self._predict_node(info, device_map, nproc=nproc, per_rank=per_rank)
 
     def predict_rank(
         self,
@@ -135,7 +138,25 @@ class DistStrategy(Strategy):
     ) -> Prediction:
         """One rank's own expected peak (RSS above its baseline; VRAM on its GPU);
         ``device_map`` is the rank's device (``"cpu"``, ``"cuda:N"``)."""
+        return self._predict_rank(info, rank, device_map, nproc=nproc, per_rank=per_rank)
+
+    # A subclass implements these two: no distributed strategy reads ``max_memory`` or
+    # ``placement``, so the public signatures above are written once, here.
+
+    def _predict_node(self, info: Any, device_map: DeviceMap, *, nproc: int,
+                      per_rank: str) -> Prediction:
+        """:meth:`predict` of this strategy."""
         raise NotImplementedError
+
+    def _predict_rank(self, info: Any, rank: int, device_map: DeviceMap, *, nproc: int,
+                      per_rank: str) -> Prediction:
+        """:meth:`predict_rank` of this strategy."""
+        raise NotImplementedError
+
+    def _rank_parts(self, info: Any, nproc: int, device_map: DeviceMap = "cpu",
+                    ) -> list[Prediction]:
+        """Every rank's own prediction, rank 0 first."""
+        return [self.predict_rank(info, r, device_map, nproc=nproc) for r in range(nproc)]
 
     def run(self, ctx: RunContext) -> nn.Module:
         if not isinstance(ctx, DistContext):
@@ -173,9 +194,26 @@ def _gpu(device: str) -> bool:
     return device.startswith("cuda")
 
 
-def _largest_tensor(info: Any) -> int:
-    sizes = [int(t.nbytes) for t in getattr(info, "tensors", {}).values()]
-    return max(sizes) if sizes else 0
+def ranks_note(parts: list[Prediction], nproc: int) -> str:
+    """``"N = 4; rank 0: M + M/N; rank 1: M/N; …"``: the node's ranks and the formulas of
+    the first two (the others are as rank 1)."""
+    return (f"N = {nproc}; " + "; ".join(f"rank {r}: {p.formula}"
+                                          for r, p in enumerate(parts[:2]))
+            + ("; …" if nproc > 2 else ""))
+
+
+def node_sum(parts: list[Prediction], *, formula: str, high_formula: str, width: str,
+             above: str, below: str, notes: str, low: int | None = None,
+             low_formula: str = "") -> Prediction:
+    """The node's prediction from every rank's own (:meth:`DistStrategy.predict_rank`):
+    anonymous memory, the ranks' peaks and both bounds added up (``low``: another lower
+    bound, e.g. the largest rank's where the ranks need not peak together)."""
+    peak = sum(p.ram_peak for p in parts)
+    return Prediction(
+        ram_peak=peak, formula=formula, ram_anon=peak, ram_file=0,
+        low=sum(p.bounds[0] for p in parts) if low is None else low,
+        high=sum(p.bounds[1] for p in parts), low_formula=low_formula or formula,
+        high_formula=high_formula, width=width, above=above, below=below, notes=notes)
 
 
 class EveryRankLoads(DistStrategy):
@@ -193,17 +231,8 @@ class EveryRankLoads(DistStrategy):
             )
         return _PER_RANK[per_rank]
 
-    def predict_rank(
-        self,
-        info: Any,
-        rank: int,
-        device_map: DeviceMap = "cpu",
-        *,
-        max_memory: Mapping[int | str, int] | None = None,
-        placement: Mapping[str, int] | None = None,
-        nproc: int = 2,
-        per_rank: str = "naive",
-    ) -> Prediction:
+    def _predict_rank(self, info: Any, rank: int, device_map: DeviceMap, *, nproc: int,
+                      per_rank: str) -> Prediction:
         device = str(device_map)  # the rank's own device
         p = self._inner(per_rank).predict(info, "cpu")
         m = model_size(info)
@@ -215,16 +244,8 @@ class EveryRankLoads(DistStrategy):
                 notes=f"rank {rank}: loads on the CPU as {per_rank!r}, then moves to its GPU")
         return replace(p, notes=f"rank {rank}: {per_rank!r} load")
 
-    def predict(
-        self,
-        info: Any,
-        device_map: DeviceMap = "cpu",
-        *,
-        max_memory: Mapping[int | str, int] | None = None,
-        placement: Mapping[str, int] | None = None,
-        nproc: int = 2,
-        per_rank: str = "naive",
-    ) -> Prediction:
+    def _predict_node(self, info: Any, device_map: DeviceMap, *, nproc: int,
+                      per_rank: str) -> Prediction:
         p = self.predict_rank(info, 0, nproc=nproc, per_rank=per_rank)
         m = model_size(info)
         low, high = p.bounds
@@ -263,19 +284,10 @@ class Rank0Broadcast(DistStrategy):
                    "build on meta and receive into empty tensors")
     phases = ("build", "shard i/n", "read", "broadcast", "assign", "first use", "loaded")
 
-    def predict_rank(
-        self,
-        info: Any,
-        rank: int,
-        device_map: DeviceMap = "cpu",
-        *,
-        max_memory: Mapping[int | str, int] | None = None,
-        placement: Mapping[str, int] | None = None,
-        nproc: int = 2,
-        per_rank: str = "naive",
-    ) -> Prediction:
+    def _predict_rank(self, info: Any, rank: int, device_map: DeviceMap, *, nproc: int,
+                      per_rank: str) -> Prediction:
         device = str(device_map)  # the rank's own device
-        m, s, t = model_size(info), largest_shard(info), _largest_tensor(info)
+        m, s, t = model_size(info), largest_shard(info), largest_tensor(info)
         if _gpu(device):
             if rank == 0:
                 return Prediction(ram_peak=s, formula="S", ram_anon=s, ram_file=0,
@@ -300,36 +312,21 @@ class Rank0Broadcast(DistStrategy):
                           above="more than one tensor in flight: received tensors were "
                                 "copied", below="the rank did not receive the whole model")
 
-    def predict(
-        self,
-        info: Any,
-        device_map: DeviceMap = "cpu",
-        *,
-        max_memory: Mapping[int | str, int] | None = None,
-        placement: Mapping[str, int] | None = None,
-        nproc: int = 2,
-        per_rank: str = "naive",
-    ) -> Prediction:
+    def _predict_node(self, info: Any, device_map: DeviceMap, *, nproc: int,
+                      per_rank: str) -> Prediction:
         dev = "cuda:0" if device_map != "cpu" else "cpu"
-        parts = [self.predict_rank(info, r, dev, nproc=nproc) for r in range(nproc)]
-        total = sum(p.ram_peak for p in parts)
+        parts = self._rank_parts(info, nproc, dev)
         formula = "S (rank 0 only)" if _gpu(dev) else "N × M"
-        high = sum(p.bounds[1] for p in parts)
-        return Prediction(
-            ram_peak=total,
-            formula=formula,
-            ram_anon=total,
-            ram_file=0,
-            low=total, high=high, low_formula=formula,
-            high_formula=formula if high == total else "N × M + (N − 1) × T",
+        node = node_sum(
+            parts, formula=formula, high_formula="N × M + (N − 1) × T",
             width="one tensor may be in flight in each receiver's backend",
             above="more than one copy per rank: received or read tensors were copied",
             below="a rank did not hold the whole model",
-            notes=f"N = {nproc}; " + "; ".join(f"rank {r}: {p.formula}"
-                                              for r, p in enumerate(parts[:2]))
-                  + ("; …" if nproc > 2 else "")
+            notes=ranks_note(parts, nproc)
                   + ". One reader of the checkpoint; receivers never hold a second copy",
         )
+        # no tensor in flight (GPU ranks receive straight into VRAM): the range is one value
+        return replace(node, high_formula=formula) if node.high == node.ram_peak else node
 
     def run_rank(self, ctx: DistContext) -> nn.Module:
         import torch
@@ -389,17 +386,8 @@ class SharedMmap(DistStrategy):
     phases = ("build", "load shard i/n", "assign", "first use", "loaded")
     formats = ("safetensors",)  # .bin files cannot be mapped zero-copy
 
-    def predict_rank(
-        self,
-        info: Any,
-        rank: int,
-        device_map: DeviceMap = "cpu",
-        *,
-        max_memory: Mapping[int | str, int] | None = None,
-        placement: Mapping[str, int] | None = None,
-        nproc: int = 2,
-        per_rank: str = "naive",
-    ) -> Prediction:
+    def _predict_rank(self, info: Any, rank: int, device_map: DeviceMap, *, nproc: int,
+                      per_rank: str) -> Prediction:
         device = str(device_map)  # the rank's own device
         m = model_size(info)
         if _gpu(device):
@@ -412,16 +400,8 @@ class SharedMmap(DistStrategy):
                           notes=f"rank {rank}: RSS ≈ M of page cache it shares with the other "
                                 f"{nproc - 1} rank(s); its proportional share is M / {nproc}")
 
-    def predict(
-        self,
-        info: Any,
-        device_map: DeviceMap = "cpu",
-        *,
-        max_memory: Mapping[int | str, int] | None = None,
-        placement: Mapping[str, int] | None = None,
-        nproc: int = 2,
-        per_rank: str = "naive",
-    ) -> Prediction:
+    def _predict_node(self, info: Any, device_map: DeviceMap, *, nproc: int,
+                      per_rank: str) -> Prediction:
         m = model_size(info)
         return Prediction(
             ram_peak=m,

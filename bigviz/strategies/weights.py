@@ -29,6 +29,7 @@ __all__ = [
     "first_use",
     "iter_weights",
     "largest_shard",
+    "largest_tensor",
     "load_shard",
     "meta_leftovers",
     "model_size",
@@ -41,6 +42,12 @@ def largest_shard(info: Any) -> int:
     """Bytes of the largest shard file of a ``CheckpointInfo``."""
     sizes = [int(f.bytes) for f in getattr(info, "files", [])]
     return max(sizes) if sizes else int(info.total_size)
+
+
+def largest_tensor(info: Any) -> int:
+    """T: the largest tensor of the checkpoint, in bytes (0 when unknown)."""
+    sizes = [int(t.nbytes) for t in (getattr(info, "tensors", {}) or {}).values()]
+    return max(sizes, default=0)
 
 
 def model_size(info: Any) -> int:

@@ -20,20 +20,21 @@ import pytest
 import torch
 
 import bigviz.strategies as strategies
+import bigviz.strategies.dcp as dcp_module
+import bigviz.strategies.fsdp as fsdp_module
 from bigviz._errors import ConfigError, StrategyError
 from bigviz.checkpoint import inspect_checkpoint, save_sharded
 from bigviz.data.result import RunResult
 from bigviz.runner.launcher import run_distributed
-from bigviz.strategies.fsdp import (
+from bigviz.strategies.dcp import (
     DCP_DIR,
     DCP_HF_DIR,
-    _positioned_sum,
     check_dcp_hf,
     read_dcp_hf_metadata,
     save_dcp_hf,
     saved_checksums,
-    shard_bytes,
 )
+from bigviz.strategies.fsdp import _positioned_sum, shard_bytes
 from bigviz.strategies.weights import checksum
 
 MODEL = "gpt:40MB"
@@ -70,6 +71,17 @@ def test_positioned_sums_of_any_slices_add_up_to_the_checksum() -> None:
         parts = (_positioned_sum(bad[: total // 2], 0, total)
                  + _positioned_sum(bad[total // 2:], total // 2, total)) % (1 << 64)
         assert parts - (1 << 64) * (parts >= 1 << 63) != want
+
+
+def test_the_dcp_names_moved_to_their_module_are_still_fsdps() -> None:
+    # GIVEN the DCP copies, their checks and dcp-consolidate, now in bigviz.strategies.dcp
+    moved = set(dcp_module.__all__)
+    # THEN code that imported them from bigviz.strategies.fsdp gets the same objects
+    assert moved <= set(fsdp_module.__all__)
+    for name in moved:
+        assert getattr(fsdp_module, name) is getattr(dcp_module, name), name
+    # and the registry holds the one dcp-consolidate
+    assert type(strategies.get("dcp-consolidate")) is dcp_module.DcpConsolidate
 
 
 def test_shard_bytes_pads_rows_per_rank() -> None:

@@ -25,39 +25,15 @@ import bigviz
 from bigviz._errors import ConfigError
 from bigviz.data.result import RunResult
 from bigviz.runner.plan import Settings, plan_runs
-from bigviz.strategies.weights import checksum
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import hf_zoo
+from hf_zoo import file_checksums, snapshot
 
 pytest.importorskip("transformers")
 
 #: the strategies each folder runs under (the issue's two)
 RUNS = ("fsdp-hf", "every-rank-loads")
-
-
-def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
-    """Every entry under ``folder`` with its size and modification time (links followed),
-    and the folder's own listing size and mtime."""
-    out = {}
-    for root, dirs, files in os.walk(folder):
-        for name in dirs + files:
-            p = Path(root) / name
-            st = p.stat()
-            out[str(p.relative_to(folder))] = (st.st_size, st.st_mtime_ns)
-    st = folder.stat()
-    out["."] = (len(os.listdir(folder)), st.st_mtime_ns)
-    return out
-
-
-def file_checksums(folder: Path) -> dict[str, list[int]]:
-    """Each tensor's checksum, read here from the safetensors files."""
-    from safetensors.torch import load_file
-
-    sums: dict[str, list[int]] = {}
-    for f in sorted(folder.glob("*.safetensors")):
-        sums.update({k: checksum(v) for k, v in load_file(f).items()})
-    return sums
 
 
 def weight_files(root: Path) -> list[Path]:
@@ -69,9 +45,7 @@ def weight_files(root: Path) -> list[Path]:
 @pytest.fixture(scope="module")
 def gpt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # GIVEN a ~8 MB GPT-2 saved by Transformers in 3 MB safetensors shards (with an index)
-    folder = tmp_path_factory.mktemp("user") / "my-gpt2"
-    hf_zoo.save_hf("gpt2", folder, size=8_000_000, max_shard_size="3MB")
-    return folder
+    return hf_zoo.user_gpt2(tmp_path_factory, size=8_000_000, max_shard_size="3MB")
 
 
 @pytest.fixture(scope="module")
@@ -141,13 +115,8 @@ def test_an_hf_id_from_the_local_cache_runs_on_ranks(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # GIVEN a Llama (rotary buffers computed, not saved) laid out in a temporary hub
     # cache as huggingface_hub stores a download
-    src = tmp_path / "llama"
-    hf_zoo.save_hf("llama", src, size=6_000_000, max_shard_size="2MB")
-    home = tmp_path / "hf-home"
-    snap = hf_zoo.hub_cache(home, "acme/tiny-llama", src)
-    monkeypatch.setenv("HF_HOME", str(home))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
+    home, snap = hf_zoo.cached_llama(tmp_path, monkeypatch, size=6_000_000,
+                                     max_shard_size="2MB")
     before = snapshot(home)
     # WHEN fsdp-hf runs the id on 2 ranks
     r = bigviz.run("fsdp-hf", model="hf:acme/tiny-llama", nproc=2, work_dir=tmp_path / "w",

@@ -10,7 +10,6 @@ from the files with safetensors / torch.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,10 +19,10 @@ import pytest
 import bigviz
 from bigviz.cli import main
 from bigviz.data.result import Sweep
-from bigviz.strategies.weights import checksum
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import hf_zoo
+from hf_zoo import file_checksums, snapshot
 
 pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
@@ -31,40 +30,10 @@ pytest.importorskip("accelerate")
 SIX = ["naive", "sharded", "meta", "mmap", "transformers", "accelerate"]
 
 
-def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
-    """Every entry under ``folder`` with its size and modification time (links followed)."""
-    out = {}
-    for root, dirs, files in os.walk(folder):
-        for name in dirs + files:
-            p = Path(root) / name
-            st = p.stat()
-            out[str(p.relative_to(folder))] = (st.st_size, st.st_mtime_ns)
-    st = folder.stat()
-    out["."] = (len(os.listdir(folder)), st.st_mtime_ns)
-    return out
-
-
-def file_checksums(folder: Path) -> dict[str, list[int]]:
-    """Each tensor's checksum, read here from the files with safetensors / torch."""
-    import torch
-    from safetensors.torch import load_file
-
-    sums: dict[str, list[int]] = {}
-    for f in sorted(folder.iterdir()):
-        if f.suffix == ".safetensors":
-            sums.update({k: checksum(v) for k, v in load_file(f).items()})
-        elif f.suffix == ".bin":
-            sd = torch.load(f, map_location="cpu", weights_only=True)
-            sums.update({k: checksum(v) for k, v in sd.items()})
-    return sums
-
-
 @pytest.fixture(scope="module")
 def gpt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # GIVEN a ~40 MB GPT-2 saved by Transformers in 10 MB shards
-    folder = tmp_path_factory.mktemp("user") / "my-gpt2"
-    hf_zoo.save_hf("gpt2", folder, size=40_000_000, max_shard_size="10MB")
-    return folder
+    return hf_zoo.user_gpt2(tmp_path_factory, size=40_000_000, max_shard_size="10MB")
 
 
 @pytest.fixture(scope="module")
@@ -173,13 +142,8 @@ def test_hf_id_from_the_local_cache(tmp_path: Path, work: Path,
                                     monkeypatch: pytest.MonkeyPatch,
                                     capsys: pytest.CaptureFixture[str]) -> None:
     # GIVEN a Llama checkpoint laid out in a hub cache as huggingface_hub stores it
-    src = tmp_path / "llama"
-    hf_zoo.save_hf("llama", src, size=8_000_000, max_shard_size="3MB")
-    home = tmp_path / "hf-home"
-    snap = hf_zoo.hub_cache(home, "acme/tiny-llama", src)
-    monkeypatch.setenv("HF_HOME", str(home))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
+    home, snap = hf_zoo.cached_llama(tmp_path, monkeypatch, size=8_000_000,
+                                     max_shard_size="3MB")
     from huggingface_hub import snapshot_download
 
     # (huggingface_hub, offline, finds the same snapshot)
