@@ -42,6 +42,8 @@ recorder's pieces in isolation (``--hog 1``, 1 GB, 9 interleaved loads each):
   mapped; same bytes as ``smaps``, tested).
 * the recorder's collector thread woke every 25 ms (~90 extra preemptions per load,
   ~1.5 %); now every 100 ms (``flush_ms``), phase boundaries still collect at once.
+  ``bigviz.run``'s workers keep 25 ms (what a worker the OOM killer ends had not sent is
+  lost, and its last 100 ms are the ones that matter): runs keep that ~1.5 %.
 
 Before / after in one run (``--compare-tree`` of 0f25403 and ``--cpu away,any``):
 

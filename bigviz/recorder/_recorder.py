@@ -80,7 +80,8 @@ class Recorder:
         flush_ms: how often samples are collected and streamed to ``on_event`` (default
             100 ms: each collection wakes a thread of the measured process, and at 25 ms
             those wake-ups alone slowed a 1 GB load on a busy 2-core machine by ~1.5 %;
-            phase boundaries and marks collect at once whatever this is).
+            phase boundaries and marks collect at once whatever this is; ``bigviz.run``'s
+            workers use 25 ms, so an OOM kill loses little of the timeline).
         max_samples: keep at most this many samples per series, each bucket's lowest and
             highest when full, so no peak is lost (hours-long recordings: at most
             ``16 * max_samples`` bytes per series; see :mod:`bigviz.recorder._store`).

@@ -91,7 +91,7 @@ __all__ = [
 REC = struct.Struct("<B7xdqqq")
 REC_SIZE = REC.size
 TEXT_CHUNK = 24
-FLUSH_EVERY = 0.025  # seconds between writes to the pipe (the reader collects every 100 ms)
+FLUSH_EVERY = 0.01  # seconds between writes to the pipe (the reader collects every 25-100 ms)
 
 K_HELLO = 1  # a = sidecar's pid, b = page size, c = 0
 K_STATM = 2  # (no longer written: anon/file/shmem come from one status read, K_STATUS)
@@ -505,8 +505,8 @@ class _Sampler:
                     self.keep_away()
                     place = len(self.cpus) > 1
                 ticks += 1
-                # write (and check on the parent) every ~25 ms, not every tick: the
-                # reader collects every 100 ms anyway, and each syscall is CPU the
+                # write (and check on the parent) every ~10 ms, not every tick: the
+                # reader collects every 25-100 ms anyway, and each syscall is CPU the
                 # measured process may want on a small machine
                 if t >= next_flush:
                     next_flush = t + FLUSH_EVERY
