@@ -89,9 +89,11 @@ def _check_prepared(out: Outcome, what: str) -> None:
     if out.outcome == "cancelled":
         raise PreparationCancelled(f"{what} was cancelled{where}; nothing of it was kept")
     if out.outcome == "oom":
+        server = ("" if "fork server died" not in (out.error or "")
+                  else " and the bigviz fork server")
         raise WorkerError(
-            f"{what} ran out of memory{where}: the kernel's OOM killer ended the worker; "
-            "free memory or prepare a smaller model", out.traceback)
+            f"{what} ran out of memory{where}: the kernel's OOM killer ended the worker"
+            f"{server}; free memory or prepare a smaller model", out.traceback)
     # the supervisor's own wording names a phase; here the step says where
     reason = re.sub(r" in phase (None|'[^']*')", "", out.error or out.outcome)
     if out.outcome == "error" and out.traceback:

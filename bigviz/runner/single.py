@@ -165,6 +165,12 @@ def execute(
         out.outcome = "crashed"
     if out.outcome == "crashed":
         out.error = note
+        after = oom_kill_count()
+        if (child.server_gone == "died" and oom_before is not None and after is not None
+                and after > oom_before):
+            # the OOM killer ended the server and its worker (under a cgroup limit it may
+            # take both, one after the other): the run ran out of memory
+            out.outcome = "oom"
     out.recording.errors.append(note)
     return out
 

@@ -279,6 +279,38 @@ def test_closing_the_fork_server_mid_run_kills_the_run_and_what_it_started(
 # -- item 4: a dead fork server ---------------------------------------------------------
 
 
+def test_a_fork_server_killed_while_oom_kills_rise_is_an_out_of_memory_run(
+    work: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN a run that hangs, and the kernel's OOM-kill counter as the runner reads it
+    # (under a cgroup limit the OOM killer may end the worker and then the fork server:
+    # that race is not reproducible, so the counter is what the test sets)
+    from lifecycle_strategies import SpawnsThenHangs
+
+    import bigviz.runner.single as single
+
+    oom_kills = [7]
+    monkeypatch.setattr(single, "oom_kill_count", lambda: oom_kills[0])
+    note_file = work / "lifecycle-spawned.json"
+    note_file.unlink(missing_ok=True)
+    box: dict[str, Any] = {}
+    t = threading.Thread(target=lambda: box.update(r=bigviz.run(
+        SpawnsThenHangs(), model=MODEL, max_shard_size=SHARD, work_dir=work, timeout=60)))
+    t.start()
+    try:
+        _wait_file(note_file, 60)
+        # WHEN the OOM killer ends two processes, the fork server among them
+        oom_kills[0] = 9
+        os.kill(forkserver.live_server_pids()[0], signal.SIGKILL)
+    finally:
+        t.join(60)
+    # THEN the run ran out of memory, and says the server went with it
+    r = box["r"]
+    assert r.outcome == "oom"
+    assert r.error is not None and "fork server died during this run" in r.error
+    assert "OOM killer killed 2 process(es)" in r.error
+
+
 @pytest.mark.slow
 def test_a_killed_fork_server_costs_one_run_and_the_cli_writes_the_report(
     work: Path, registered: None, tmp_path: Path, capsys: pytest.CaptureFixture[str],
