@@ -45,15 +45,17 @@ recorder's pieces in isolation (``--hog 1``, 1 GB, 9 interleaved loads each):
   ``bigviz.run``'s workers keep 25 ms (what a worker the OOM killer ends had not sent is
   lost, and its last 100 ms are the ones that matter): runs keep that ~1.5 %.
 
-Before / after in one run (``--compare-tree`` of 0f25403 and ``--cpu away,any``):
+Before / after in one run (``--compare-tree`` of 0f25403; 1 GB; medians [95 % interval]):
 
-* ``--hog 1``: before 1.124x [1.08-1.20], 91.3 % of samples, 374 preemptions of the loader
-  per load; after 1.017x [0.99-1.13], 95.9 %, 51 (off: 7); after with placement ``any``
-  1.076x [1.04-1.16], 91.2 %, 366.
-* ``--hog 0``: before 1.067x [1.01-1.10], 97.2 %; after 1.029x [0.99-1.08], 95.6 %;
-  ``any`` 0.996x [0.96-1.05], 95.6 %. Every phase peak equalled VmHWM (36/36).
+* ``--hog 1 --repeats 15``: before 1.121x [1.03-1.15], 93.5 % of samples, 325 preemptions of
+  the loader per load; after 1.024x [0.96-1.06], 95.6 %, 51 (off: 15). Two runs of 9
+  (``--cpu away,any``): after 1.017x / 1.041x (95.9 / 95.4 %), before 1.124x / 1.092x,
+  placement ``any`` 1.076x / 1.074x (91.2 / 86.9 %, 366 / 518 preemptions).
+* ``--hog 0 --repeats 15``: before 1.083x [0.99-1.16], 96.2 %; after 0.982x [0.92-1.03],
+  96.4 % (runs of 9: 1.029x and 1.084x after, 1.067x and 1.066x before). Every phase peak
+  equalled VmHWM (120/120 in the runs of 15).
 * the intervals stay wide (single loads vary +-10 % on this VM): the medians meet the
-  targets, the upper ends of the intervals do not prove them.
+  targets; the upper ends of the intervals do not prove them.
 
 Earlier notes (issue 17, 2-core shared VM, 512 MB loads, 3-4 repeats; the machine's load average
 was 6.5-10 from other work, so single loads varied 0.5-2.7 s and every wall-time
