@@ -251,9 +251,9 @@ def test_what_a_finished_worker_left_behind_is_killed(work: Path) -> None:
     assert _wait_gone(left, within=2.0) == []
 
 
-def test_closing_the_fork_server_mid_run_kills_the_run_and_what_it_started(
-    work: Path,
-) -> None:
+def _hanging_run(work: Path) -> tuple[Path, threading.Thread, dict[str, Any]]:
+    """Start ``SpawnsThenHangs`` on a thread: the file its worker writes once it hangs,
+    the thread, and the box its result lands in (``box["r"]``)."""
     from lifecycle_strategies import SpawnsThenHangs
 
     note_file = work / "lifecycle-spawned.json"
@@ -262,6 +262,14 @@ def test_closing_the_fork_server_mid_run_kills_the_run_and_what_it_started(
     t = threading.Thread(target=lambda: box.update(r=bigviz.run(
         SpawnsThenHangs(), model=MODEL, max_shard_size=SHARD, work_dir=work, timeout=60)))
     t.start()
+    return note_file, t, box
+
+
+def test_closing_the_fork_server_mid_run_kills_the_run_and_what_it_started(
+    work: Path,
+) -> None:
+
+    note_file, t, box = _hanging_run(work)
     try:
         note = _wait_file(note_file, 60)
         pids = {p: _start_time(p) for p in (note["sleep"], note["worker"])}
@@ -285,18 +293,12 @@ def test_a_fork_server_killed_while_oom_kills_rise_is_an_out_of_memory_run(
     # GIVEN a run that hangs, and the kernel's OOM-kill counter as the runner reads it
     # (under a cgroup limit the OOM killer may end the worker and then the fork server:
     # that race is not reproducible, so the counter is what the test sets)
-    from lifecycle_strategies import SpawnsThenHangs
 
     import bigviz.runner.single as single
 
     oom_kills = [7]
     monkeypatch.setattr(single, "oom_kill_count", lambda: oom_kills[0])
-    note_file = work / "lifecycle-spawned.json"
-    note_file.unlink(missing_ok=True)
-    box: dict[str, Any] = {}
-    t = threading.Thread(target=lambda: box.update(r=bigviz.run(
-        SpawnsThenHangs(), model=MODEL, max_shard_size=SHARD, work_dir=work, timeout=60)))
-    t.start()
+    note_file, t, box = _hanging_run(work)
     try:
         _wait_file(note_file, 60)
         # WHEN the OOM killer ends two processes, the fork server among them
