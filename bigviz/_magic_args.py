@@ -18,8 +18,6 @@ import re
 import shlex
 from typing import Any, NoReturn
 
-from IPython.core.error import UsageError
-
 __all__ = ["HelpShown", "MagicParser", "cell_parser", "line_parser", "parse_line"]
 
 
@@ -28,6 +26,14 @@ class HelpShown(Exception):
 
 
 _NEGATIVE_VALUE = re.compile(r"^-\.?[0-9]")
+
+
+def _usage_error(message: str) -> Exception:
+    """IPython's ``UsageError`` for ``message``; imported here, when a magic's arguments
+    are refused, so that importing this module loads no IPython (DESIGN.md's layering)."""
+    from IPython.core.error import UsageError
+
+    return UsageError(message)
 
 
 class MagicParser(argparse.ArgumentParser):
@@ -60,7 +66,7 @@ class MagicParser(argparse.ArgumentParser):
         return super().add_subparsers(**kwargs)
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message}{self._did_you_mean(message)}\n"
+        raise _usage_error(f"{self.prog}: {message}{self._did_you_mean(message)}\n"
                          f"{self.format_usage()}Run `%bigviz?` (or add -h) for all options.")
 
     def _did_you_mean(self, message: str) -> str:
@@ -87,7 +93,7 @@ class MagicParser(argparse.ArgumentParser):
 
     def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
         if message:
-            raise UsageError(message)
+            raise _usage_error(message)
         raise HelpShown
 
 
@@ -206,7 +212,7 @@ def parse_line(parser: argparse.ArgumentParser, line: str) -> argparse.Namespace
     try:
         argv = shlex.split(line)
     except ValueError as exc:  # an unclosed quote
-        raise UsageError(f"{parser.prog}: cannot split {line!r}: {exc}") from exc
+        raise _usage_error(f"{parser.prog}: cannot split {line!r}: {exc}") from exc
     try:
         return parser.parse_args(argv)
     except HelpShown:
